@@ -1,0 +1,22 @@
+//! Thread-per-core plumbing for ringcast.
+//!
+//! This crate owns the machinery that is independent of any wire protocol:
+//! which cores the shards run on ([`topology`]), one pinned thread with its own
+//! monoio runtime and `SO_REUSEPORT` listener per shard ([`runtime`]), the
+//! bounded lock-free queues through which shards hand each other work
+//! ([`mesh`]), and connection ids that name their owning shard ([`conn_id`]).
+//!
+//! It deliberately knows nothing about WebSocket, Engine.IO or Socket.IO:
+//! the product crate plugs its per-shard logic in through [`runtime::run`].
+//!
+//! **Invariant:** a shard's memory is touched only by its own thread; other
+//! threads reach it only through its [`mesh::Inbox`].
+
+pub mod conn_id;
+pub mod mesh;
+pub mod runtime;
+pub mod topology;
+
+pub use conn_id::ConnId;
+pub use mesh::{Inbox, Mesh};
+pub use topology::ShardId;

@@ -1,0 +1,175 @@
+//! One pinned thread, one monoio runtime and one `SO_REUSEPORT` listener per
+//! shard.
+//!
+//! All listeners are bound on the calling thread before any shard starts, so
+//! a bad address fails start-up synchronously and port 0 resolves to one port
+//! shared by every shard. The kernel then spreads incoming connections over
+//! the shards' listeners. [`run`] returns once every shard is accepting.
+
+use std::future::Future;
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::topology::{core_plan, SHARDS_MAX};
+use crate::ShardId;
+
+/// Which monoio driver each shard runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Driver {
+    /// io_uring when the kernel allows it, else epoll (logged once).
+    #[default]
+    Auto,
+    /// epoll only (for comparison and for kernels without io_uring).
+    Epoll,
+}
+
+/// How to start the shards.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub shard_count: usize,
+    pub listen: SocketAddr,
+    /// Listen backlog of each shard's socket, in connections.
+    pub backlog: i32,
+    /// io_uring submission queue size of each shard, in entries.
+    pub ring_entries: u32,
+    /// Pin shard `i` to core `i % cores`.
+    pub pin_cores: bool,
+    pub driver: Driver,
+}
+
+/// The running shards.
+pub struct Running {
+    pub local_addr: SocketAddr,
+    pub uring: bool,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Waits for every shard thread to finish.
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts `cfg.shard_count` shards. On each shard's thread, inside its
+/// runtime, `shard_main(shard, listener)` runs to completion.
+pub fn run<F, Fut>(cfg: &RuntimeConfig, shard_main: F) -> io::Result<Running>
+where
+    F: Fn(ShardId, monoio::net::TcpListener) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    if cfg.shard_count == 0 || cfg.shard_count > SHARDS_MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("shard count must be 1..={SHARDS_MAX}"),
+        ));
+    }
+    let listeners = bind_all(cfg)?;
+    let local_addr = listeners[0].local_addr()?;
+    let uring = cfg.driver == Driver::Auto && monoio::utils::detect_uring();
+    if !uring {
+        tracing::warn!(
+            driver = "epoll",
+            "io_uring is unavailable or disabled; shards run monoio's epoll driver"
+        );
+    }
+    let cores = if cfg.pin_cores {
+        core_plan(cfg.shard_count)
+    } else {
+        None
+    };
+    let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
+    let mut threads = Vec::with_capacity(cfg.shard_count);
+    for (index, std_listener) in listeners.into_iter().enumerate() {
+        // unwrap: index < shard_count <= SHARDS_MAX = 255.
+        let shard = ShardId::try_from(index).unwrap();
+        let core = cores.as_ref().map(|c| c[index]);
+        let shard_main = shard_main.clone();
+        let ready_tx = ready_tx.clone();
+        let ring_entries = cfg.ring_entries;
+        let thread = std::thread::Builder::new()
+            .name(format!("shard-{shard}"))
+            .spawn(move || {
+                if let Some(core) = core {
+                    if !core_affinity::set_for_current(core) {
+                        tracing::warn!(shard, "could not pin shard thread to its core");
+                    }
+                }
+                let body = async move {
+                    let listener = match monoio::net::TcpListener::from_std(std_listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(()));
+                    drop(ready_tx);
+                    shard_main(shard, listener).await;
+                };
+                if uring {
+                    match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                        .with_entries(ring_entries)
+                        .enable_timer()
+                        .build()
+                    {
+                        Ok(mut rt) => rt.block_on(body),
+                        Err(e) => tracing::error!(shard, error = %e, "io_uring runtime failed"),
+                    }
+                } else {
+                    match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                        .enable_timer()
+                        .build()
+                    {
+                        Ok(mut rt) => rt.block_on(body),
+                        Err(e) => tracing::error!(shard, error = %e, "epoll runtime failed"),
+                    }
+                }
+            })?;
+        threads.push(thread);
+    }
+    drop(ready_tx);
+    for _ in 0..cfg.shard_count {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(io::Error::other("a shard thread exited during start-up"));
+            }
+        }
+    }
+    Ok(Running {
+        local_addr,
+        uring,
+        threads,
+    })
+}
+
+/// Binds one `SO_REUSEPORT` listener per shard on the same address. The
+/// first resolves port 0; the rest bind to the port it got.
+fn bind_all(cfg: &RuntimeConfig) -> io::Result<Vec<StdTcpListener>> {
+    let mut listeners = Vec::with_capacity(cfg.shard_count);
+    let mut addr = cfg.listen;
+    for _ in 0..cfg.shard_count {
+        let listener = bind_reuseport(addr, cfg.backlog)?;
+        addr = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+fn bind_reuseport(addr: SocketAddr, backlog: i32) -> io::Result<StdTcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
+}

@@ -1,0 +1,279 @@
+//! Static configuration: parsed once at start-up from the command line, an
+//! optional TOML file and the environment, into typed values.
+//!
+//! Precedence: command-line flag, then `RINGCAST_*` environment variable
+//! (where one exists), then the `[server]` table of the file, then the
+//! built-in default. Environments come from the file's `[[environments]]`
+//! array; without a file the embedded default is one environment `default`
+//! (realtime on, no API key, no session).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Command-line flags. Every flag is optional and overrides the file.
+#[derive(Debug, Clone, Parser, Default)]
+#[command(
+    name = "ringcast",
+    version,
+    about = "io_uring thread-per-core Socket.IO pub/sub server"
+)]
+pub struct Cli {
+    /// Address to listen on [default: 0.0.0.0:4000].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Number of shards (threads pinned to cores) [default: one per core].
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Socket.IO path [default: /realtime/].
+    #[arg(long)]
+    pub path: Option<String>,
+    /// Token of the app backend's master connection and HTTP API. Generated
+    /// and printed once when not given anywhere.
+    #[arg(long, env = "RINGCAST_MASTER_TOKEN", hide_env_values = true)]
+    pub master_token: Option<String>,
+    /// Engine.IO ping interval in milliseconds [default: 25000].
+    #[arg(long)]
+    pub ping_interval_ms: Option<u64>,
+    /// Engine.IO ping timeout in milliseconds [default: 20000].
+    #[arg(long)]
+    pub ping_timeout_ms: Option<u64>,
+    /// Largest Engine.IO packet accepted, in bytes [default: 1000000].
+    #[arg(long)]
+    pub max_payload_bytes: Option<usize>,
+    /// Listen backlog of each shard's socket [default: 1024].
+    #[arg(long)]
+    pub backlog: Option<i32>,
+    /// Use the epoll driver even where io_uring works.
+    #[arg(long)]
+    pub epoll: bool,
+    /// TOML configuration file (see `ringcast.example.toml`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// Everything the server needs, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub shard_count: usize,
+    /// Socket.IO path, always starting and ending with `/`.
+    pub path: String,
+    pub master_token: String,
+    /// True when the token was generated because none was configured.
+    pub master_token_generated: bool,
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    pub max_payload_bytes: usize,
+    pub backlog: i32,
+    pub epoll: bool,
+    pub ring_entries: u32,
+    /// Largest HTTP request head accepted, in bytes.
+    pub http_head_bytes_max: usize,
+    /// Slots in each shard's inbound mesh queue, in messages.
+    pub mesh_queue_messages_max: usize,
+    /// Longest channel name accepted, in bytes.
+    pub channel_name_bytes_max: usize,
+    pub environments: Vec<EnvConfig>,
+}
+
+/// One environment (an app's realtime tenant).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EnvConfig {
+    pub id: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// What a client that omits `echoMessages` gets.
+    #[serde(default)]
+    pub echo_messages: bool,
+    /// HS256 secret that signs session JWTs (`sub` = user id).
+    #[serde(default)]
+    pub session_secret: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl EnvConfig {
+    pub fn default_env() -> Self {
+        Self {
+            id: "default".to_owned(),
+            enabled: true,
+            echo_messages: false,
+            session_secret: None,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    server: FileServer,
+    #[serde(default)]
+    environments: Option<Vec<EnvConfig>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileServer {
+    listen: Option<SocketAddr>,
+    shards: Option<usize>,
+    path: Option<String>,
+    master_token: Option<String>,
+    ping_interval_ms: Option<u64>,
+    ping_timeout_ms: Option<u64>,
+    max_payload_bytes: Option<usize>,
+    backlog: Option<i32>,
+    ring_entries: Option<u32>,
+    mesh_queue_messages_max: Option<usize>,
+    channel_name_bytes_max: Option<usize>,
+}
+
+/// Why the configuration was refused. The message names the file, line and
+/// reason where there is a file.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: cannot read: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}:{line}:{column}: {reason}")]
+    Parse {
+        path: String,
+        line: usize,
+        column: usize,
+        reason: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Builds the configuration from flags (and the file they name).
+    pub fn load(cli: &Cli) -> Result<Self, Error> {
+        let file = match &cli.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        Self::merge(cli, file)
+    }
+
+    /// Parses a configuration file's text; `path` is used in messages only.
+    pub fn from_toml(cli: &Cli, path: &str, text: &str) -> Result<Self, Error> {
+        Self::merge(cli, parse_file(path, text)?)
+    }
+
+    fn merge(cli: &Cli, file: FileConfig) -> Result<Self, Error> {
+        let s = file.server;
+        let path = normalize_path(cli.path.clone().or(s.path).unwrap_or_else(|| "/realtime/".into()))?;
+        let (master_token, generated) = match cli.master_token.clone().or(s.master_token) {
+            Some(t) if t.is_empty() => return Err(Error::Invalid("master token is empty".into())),
+            Some(t) => (t, false),
+            None => (ringcast_shards::conn_id::random_token(32), true),
+        };
+        let shard_count = cli
+            .shards
+            .or(s.shards)
+            .unwrap_or_else(ringcast_shards::topology::default_shard_count);
+        if shard_count == 0 || shard_count > ringcast_shards::topology::SHARDS_MAX {
+            return Err(Error::Invalid(format!(
+                "shards must be between 1 and {}",
+                ringcast_shards::topology::SHARDS_MAX
+            )));
+        }
+        let ping_interval_ms = cli.ping_interval_ms.or(s.ping_interval_ms).unwrap_or(25_000);
+        let ping_timeout_ms = cli.ping_timeout_ms.or(s.ping_timeout_ms).unwrap_or(20_000);
+        if ping_interval_ms == 0 || ping_timeout_ms == 0 {
+            return Err(Error::Invalid("ping interval and timeout must be > 0 ms".into()));
+        }
+        let max_payload_bytes = cli.max_payload_bytes.or(s.max_payload_bytes).unwrap_or(1_000_000);
+        if max_payload_bytes < 64 {
+            return Err(Error::Invalid("max payload must be at least 64 bytes".into()));
+        }
+        let environments = file
+            .environments
+            .unwrap_or_else(|| vec![EnvConfig::default_env()]);
+        for (i, env) in environments.iter().enumerate() {
+            if env.id.is_empty() {
+                return Err(Error::Invalid(format!("environment #{} has an empty id", i + 1)));
+            }
+            if environments[..i].iter().any(|e| e.id == env.id) {
+                return Err(Error::Invalid(format!(
+                    "environment `{}` is defined twice",
+                    env.id
+                )));
+            }
+        }
+        Ok(Self {
+            listen: cli
+                .listen
+                .or(s.listen)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 4000))),
+            shard_count,
+            path,
+            master_token,
+            master_token_generated: generated,
+            ping_interval: Duration::from_millis(ping_interval_ms),
+            ping_timeout: Duration::from_millis(ping_timeout_ms),
+            max_payload_bytes,
+            backlog: cli.backlog.or(s.backlog).unwrap_or(1024),
+            epoll: cli.epoll,
+            ring_entries: s.ring_entries.unwrap_or(1024),
+            http_head_bytes_max: 16 * 1024,
+            mesh_queue_messages_max: s.mesh_queue_messages_max.unwrap_or(65_536),
+            channel_name_bytes_max: s.channel_name_bytes_max.unwrap_or(256),
+            environments,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, Error> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    parse_file(&shown, &text)
+}
+
+fn parse_file(path: &str, text: &str) -> Result<FileConfig, Error> {
+    toml::from_str(text).map_err(|e| {
+        let (line, column) = e
+            .span()
+            .map(|span| line_column(text, span.start))
+            .unwrap_or((1, 1));
+        Error::Parse {
+            path: path.to_owned(),
+            line,
+            column,
+            reason: e.message().to_owned(),
+        }
+    })
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text.as_bytes()[..offset.min(text.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let column = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+    (line, column)
+}
+
+fn normalize_path(mut path: String) -> Result<String, Error> {
+    if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+        return Err(Error::Invalid(format!(
+            "path `{path}` must start with / and hold no ? # or spaces"
+        )));
+    }
+    if !path.ends_with('/') {
+        path.push('/');
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,76 @@
+use super::*;
+
+fn cli() -> Cli {
+    Cli::default()
+}
+
+#[test]
+fn embedded_default_serves_one_environment() {
+    let cfg = Config::load(&cli()).unwrap();
+    assert_eq!(cfg.path, "/realtime/");
+    assert_eq!(cfg.listen.to_string(), "0.0.0.0:4000");
+    assert_eq!(cfg.environments, vec![EnvConfig::default_env()]);
+    assert!(cfg.master_token_generated);
+    assert_eq!(cfg.master_token.len(), 32);
+    assert_eq!(cfg.ping_interval, Duration::from_millis(25_000));
+    assert_eq!(cfg.ping_timeout, Duration::from_millis(20_000));
+    assert_eq!(cfg.max_payload_bytes, 1_000_000);
+    assert_eq!(cfg.backlog, 1024);
+}
+
+#[test]
+fn flags_override_the_file() {
+    let mut c = cli();
+    c.shards = Some(3);
+    c.path = Some("/socket.io".into());
+    let cfg = Config::from_toml(
+        &c,
+        "x.toml",
+        "[server]\nshards = 1\nmaster_token = \"t\"\nping_interval_ms = 10000\n\
+         [[environments]]\nid = \"a\"\necho_messages = true\n",
+    )
+    .unwrap();
+    assert_eq!(cfg.shard_count, 3);
+    assert_eq!(cfg.path, "/socket.io/");
+    assert_eq!(cfg.master_token, "t");
+    assert!(!cfg.master_token_generated);
+    assert_eq!(cfg.ping_interval, Duration::from_millis(10_000));
+    assert_eq!(cfg.environments.len(), 1);
+    assert!(cfg.environments[0].enabled);
+    assert!(cfg.environments[0].echo_messages);
+}
+
+#[test]
+fn bad_file_names_file_line_and_reason() {
+    let err = Config::from_toml(&cli(), "bad.toml", "[server]\nshards = 2\nbogus = 1\n").unwrap_err();
+    let text = err.to_string();
+    assert!(text.starts_with("bad.toml:3:1: "), "{text}");
+    assert!(text.contains("bogus"), "{text}");
+
+    let err = Config::from_toml(&cli(), "bad.toml", "[server]\nshards = \"two\"\n").unwrap_err();
+    assert!(err.to_string().starts_with("bad.toml:2:"), "{err}");
+}
+
+#[test]
+fn invalid_values_are_refused() {
+    let dup = "[[environments]]\nid = \"a\"\n[[environments]]\nid = \"a\"\n";
+    assert!(Config::from_toml(&cli(), "f", dup)
+        .unwrap_err()
+        .to_string()
+        .contains("twice"));
+    assert!(Config::from_toml(&cli(), "f", "[server]\nshards = 0\n").is_err());
+    assert!(Config::from_toml(&cli(), "f", "[server]\npath = \"nope\"\n").is_err());
+    assert!(Config::from_toml(&cli(), "f", "[server]\nmaster_token = \"\"\n").is_err());
+}
+
+#[test]
+fn example_file_loads() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/ringcast.example.toml");
+    let mut c = cli();
+    c.config = Some(path.into());
+    let cfg = Config::load(&c).unwrap();
+    assert_eq!(cfg.environments.len(), 2);
+    assert_eq!(cfg.environments[0].session_secret.as_deref(), Some("a-long-random-secret"));
+    assert_eq!(cfg.master_token, "change-me");
+    assert_eq!(cfg.channel_name_bytes_max, 256);
+}

@@ -1,0 +1,592 @@
+//! The monoio tasks of one client connection.
+//!
+//! [`serve`] runs the reader: the HTTP upgrade, then the ingress hot path
+//! (read → [`websocket::decode_head`] → [`Reassembler`] → Engine.IO →
+//! Socket.IO → [`events::handle`]). Once upgraded it spawns [`write_loop`],
+//! the egress end: it waits on the connection's [`Outbox`], coalesces every
+//! queued frame into one vectored write, and keeps the Engine.IO heartbeat.
+//!
+//! The reader owns the connection's lifetime: whatever ends it (end of file,
+//! a protocol error, the writer shutting the socket down on a ping timeout or
+//! a slow consumer), the reader is the one that unregisters the member and
+//! tells its channels it left.
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use monoio::buf::{IoBufMut, IoVecBuf};
+use monoio::io::{
+    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable,
+};
+use monoio::net::TcpStream;
+use tracing::Instrument;
+
+use crate::connection::outbox::{CloseReason, Outbox};
+use crate::fanout::text_frame;
+use crate::http::{route, Route};
+use crate::protocol::websocket::{self, Message, Opcode, Reassembler};
+use crate::protocol::{engineio, http as http_codec, socketio};
+use crate::realtime::auth::{self, Identity};
+use crate::realtime::channels::SlabKey;
+use crate::realtime::events::{self, Incoming};
+use crate::shard::{NewMember, Shard};
+
+/// First read buffer size, in bytes: enough for pongs and small events, so
+/// that an idle connection stays small. Grows when full or to fit a frame,
+/// and is given back once a burst is handled.
+const READ_BUFFER_BYTES: usize = 256;
+/// Largest read buffer kept across reads, in bytes.
+const READ_BUFFER_KEPT_BYTES: usize = 64 * 1024;
+/// Most bytes a connection may have queued for writing before it is closed
+/// as a slow consumer.
+const QUEUED_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Most frames gathered into one vectored write (IOV_MAX is 1024).
+const WRITEV_FRAMES_MAX: usize = 512;
+/// Time allowed for the HTTP request head.
+const HTTP_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed to flush the last frames and the close frame.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most attachments a binary packet may announce.
+const ATTACHMENTS_MAX: usize = 64;
+
+type ReadHalf = OwnedReadHalf<TcpStream>;
+type WriteHalf = OwnedWriteHalf<TcpStream>;
+
+/// Serves one accepted TCP connection until it ends.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
+    // Boxed: the HTTP phase is over after the first request, and keeping it
+    // out of this task's state keeps every idle connection small.
+    let Some((mut reader, buf, outbox)) = Box::pin(upgrade(&shard, stream)).await else {
+        return;
+    };
+    let socket = shard.sockets.borrow_mut().insert(outbox.clone());
+    let span = tracing::debug_span!("conn", shard = shard.id, %peer);
+    let mut session = Session {
+        shard: &shard,
+        outbox: outbox.clone(),
+        member: None,
+        pending: None,
+    };
+    let reason = session.run(&mut reader, buf).instrument(span.clone()).await;
+    span.in_scope(|| tracing::debug!(?reason, "connection closed"));
+    if reason == CloseReason::ClientDisconnect {
+        outbox.push(websocket::close_frame(1000, ""));
+    }
+    outbox.close(reason);
+    shard.sockets.borrow_mut().remove(socket);
+    if let Some(key) = session.member {
+        if let Some(member) = shard.unregister(key) {
+            Box::pin(events::disconnected(&shard, member)).await;
+        }
+    }
+}
+
+/// The HTTP phase: reads the request, answers anything but a valid upgrade
+/// and closes, or completes the upgrade, sends the Engine.IO open packet and
+/// starts the writer. Returns the read half, any bytes already read past the
+/// request, and the outbox.
+async fn upgrade(shard: &Shard, stream: TcpStream) -> Option<(ReadHalf, Vec<u8>, Rc<Outbox>)> {
+    let _ = stream.set_nodelay(true);
+    let fd = stream.as_raw_fd();
+    let (mut reader, mut writer) = stream.into_split();
+    let buf = Vec::with_capacity(READ_BUFFER_BYTES);
+    let head_limit = shard.shared.config.http_head_bytes_max;
+    let request = read_request(&mut reader, buf, head_limit, shard);
+    let (route, buf) = monoio::time::timeout(HTTP_HEAD_TIMEOUT, request).await.ok()??;
+    let accept = match route {
+        Route::Reply(response) => {
+            let _ = monoio::time::timeout(CLOSE_FLUSH_TIMEOUT, writer.write_all(response)).await;
+            let _ = writer.shutdown().await;
+            return None;
+        }
+        Route::Upgrade { accept } => accept,
+    };
+    let config = &shard.shared.config;
+    let engine_sid = ringcast_shards::conn_id::random_token(20);
+    let open = engineio::open_packet(
+        &engine_sid,
+        config.ping_interval.as_millis() as u64,
+        config.ping_timeout.as_millis() as u64,
+        config.max_payload_bytes,
+    );
+    let mut greeting = http_codec::switching_protocols(&accept);
+    greeting.extend_from_slice(&text_frame(&open));
+    let (written, _) = writer.write_all(greeting).await;
+    written.ok()?;
+    let outbox = Rc::new(Outbox::new(QUEUED_BYTES_MAX, fd));
+    monoio::spawn(write_loop(writer, outbox.clone()));
+    Some((reader, buf, outbox))
+}
+
+/// Reads until a complete request head is buffered and routes it. Returns
+/// the route and the buffer with the head removed (a client may send
+/// WebSocket frames right behind its upgrade request).
+async fn read_request(
+    reader: &mut ReadHalf,
+    mut buf: Vec<u8>,
+    head_limit: usize,
+    shard: &Shard,
+) -> Option<(Route, Vec<u8>)> {
+    loop {
+        match http_codec::parse_request(&buf, head_limit) {
+            Ok(Some(req)) => {
+                let header_len = req.header_len;
+                let route = route(&req, &shard.shared.config.path);
+                buf.drain(..header_len);
+                return Some((route, buf));
+            }
+            Ok(None) => {}
+            Err(http_codec::Error::HeadersTooLarge { .. }) => {
+                let reply = http_codec::json_error(431, "headers_too_large", "request headers are too large");
+                return Some((Route::Reply(reply), Vec::new()));
+            }
+            Err(_) => {
+                let reply = http_codec::json_error(400, "bad_request", "malformed HTTP request");
+                return Some((Route::Reply(reply), Vec::new()));
+            }
+        }
+        if buf.len() == buf.capacity() {
+            buf.reserve(buf.capacity());
+        }
+        let (n, back) = read_more(reader, buf).await;
+        buf = back;
+        if n == 0 {
+            return None;
+        }
+    }
+}
+
+/// Appends what the socket has to `buf`; 0 on end of file or error.
+async fn read_more(reader: &mut ReadHalf, buf: Vec<u8>) -> (usize, Vec<u8>) {
+    let len = buf.len();
+    let cap = buf.capacity();
+    let (result, slice) = reader.read(buf.slice_mut(len..cap)).await;
+    (result.unwrap_or(0), slice.into_inner())
+}
+
+/// A binary packet waiting for its attachments.
+struct PendingBinary {
+    kind: socketio::PacketType,
+    ack_id: Option<u64>,
+    data: String,
+    expected: usize,
+    attachments: Vec<Bytes>,
+}
+
+/// The reader's protocol state.
+struct Session<'a> {
+    shard: &'a Shard,
+    outbox: Rc<Outbox>,
+    /// Slab key once the Socket.IO connect succeeded.
+    member: Option<SlabKey>,
+    pending: Option<PendingBinary>,
+}
+
+/// What a processed message means for the connection.
+type Flow = Result<(), CloseReason>;
+
+fn protocol_error(code: u16) -> CloseReason {
+    CloseReason::ProtocolError(code)
+}
+
+impl Session<'_> {
+    /// The ingress loop: reads, decodes every complete frame, handles every
+    /// complete message, until the connection ends.
+    async fn run(&mut self, reader: &mut ReadHalf, mut buf: Vec<u8>) -> CloseReason {
+        let frame_max = self.shard.shared.config.max_payload_bytes;
+        let mut reassembler = Reassembler::new(frame_max);
+        loop {
+            let mut pos = 0;
+            let mut needed = 0;
+            while pos < buf.len() {
+                let head = match websocket::decode_head(&buf[pos..], frame_max) {
+                    Ok(Some(head)) => head,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "websocket protocol error");
+                        self.send_close(e.close_code());
+                        return protocol_error(e.close_code());
+                    }
+                };
+                let frame_len = head.header_len + head.payload_len;
+                if buf.len() - pos < frame_len {
+                    needed = frame_len;
+                    break;
+                }
+                let payload = &mut buf[pos + head.header_len..pos + frame_len];
+                websocket::unmask(payload, head.mask);
+                pos += frame_len;
+                let message = match reassembler.push(&head, payload) {
+                    Ok(Some(message)) => message,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "websocket protocol error");
+                        let code = e.close_code();
+                        self.send_close(code);
+                        return protocol_error(code);
+                    }
+                };
+                if let Err(reason) = self.on_message(message).await {
+                    return reason;
+                }
+                if let Some(reason) = self.outbox.closing() {
+                    return reason;
+                }
+            }
+            buf.drain(..pos);
+            if buf.is_empty() && buf.capacity() > READ_BUFFER_KEPT_BYTES {
+                buf = Vec::with_capacity(READ_BUFFER_BYTES);
+            }
+            if needed > buf.capacity() {
+                buf.reserve(needed - buf.len());
+            } else if buf.len() == buf.capacity() {
+                // A full buffer means a busy sender: read more at a time.
+                buf.reserve(buf.capacity());
+            }
+            let (n, back) = read_more(reader, buf).await;
+            buf = back;
+            if n == 0 {
+                return self.outbox.closing().unwrap_or(CloseReason::PeerClosed);
+            }
+        }
+    }
+
+    fn send_close(&self, code: u16) {
+        self.outbox.push(websocket::close_frame(code, ""));
+    }
+
+    async fn on_message(&mut self, message: Message<'_>) -> Flow {
+        match message {
+            Message::Text(text) => self.on_text(text).await,
+            Message::Binary(data) => self.on_attachment(data).await,
+            Message::Ping(payload) => {
+                let mut frame = bytes::BytesMut::with_capacity(2 + payload.len());
+                websocket::encode_frame(&mut frame, Opcode::Pong, payload);
+                self.outbox.push(frame.freeze());
+                Ok(())
+            }
+            Message::Pong(_) => Ok(()),
+            Message::Close(code, _) => {
+                self.outbox.push(websocket::close_frame(code.unwrap_or(1000), ""));
+                Err(CloseReason::PeerClosed)
+            }
+        }
+    }
+
+    async fn on_text(&mut self, text: &str) -> Flow {
+        if self.pending.is_some() {
+            // Attachments must follow their packet directly.
+            self.send_close(1002);
+            return Err(protocol_error(1002));
+        }
+        match engineio::decode(text) {
+            Ok(engineio::Packet::Pong(_)) => {
+                self.outbox.pong_received();
+                Ok(())
+            }
+            Ok(engineio::Packet::Ping(data)) => {
+                let mut reply = String::with_capacity(1 + data.len());
+                reply.push('3');
+                reply.push_str(data);
+                self.outbox.push(text_frame(&reply));
+                Ok(())
+            }
+            Ok(engineio::Packet::Message(body)) => self.on_socketio(body).await,
+            Ok(engineio::Packet::Close) => Err(CloseReason::ClientDisconnect),
+            Ok(engineio::Packet::Noop) => Ok(()),
+            Ok(engineio::Packet::Open | engineio::Packet::Upgrade) | Err(_) => {
+                tracing::debug!("malformed Engine.IO packet");
+                self.send_close(1002);
+                Err(protocol_error(1002))
+            }
+        }
+    }
+
+    async fn on_socketio(&mut self, body: &str) -> Flow {
+        let packet = match socketio::decode(body) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(error = %e, "malformed Socket.IO packet");
+                self.send_close(1002);
+                return Err(protocol_error(1002));
+            }
+        };
+        use socketio::PacketType as T;
+        match packet.kind {
+            T::Connect => self.on_connect(packet.namespace, packet.data),
+            T::Disconnect if packet.namespace == "/" => Err(CloseReason::ClientDisconnect),
+            T::Disconnect | T::Ack => Ok(()),
+            T::ConnectError => {
+                self.send_close(1002);
+                Err(protocol_error(1002))
+            }
+            T::Event => {
+                if packet.namespace != "/" || self.member.is_none() {
+                    // Packets for a namespace this client is not connected to
+                    // are dropped, as socket.io does.
+                    return Ok(());
+                }
+                self.on_event(packet.data, packet.ack_id, &[]).await
+            }
+            T::BinaryEvent | T::BinaryAck => {
+                if packet.attachments > ATTACHMENTS_MAX {
+                    self.send_close(1009);
+                    return Err(protocol_error(1009));
+                }
+                if socketio::check_placeholders(packet.data, packet.attachments).is_err() {
+                    self.send_close(1002);
+                    return Err(protocol_error(1002));
+                }
+                let pending = PendingBinary {
+                    kind: packet.kind,
+                    ack_id: packet.ack_id,
+                    data: packet.data.to_owned(),
+                    expected: packet.attachments,
+                    attachments: Vec::with_capacity(packet.attachments),
+                };
+                let connected = packet.namespace == "/" && self.member.is_some();
+                if pending.expected == 0 {
+                    return if connected && pending.kind == T::BinaryEvent {
+                        self.on_event(&pending.data, pending.ack_id, &[]).await
+                    } else {
+                        Ok(())
+                    };
+                }
+                if !connected {
+                    // Still consume the attachments, then drop the packet.
+                    let mut p = pending;
+                    p.kind = T::BinaryAck;
+                    self.pending = Some(p);
+                    return Ok(());
+                }
+                self.pending = Some(pending);
+                Ok(())
+            }
+        }
+    }
+
+    async fn on_attachment(&mut self, data: &[u8]) -> Flow {
+        let Some(pending) = self.pending.as_mut() else {
+            // A binary message that no packet announced.
+            self.send_close(1002);
+            return Err(protocol_error(1002));
+        };
+        pending.attachments.push(Bytes::copy_from_slice(data));
+        if pending.attachments.len() < pending.expected {
+            return Ok(());
+        }
+        // unwrap: checked `Some` above.
+        let pending = self.pending.take().unwrap();
+        if pending.kind != socketio::PacketType::BinaryEvent {
+            return Ok(());
+        }
+        self.on_event(&pending.data, pending.ack_id, &pending.attachments)
+            .await
+    }
+
+    async fn on_event(&mut self, data: &str, ack_id: Option<u64>, attachments: &[Bytes]) -> Flow {
+        let Some(key) = self.member else {
+            return Ok(());
+        };
+        let event = match socketio::decode_event(data) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::debug!(error = %e, "malformed Socket.IO event");
+                self.send_close(1002);
+                return Err(protocol_error(1002));
+            }
+        };
+        let incoming = Incoming {
+            name: &event.name,
+            args: &event.args,
+            ack_id,
+            attachments,
+        };
+        // Boxed: event handling is a large future, and keeping it out of the
+        // reader's own state keeps every idle connection small.
+        match Box::pin(events::handle(self.shard, key, incoming)).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::debug!(error = %e, "invalid event payload");
+                self.outbox.push(websocket::close_frame(1008, ""));
+                Err(protocol_error(1008))
+            }
+        }
+    }
+
+    fn on_connect(&mut self, namespace: &str, auth_json: &str) -> Flow {
+        if namespace != "/" {
+            let mut out = String::with_capacity(48 + namespace.len());
+            out.push_str("44");
+            out.push_str(namespace);
+            out.push_str(",{\"message\":\"Invalid namespace\"}");
+            self.outbox.push(text_frame(&out));
+            return Ok(());
+        }
+        if self.member.is_some() {
+            return Ok(());
+        }
+        match auth::authenticate(&self.shard.shared, auth_json, auth::now_unix_s()) {
+            Ok(identity) => {
+                let (env, echo, user) = match identity {
+                    Identity::Master => (None, false, None),
+                    Identity::Client { env, echo, user } => (Some(env), echo, user),
+                };
+                let (key, id) = self.shard.register(NewMember {
+                    outbox: self.outbox.clone(),
+                    env,
+                    echo,
+                    user,
+                });
+                self.member = Some(key);
+                self.outbox.push(text_frame(&socketio::connect_ok(id.as_str())));
+            }
+            Err(refusal) => {
+                tracing::debug!(code = refusal.code, "connection refused");
+                let packet = socketio::connect_error(refusal.title, Some(&refusal.data_json()));
+                self.outbox.push(text_frame(&packet));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The egress end of one connection: flushes the outbox with vectored
+/// writes until the connection closes. (Pings are queued by the shard's
+/// heartbeat task like any other frame.)
+async fn write_loop(mut writer: WriteHalf, outbox: Rc<Outbox>) {
+    let mut batch = FrameBatch::default();
+    loop {
+        outbox.wait().await;
+        if let Some(reason) = outbox.closing() {
+            if reason.is_graceful() {
+                Box::pin(flush_last(&mut writer, &outbox, &mut batch)).await;
+            }
+            outbox.shutdown();
+            return;
+        }
+        if flush(&mut writer, &outbox, &mut batch).await.is_err() {
+            outbox.close(CloseReason::Io);
+            return;
+        }
+    }
+}
+
+/// Flushes what the reader queued last (a close frame, an echo) but does
+/// not wait long on a peer that stopped reading.
+async fn flush_last(writer: &mut WriteHalf, outbox: &Outbox, batch: &mut FrameBatch) {
+    let drain = async {
+        while !outbox.is_empty() {
+            if flush(writer, outbox, batch).await.is_err() {
+                break;
+            }
+        }
+    };
+    let _ = monoio::time::timeout(CLOSE_FLUSH_TIMEOUT, drain).await;
+}
+
+/// Writes everything queued right now (up to [`WRITEV_FRAMES_MAX`] frames)
+/// with as few `writev`s as the kernel allows.
+async fn flush(writer: &mut WriteHalf, outbox: &Outbox, batch: &mut FrameBatch) -> std::io::Result<()> {
+    outbox.drain_into(&mut batch.frames, WRITEV_FRAMES_MAX);
+    let mut owned = std::mem::take(batch);
+    while !owned.frames.is_empty() {
+        owned.refresh_iovecs();
+        let (result, back) = writer.writev(owned).await;
+        owned = back;
+        match result {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => owned.advance(n),
+            Err(e) => return Err(e),
+        }
+    }
+    owned.iovecs.clear();
+    if owned.frames.capacity() > 64 {
+        owned = FrameBatch::default();
+    }
+    *batch = owned;
+    Ok(())
+}
+
+/// Frames gathered for one vectored write, with their iovecs.
+#[derive(Default)]
+struct FrameBatch {
+    frames: Vec<Bytes>,
+    iovecs: Vec<libc::iovec>,
+}
+
+impl FrameBatch {
+    fn refresh_iovecs(&mut self) {
+        self.iovecs.clear();
+        self.iovecs.extend(self.frames.iter().map(|f| libc::iovec {
+            iov_base: f.as_ptr() as *mut libc::c_void,
+            iov_len: f.len(),
+        }));
+    }
+
+    /// Drops the first `n` written bytes.
+    fn advance(&mut self, mut n: usize) {
+        let mut done = 0;
+        for frame in &mut self.frames {
+            if n >= frame.len() {
+                n -= frame.len();
+                done += 1;
+            } else {
+                frame.advance(n);
+                break;
+            }
+        }
+        self.frames.drain(..done);
+    }
+}
+
+// SAFETY: the iovecs point into the `Bytes` held in `frames`, whose heap
+// buffers do not move while the batch is owned by the runtime, and
+// `refresh_iovecs` is called before every submission so they are current.
+unsafe impl IoVecBuf for FrameBatch {
+    fn read_iovec_ptr(&self) -> *const libc::iovec {
+        self.iovecs.as_ptr()
+    }
+
+    fn read_iovec_len(&self) -> usize {
+        self.iovecs.len()
+    }
+}
+
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn print_future_sizes() {
+        fn size<F: std::future::Future>(_: &F) -> usize {
+            size_of::<F>()
+        }
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap();
+        rt.block_on(async {
+            let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let c = monoio::net::TcpStream::connect(addr).await.unwrap();
+            let (s, _) = listener.accept().await.unwrap();
+            let cfg = crate::config::Config::load(&crate::config::Cli::default()).unwrap();
+            let shared = std::sync::Arc::new(crate::shard::Shared::new(cfg));
+            let shard = std::rc::Rc::new(crate::shard::Shard::new(0, shared));
+            let f = super::serve(shard, s, addr);
+            eprintln!("serve future: {} bytes", size(&f));
+            let (_r, w) = monoio::io::Splitable::into_split(c);
+            let o = std::rc::Rc::new(super::Outbox::new(1, 0));
+            let g = super::write_loop(w, o);
+            eprintln!("write_loop future: {} bytes", size(&g));
+            let sl = monoio::time::sleep(std::time::Duration::from_secs(1));
+            eprintln!("sleep: {} bytes", size(&sl));
+            let (mut r2, mut w2) = monoio::io::Splitable::into_split(monoio::net::TcpStream::connect(addr).await.unwrap());
+            let rm = super::read_more(&mut r2, Vec::new());
+            eprintln!("read_more: {} bytes", size(&rm));
+            let o2 = super::Outbox::new(1, 0);
+            let mut b = super::FrameBatch::default();
+            let fl = super::flush(&mut w2, &o2, &mut b);
+            eprintln!("flush: {} bytes", size(&fl));
+        });
+    }
+}

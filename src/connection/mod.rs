@@ -1,0 +1,5 @@
+//! One client socket: its outbound queue ([`outbox`]) and the monoio tasks
+//! that read, decode and write it ([`driver`]).
+
+pub mod driver;
+pub mod outbox;

@@ -1,0 +1,197 @@
+//! The outbound side of one connection, shared (shard-locally) between the
+//! shard's fan-out, the connection's reader and its writer task.
+//!
+//! Frames are complete WebSocket frames in refcounted [`Bytes`]; queueing one
+//! is a pointer copy and a refcount increment, never a byte copy. The writer
+//! task drains everything queued into one vectored write. The queue is
+//! bounded in bytes: a consumer that falls behind by more than
+//! `queued_bytes_max` is closed with [`CloseReason::SlowConsumer`] instead of
+//! growing without bound.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::os::fd::RawFd;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+/// Why a connection ends; the single vocabulary for logs and close codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer closed the TCP connection or sent a WebSocket close.
+    PeerClosed,
+    /// The peer sent Engine.IO `1` or Socket.IO `41`.
+    ClientDisconnect,
+    /// No pong within the ping timeout.
+    PingTimeout,
+    /// Outbound queue over its byte cap.
+    SlowConsumer,
+    /// A WebSocket protocol violation, with the close code sent.
+    ProtocolError(u16),
+    /// A read or write failed.
+    Io,
+    /// The server is shutting down.
+    ServerShutdown,
+}
+
+impl CloseReason {
+    /// Whether what is still queued should be flushed before the socket is
+    /// shut down (false when the peer cannot or will not read it).
+    pub fn is_graceful(self) -> bool {
+        !matches!(self, Self::SlowConsumer | Self::PingTimeout | Self::Io)
+    }
+}
+
+/// Outbound queue and liveness flags of one connection.
+pub struct Outbox {
+    queue: RefCell<VecDeque<Bytes>>,
+    queued_bytes: Cell<usize>,
+    queued_bytes_max: usize,
+    writer: Cell<Option<Waker>>,
+    closing: Cell<Option<CloseReason>>,
+    /// Set when a ping was sent and no pong has come back yet.
+    pong_pending: Cell<bool>,
+    /// When the last ping was sent (or the connection opened).
+    last_ping: Cell<Instant>,
+    fd: RawFd,
+}
+
+impl Outbox {
+    /// `fd` is the connection's socket; it must outlive this outbox's use.
+    pub fn new(queued_bytes_max: usize, fd: RawFd) -> Self {
+        Self {
+            queue: RefCell::new(VecDeque::new()),
+            queued_bytes: Cell::new(0),
+            queued_bytes_max,
+            writer: Cell::new(None),
+            closing: Cell::new(None),
+            pong_pending: Cell::new(false),
+            last_ping: Cell::new(Instant::now()),
+            fd,
+        }
+    }
+
+    /// Queues one frame (or several concatenated) for the writer.
+    // PERF: called once per recipient on the fan-out path: no allocation
+    // beyond the queue slot, no copying of `frame`'s bytes.
+    #[inline]
+    pub fn push(&self, frame: Bytes) {
+        if self.closing.get().is_some() {
+            return;
+        }
+        let queued = self.queued_bytes.get() + frame.len();
+        if queued > self.queued_bytes_max {
+            self.close(CloseReason::SlowConsumer);
+            return;
+        }
+        self.queued_bytes.set(queued);
+        self.queue.borrow_mut().push_back(frame);
+        self.wake_writer();
+    }
+
+    /// Asks the writer to flush what is queued, send a close frame if the
+    /// reason has one, and end the connection. The first reason wins.
+    pub fn close(&self, reason: CloseReason) {
+        if self.closing.get().is_some() {
+            return;
+        }
+        self.closing.set(Some(reason));
+        if !reason.is_graceful() {
+            // Nothing more will get through: end both directions now, which
+            // also fails a write stuck on a full socket buffer and ends the
+            // reader's pending read.
+            self.shutdown();
+        }
+        self.wake_writer();
+    }
+
+    /// Shuts the socket down in both directions. Pending and later reads
+    /// see end-of-file, writes fail.
+    pub fn shutdown(&self) {
+        // SAFETY: `fd` is the connection's socket, kept open by the
+        // connection's read and write halves for as long as this outbox is
+        // used; shutdown(2) does not close or invalidate the descriptor.
+        unsafe {
+            libc::shutdown(self.fd, libc::SHUT_RDWR);
+        }
+    }
+
+    /// The reader saw a pong: the heartbeat is satisfied.
+    pub fn pong_received(&self) {
+        self.pong_pending.set(false);
+    }
+
+    /// One heartbeat check, run by the shard's heartbeat task: drops a
+    /// connection whose pong is overdue and pings one whose interval has
+    /// passed. Keeping the timer per shard instead of per connection keeps
+    /// idle connections small and the write path free of timer churn.
+    pub fn heartbeat(&self, now: Instant, ping: &Bytes, interval: Duration, timeout: Duration) {
+        let since = now.saturating_duration_since(self.last_ping.get());
+        if self.pong_pending.get() {
+            if since >= timeout {
+                self.close(CloseReason::PingTimeout);
+            }
+        } else if since >= interval {
+            self.last_ping.set(now);
+            self.pong_pending.set(true);
+            self.push(ping.clone());
+        }
+    }
+
+    pub fn closing(&self) -> Option<CloseReason> {
+        self.closing.get()
+    }
+
+    /// Moves up to `frames_max` queued frames into `batch`.
+    pub fn drain_into(&self, batch: &mut Vec<Bytes>, frames_max: usize) {
+        let mut queue = self.queue.borrow_mut();
+        let n = queue.len().min(frames_max);
+        let mut bytes = 0;
+        for frame in queue.drain(..n) {
+            bytes += frame.len();
+            batch.push(frame);
+        }
+        self.queued_bytes.set(self.queued_bytes.get() - bytes);
+        if queue.is_empty() && queue.capacity() > 64 {
+            // A burst is over: give the memory back so idle connections stay small.
+            *queue = VecDeque::new();
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.borrow().is_empty()
+    }
+
+    /// Resolves when there is something to write or the connection is
+    /// closing.
+    pub fn wait(&self) -> Wait<'_> {
+        Wait { outbox: self }
+    }
+
+    fn wake_writer(&self) {
+        if let Some(w) = self.writer.take() {
+            w.wake();
+        }
+    }
+}
+
+/// Future returned by [`Outbox::wait`].
+pub struct Wait<'a> {
+    outbox: &'a Outbox,
+}
+
+impl Future for Wait<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let o = self.outbox;
+        if o.closing.get().is_some() || !o.queue.borrow().is_empty() {
+            return Poll::Ready(());
+        }
+        o.writer.set(Some(cx.waker().clone()));
+        Poll::Pending
+    }
+}

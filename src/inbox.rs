@@ -1,0 +1,81 @@
+//! Everything one shard may ask of another: the closed set of
+//! [`ShardMessage`]s and the handler that runs them on the receiving shard.
+//!
+//! Only owned, `Send` data crosses threads: refcounted frames ([`Bytes`]),
+//! `Arc<str>` names, and plain ids. A message never carries a reference into
+//! another shard's memory.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::fanout::deliver;
+use crate::shard::{EnvKey, Shard};
+use ringcast_shards::ShardId;
+
+/// Who inside an environment a publish goes to.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Channel(Arc<str>),
+    /// Every client connection of the environment.
+    Environment,
+    User(Arc<str>),
+}
+
+/// One profile in a member list: the socket id and its raw JSON profile.
+pub type MemberEntry = (Box<str>, Option<Bytes>);
+
+/// A request or reply between shards.
+pub enum ShardMessage {
+    /// Deliver `frame` to this shard's connections in `target`.
+    Publish {
+        env: EnvKey,
+        target: Target,
+        frame: Bytes,
+    },
+    /// List this shard's members of `channel`, replying to `reply_to`.
+    MembersRequest {
+        env: EnvKey,
+        channel: Arc<str>,
+        reply_to: ShardId,
+        request: u32,
+    },
+    /// One shard's part of a member list gathered by `request`.
+    MembersReply { request: u32, members: Vec<MemberEntry> },
+}
+
+/// Runs `message` on `shard`.
+pub async fn handle(shard: &Shard, message: ShardMessage) {
+    match message {
+        ShardMessage::Publish { env, target, frame } => {
+            let state = shard.state.borrow();
+            let Some(index) = state.envs.get(env as usize) else {
+                return;
+            };
+            let members = match &target {
+                Target::Channel(name) => index.channel(name),
+                Target::Environment => Some(&index.members),
+                Target::User(user) => index.user(user),
+            };
+            if let Some(members) = members {
+                let n = deliver(&state.conns, members, &frame, None);
+                shard.stats.add_deliveries(n);
+            }
+        }
+        ShardMessage::MembersRequest {
+            env,
+            channel,
+            reply_to,
+            request,
+        } => {
+            let members = shard.local_members(env, &channel);
+            let reply = ShardMessage::MembersReply { request, members };
+            if shard.shared.mesh.send_wait(reply_to, reply).await.is_err() {
+                tracing::error!(reply_to, "member list reply to a shard that does not exist");
+            }
+        }
+        ShardMessage::MembersReply { request, members } => {
+            shard.gather_part(request, members);
+        }
+    }
+}

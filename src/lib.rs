@@ -1,0 +1,29 @@
+//! ringcast: a realtime pub/sub server that speaks Socket.IO v5 over
+//! Engine.IO v4 over WebSocket, a drop-in replacement for Agnost Realtime.
+//!
+//! # Layout
+//!
+//! - [`config`]: command line + TOML file → a validated [`config::Config`].
+//! - [`protocol`]: sans-IO codecs (HTTP upgrade, WebSocket, Engine.IO,
+//!   Socket.IO). No I/O, never panics on input.
+//! - [`http`]: what a plain HTTP request gets (upgrade, health, JSON errors).
+//! - [`connection`]: one client socket: the reader (ingress hot path), the
+//!   writer (egress, vectored writes, heartbeat) and its bounded outbox.
+//! - [`realtime`]: Agnost semantics: auth, the channel index, event handlers.
+//! - [`fanout`]: encode a publish once, deliver refcounted clones.
+//! - [`shard`]: one shard's state, accept loop and inbox drain.
+//! - [`inbox`]: the closed set of messages shards send each other.
+//! - [`server`]: wires the shards together and starts them.
+//!
+//! Threads and queues live in the `ringcast-shards` crate, which knows
+//! nothing about any of the protocols here.
+
+pub mod config;
+pub mod connection;
+pub mod fanout;
+pub mod http;
+pub mod inbox;
+pub mod protocol;
+pub mod realtime;
+pub mod server;
+pub mod shard;

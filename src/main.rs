@@ -1,0 +1,43 @@
+//! The `ringcast` binary: parse the configuration, install logging, start
+//! the shards, print where they listen, and wait.
+
+use clap::Parser;
+use mimalloc::MiMalloc;
+use tracing_subscriber::EnvFilter;
+
+use ringcast::config::{Cli, Config};
+
+#[global_allocator]
+static GLOBAL: MiMalloc = MiMalloc;
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let config = match Config::load(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ringcast: configuration error: {e}");
+            std::process::exit(2);
+        }
+    };
+    if config.master_token_generated {
+        println!(
+            "master token (generated; pass --master-token or RINGCAST_MASTER_TOKEN to fix it): {}",
+            config.master_token
+        );
+    }
+    let path = config.path.clone();
+    let shard_count = config.shard_count;
+    let running = ringcast::server::start(config)?;
+    let driver = if running.uring { "io_uring" } else { "epoll" };
+    tracing::info!(addr = %running.local_addr, shards = shard_count, driver, "ringcast started");
+    println!(
+        "ringcast listening on http://{}{} shards={}",
+        running.local_addr, path, shard_count
+    );
+    running.join();
+    Ok(())
+}
