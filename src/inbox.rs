@@ -10,6 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::fanout::deliver;
+use crate::realtime::profile::Profile;
 use crate::shard::{EnvKey, Shard};
 use ringcast_shards::ShardId;
 
@@ -22,8 +23,8 @@ pub enum Target {
     User(Arc<str>),
 }
 
-/// One profile in a member list: the socket id and its raw JSON profile.
-pub type MemberEntry = (Box<str>, Option<Bytes>);
+/// One profile in a member list: the socket id and its profile.
+pub type MemberEntry = (Box<str>, Option<Profile>);
 
 /// A request or reply between shards.
 pub enum ShardMessage {

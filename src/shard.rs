@@ -22,6 +22,7 @@ use crate::fanout::{deliver, push_decimal, text_packet};
 use crate::inbox::{self, MemberEntry, ShardMessage, Target};
 use crate::protocol::socketio::write_json_str;
 use crate::realtime::channels::{EnvIndex, SlabKey};
+use crate::realtime::profile::{write_renumbered, Profile};
 use ringcast_shards::conn_id::ConnIdText;
 use ringcast_shards::{ConnId, Mesh, ShardId};
 
@@ -71,8 +72,8 @@ pub struct Member {
     pub user: Option<Box<str>>,
     /// Channels joined, in join order.
     pub channels: Vec<Box<str>>,
-    /// Raw JSON profile set by `update`; `None` shows as `null`.
-    pub profile: Option<Bytes>,
+    /// Profile set by `update`; `None` shows as `null`.
+    pub profile: Option<Profile>,
 }
 
 impl Member {
@@ -90,6 +91,8 @@ struct Gather {
     /// JSON array body so far, without the closing `]`.
     body: Vec<u8>,
     entries: usize,
+    /// Binary profile data of the members so far, in placeholder order.
+    attachments: Vec<Bytes>,
 }
 
 /// Mutable shard state.
@@ -106,6 +109,7 @@ pub struct Stats {
     pub deliveries: Cell<u64>,
     pub ignored_master_events: Cell<u64>,
     pub ignored_events: Cell<u64>,
+    pub reserved_event_names: Cell<u64>,
 }
 
 impl Stats {
@@ -273,6 +277,7 @@ impl Shard {
                 parts_remaining: shard_count,
                 body: b"[".to_vec(),
                 entries: 0,
+                attachments: Vec::new(),
             }) as u32
         };
         let channel: Arc<str> = Arc::from(channel);
@@ -308,9 +313,13 @@ impl Shard {
             gather.body.extend_from_slice(b"{\"id\":");
             write_json_str(&mut gather.body, id);
             gather.body.extend_from_slice(b",\"data\":");
-            gather
-                .body
-                .extend_from_slice(profile.as_deref().unwrap_or(b"null"));
+            match profile {
+                Some(profile) => {
+                    write_renumbered(&mut gather.body, profile, gather.attachments.len());
+                    gather.attachments.extend(profile.attachments.iter().cloned());
+                }
+                None => gather.body.extend_from_slice(b"null"),
+            }
             gather.body.push(b'}');
         }
         gather.parts_remaining -= 1;
@@ -324,8 +333,14 @@ impl Shard {
         if member.generation != gather.generation {
             return;
         }
-        let frame = text_packet(&[], |out| {
-            out.extend_from_slice(b"43");
+        let frame = text_packet(&gather.attachments, |out| {
+            if gather.attachments.is_empty() {
+                out.extend_from_slice(b"43");
+            } else {
+                out.extend_from_slice(b"46");
+                push_decimal(out, gather.attachments.len() as u64);
+                out.push(b'-');
+            }
             push_decimal(out, gather.ack_id);
             out.push(b'[');
             out.extend_from_slice(&gather.body);

@@ -70,7 +70,10 @@ fn example_file_loads() {
     c.config = Some(path.into());
     let cfg = Config::load(&c).unwrap();
     assert_eq!(cfg.environments.len(), 2);
-    assert_eq!(cfg.environments[0].session_secret.as_deref(), Some("a-long-random-secret"));
+    assert_eq!(
+        cfg.environments[0].session_secret.as_deref(),
+        Some("a-long-random-secret")
+    );
     assert_eq!(cfg.master_token, "change-me");
     assert_eq!(cfg.channel_name_bytes_max, 256);
 }

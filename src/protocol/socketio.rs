@@ -180,8 +180,7 @@ fn count_digits(bytes: &[u8], start: usize) -> usize {
 fn parse_u64(bytes: &[u8], start: usize, digits: usize) -> Option<u64> {
     let digits = bytes.get(start..start.checked_add(digits)?)?;
     digits.iter().try_fold(0u64, |n, d| {
-        n.checked_mul(10)?
-            .checked_add(u64::from(d.wrapping_sub(b'0')))
+        n.checked_mul(10)?.checked_add(u64::from(d.wrapping_sub(b'0')))
     })
 }
 

@@ -172,10 +172,7 @@ pub fn decode_head(buf: &[u8], payload_max: usize) -> Result<Option<FrameHead>, 
         }
     };
 
-    let Some(mask) = rest
-        .get(extended_len..)
-        .and_then(|tail| tail.first_chunk::<4>())
-    else {
+    let Some(mask) = rest.get(extended_len..).and_then(|tail| tail.first_chunk::<4>()) else {
         return Ok(None);
     };
     Ok(Some(FrameHead {
@@ -313,11 +310,7 @@ impl Reassembler {
     ///
     /// Returns `Some(message)` when one completes. Control frames may arrive between
     /// fragments. After an error the connection must be closed; the state is not meaningful.
-    pub fn push<'a>(
-        &'a mut self,
-        head: &FrameHead,
-        payload: &'a [u8],
-    ) -> Result<Option<Message<'a>>, Error> {
+    pub fn push<'a>(&'a mut self, head: &FrameHead, payload: &'a [u8]) -> Result<Option<Message<'a>>, Error> {
         match head.opcode {
             Opcode::Ping => Ok(Some(Message::Ping(payload))),
             Opcode::Pong => Ok(Some(Message::Pong(payload))),

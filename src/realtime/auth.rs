@@ -12,7 +12,7 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
-use crate::protocol::socketio::write_json_str;
+use crate::protocol::socketio::{validate_json, write_json_str};
 use crate::shard::{EnvKey, Shared};
 
 /// The Socket.IO `auth` object of a connect packet.
@@ -150,6 +150,9 @@ pub fn verify_hs256(token: &str, secret: &[u8], now_unix_s: u64) -> Option<Box<s
         return None;
     }
     let header_json = b64.decode(header).ok()?;
+    // Client-controlled JSON is depth-checked before sonic-rs sees it (it
+    // recurses without a limit).
+    validate_json(std::str::from_utf8(&header_json).ok()?).ok()?;
     let jwt_header: JwtHeader = sonic_rs::from_slice(&header_json).ok()?;
     if jwt_header.alg != "HS256" {
         return None;
@@ -159,6 +162,7 @@ pub fn verify_hs256(token: &str, secret: &[u8], now_unix_s: u64) -> Option<Box<s
     mac.update(&token.as_bytes()[..header.len() + 1 + payload.len()]);
     mac.verify_slice(&signature).ok()?;
     let payload_json = b64.decode(payload).ok()?;
+    validate_json(std::str::from_utf8(&payload_json).ok()?).ok()?;
     let claims: Claims = sonic_rs::from_slice(&payload_json).ok()?;
     let now = now_unix_s as f64;
     if claims.exp.is_some_and(|exp| now >= exp) || claims.nbf.is_some_and(|nbf| now < nbf) {

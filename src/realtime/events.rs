@@ -19,6 +19,7 @@ use crate::fanout::event_frame;
 use crate::inbox::Target;
 use crate::protocol::socketio::write_json_str;
 use crate::realtime::channels::SlabKey;
+use crate::realtime::profile::Profile;
 use crate::shard::{EnvKey, Shard, Stats};
 
 /// Why an event was refused; the connection that sent it is closed.
@@ -161,6 +162,28 @@ fn check_channel(shard: &Shard, channel: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Event names socket.io-client reserves for itself: receiving one is a
+/// parse error that drops the receiver's connection, so they are never
+/// delivered (socket.io's server refuses to emit them too).
+const RESERVED_EVENT_NAMES: [&str; 6] = [
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "newListener",
+    "removeListener",
+];
+
+/// Whether `name` may be delivered to clients; counts the refusals.
+fn deliverable(shard: &Shard, name: &str) -> bool {
+    if RESERVED_EVENT_NAMES.contains(&name) {
+        tracing::debug!(event = name, "reserved event name not delivered");
+        Stats::bump(&shard.stats.reserved_event_names);
+        return false;
+    }
+    true
+}
+
 fn skip_unless(echo: bool, key: SlabKey) -> Option<SlabKey> {
     if echo {
         None
@@ -170,15 +193,17 @@ fn skip_unless(echo: bool, key: SlabKey) -> Option<SlabKey> {
 }
 
 /// `{"channel":<channel>,"message":{"id":<id>,"data":<profile>}}` as the
-/// single argument of a presence event.
-fn presence_frame(name: &str, channel: &str, id: &str, profile: Option<&[u8]>) -> Bytes {
-    event_frame(name, &[], |out| {
+/// single argument of a presence event (a binary event when the profile
+/// carries attachments).
+fn presence_frame(name: &str, channel: &str, id: &str, profile: Option<&Profile>) -> Bytes {
+    let attachments = profile.map_or(&[][..], |p| &p.attachments[..]);
+    event_frame(name, attachments, |out| {
         out.extend_from_slice(b",{\"channel\":");
         write_json_str(out, channel);
         out.extend_from_slice(b",\"message\":{\"id\":");
         write_json_str(out, id);
         out.extend_from_slice(b",\"data\":");
-        out.extend_from_slice(profile.unwrap_or(b"null"));
+        out.extend_from_slice(profile.map_or(&b"null"[..], |p| &p.json[..]));
         out.extend_from_slice(b"}}");
     })
 }
@@ -205,7 +230,7 @@ async fn join(
             "channel:join",
             &a.channel,
             member.id.as_str(),
-            member.profile.as_deref(),
+            member.profile.as_ref(),
         )
     };
     let skip = skip_unless(a.echo.unwrap_or(echo), key);
@@ -237,7 +262,7 @@ async fn leave(
             "channel:leave",
             &a.channel,
             member.id.as_str(),
-            member.profile.as_deref(),
+            member.profile.as_ref(),
         )
     };
     let channel: Arc<str> = Arc::from(a.channel.as_ref());
@@ -266,10 +291,7 @@ async fn update(
     event: &Incoming<'_>,
 ) -> Result<(), Error> {
     let a: UpdateArgs = args("update", event.args)?;
-    let profile = match a.data.as_ref().map(|d| d.as_raw_str()) {
-        None | Some("null") => None,
-        Some(raw) => Some(Bytes::copy_from_slice(raw.as_bytes())),
-    };
+    let profile = Profile::new(a.data.as_ref().map(|d| d.as_raw_str()), event.attachments);
     let (id, channels) = {
         let mut state = shard.state.borrow_mut();
         let Some(member) = state.conns.get_mut(key as usize) else {
@@ -280,7 +302,7 @@ async fn update(
     };
     let skip = skip_unless(a.echo.unwrap_or(echo), key);
     for channel in channels {
-        let frame = presence_frame("channel:update", &channel, id.as_str(), profile.as_deref());
+        let frame = presence_frame("channel:update", &channel, id.as_str(), profile.as_ref());
         shard
             .publish(env, Target::Channel(Arc::from(channel)), frame, skip)
             .await;
@@ -298,6 +320,9 @@ async fn message(
     let a: MessageArgs = args("message", event.args)?;
     if let Some(channel) = &a.channel {
         check_channel(shard, channel)?;
+    }
+    if !deliverable(shard, &a.event_name) {
+        return Ok(());
     }
     let raw = a.message.as_ref().map_or("null", |m| m.as_raw_str());
     let frame = message_frame(&a.event_name, a.channel.as_deref(), raw, event.attachments);
@@ -351,6 +376,9 @@ async fn master_event(shard: &Shard, key: SlabKey, event: &Incoming<'_>) -> Resu
             let Some(env) = master_env(shard, a.env_id.as_deref()) else {
                 return Ok(());
             };
+            if !deliverable(shard, &a.event_name) {
+                return Ok(());
+            }
             let raw = a.message.as_ref().map_or("null", |m| m.as_raw_str());
             let frame = message_frame(&a.event_name, Some(&a.channel_name), raw, event.attachments);
             let target = Target::Channel(Arc::from(a.channel_name.as_ref()));
@@ -361,6 +389,9 @@ async fn master_event(shard: &Shard, key: SlabKey, event: &Incoming<'_>) -> Resu
             let Some(env) = master_env(shard, a.env_id.as_deref()) else {
                 return Ok(());
             };
+            if !deliverable(shard, &a.event_name) {
+                return Ok(());
+            }
             let raw = a.message.as_ref().map_or("null", |m| m.as_raw_str());
             let frame = message_frame(&a.event_name, None, raw, event.attachments);
             shard.publish(env, Target::Environment, frame, None).await;
@@ -370,6 +401,9 @@ async fn master_event(shard: &Shard, key: SlabKey, event: &Incoming<'_>) -> Resu
             let Some(env) = master_env(shard, a.env_id.as_deref()) else {
                 return Ok(());
             };
+            if !deliverable(shard, &a.event_name) {
+                return Ok(());
+            }
             let session = a.session.as_ref().map_or("null", |v| v.as_raw_str());
             let user = a.user.as_ref().map_or("null", |v| v.as_raw_str());
             let frame = event_frame(&a.event_name, event.attachments, |out| {
@@ -416,7 +450,7 @@ pub async fn disconnected(shard: &Shard, member: crate::shard::Member) {
             "channel:leave",
             &channel,
             member.id.as_str(),
-            member.profile.as_deref(),
+            member.profile.as_ref(),
         );
         shard
             .publish(env, Target::Channel(Arc::from(channel)), frame, None)

@@ -5,3 +5,4 @@
 pub mod auth;
 pub mod channels;
 pub mod events;
+pub mod profile;

@@ -19,10 +19,7 @@ fn decode_cases() {
     check("3", expect![[r#"Pong("")"#]]);
     check("3probe", expect![[r#"Pong("probe")"#]]);
     check("4", expect![[r#"Message("")"#]]);
-    check(
-        r#"42["hello",1]"#,
-        expect![[r#"Message("2[\"hello\",1]")"#]],
-    );
+    check(r#"42["hello",1]"#, expect![[r#"Message("2[\"hello\",1]")"#]]);
     check("4héllo", expect![[r#"Message("héllo")"#]]);
     check("5", expect!["Upgrade"]);
     check("6", expect!["Noop"]);
@@ -55,8 +52,10 @@ fn encode_decode_round_trip() {
 
 #[test]
 fn open_packet_is_exact() {
-    expect![[r#"0{"sid":"abc-_123","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#]]
-        .assert_eq(&open_packet("abc-_123", 25000, 20000, 1_000_000));
+    expect![[
+        r#"0{"sid":"abc-_123","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#
+    ]]
+    .assert_eq(&open_packet("abc-_123", 25000, 20000, 1_000_000));
     // The sid is escaped, whatever it is.
     expect![[r#"0{"sid":"a\"b","upgrades":[],"pingInterval":1,"pingTimeout":2,"maxPayload":3}"#]]
         .assert_eq(&open_packet("a\"b", 1, 2, 3));

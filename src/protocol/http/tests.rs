@@ -180,14 +180,9 @@ fn connection_and_upgrade_tokens() {
         ("keep-alive", "websocket", (true, false)),
         ("Upgraded", "websockets", (false, false)),
     ] {
-        let request =
-            format!("GET / HTTP/1.1\r\nConnection: {connection}\r\nUpgrade: {upgrade}\r\n\r\n");
+        let request = format!("GET / HTTP/1.1\r\nConnection: {connection}\r\nUpgrade: {upgrade}\r\n\r\n");
         let r = parse_request(request.as_bytes(), 1024).unwrap().unwrap();
-        assert_eq!(
-            (r.upgrade_websocket, r.connection_upgrade),
-            expected,
-            "{request}"
-        );
+        assert_eq!((r.upgrade_websocket, r.connection_upgrade), expected, "{request}");
     }
 }
 
@@ -268,10 +263,7 @@ fn responses() {
         .unwrap()
         .value;
     assert_eq!(
-        std::str::from_utf8(length)
-            .unwrap()
-            .parse::<usize>()
-            .unwrap(),
+        std::str::from_utf8(length).unwrap().parse::<usize>().unwrap(),
         response.len() - n
     );
 }

@@ -27,14 +27,9 @@ fn decode_cases() {
     );
     check(
         r#"0/admin,{"sid":"oSO0OpakMV_3jnilAAAA"}"#,
-        expect![[
-            r#"Connect attachments=0 nsp=/admin ack=None data={"sid":"oSO0OpakMV_3jnilAAAA"}"#
-        ]],
+        expect![[r#"Connect attachments=0 nsp=/admin ack=None data={"sid":"oSO0OpakMV_3jnilAAAA"}"#]],
     );
-    check(
-        "1",
-        expect!["Disconnect attachments=0 nsp=/ ack=None data="],
-    );
+    check("1", expect!["Disconnect attachments=0 nsp=/ ack=None data="]);
     check(
         "1/admin,",
         expect!["Disconnect attachments=0 nsp=/admin ack=None data="],
@@ -73,9 +68,7 @@ fn decode_cases() {
     );
     check(
         r#"51-["ev",{"_placeholder":true,"num":0}]"#,
-        expect![[
-            r#"BinaryEvent attachments=1 nsp=/ ack=None data=["ev",{"_placeholder":true,"num":0}]"#
-        ]],
+        expect![[r#"BinaryEvent attachments=1 nsp=/ ack=None data=["ev",{"_placeholder":true,"num":0}]"#]],
     );
     check(
         r#"51-/admin,456["project:delete",{"_placeholder":true,"num":0}]"#,
@@ -85,9 +78,7 @@ fn decode_cases() {
     );
     check(
         r#"61-/admin,456[{"_placeholder":true,"num":0}]"#,
-        expect![[
-            r#"BinaryAck attachments=1 nsp=/admin ack=Some(456) data=[{"_placeholder":true,"num":0}]"#
-        ]],
+        expect![[r#"BinaryAck attachments=1 nsp=/admin ack=Some(456) data=[{"_placeholder":true,"num":0}]"#]],
     );
     check(
         "50-[\"ev\"]",
@@ -124,10 +115,7 @@ fn decode_cases() {
     check("5-[]", expect!["error BadAttachmentCount"]);
     check("51[]", expect!["error BadAttachmentCount"]);
     check("51001-[]", expect!["error BadAttachmentCount"]);
-    check(
-        "599999999999999999999999-[]",
-        expect!["error BadAttachmentCount"],
-    );
+    check("599999999999999999999999-[]", expect!["error BadAttachmentCount"]);
     check("6", expect!["error BadAttachmentCount"]);
     check("21-[\"ev\"]", expect!["error BadJson"]);
     check("0/a\"b,", expect!["error BadNamespace"]);
@@ -147,10 +135,7 @@ fn decode_cases() {
         &format!("2{}{}", "[".repeat(33), "]".repeat(33)),
         expect!["error JsonTooDeep"],
     );
-    check(
-        &format!("2{}", "[".repeat(100_000)),
-        expect!["error JsonTooDeep"],
-    );
+    check(&format!("2{}", "[".repeat(100_000)), expect!["error JsonTooDeep"]);
     check(
         &format!("2{}", "{\"a\":".repeat(100_000)),
         expect!["error JsonTooDeep"],
@@ -159,11 +144,7 @@ fn decode_cases() {
 
 #[test]
 fn depth_limit_is_exact_and_ignores_strings() {
-    let at_limit = format!(
-        "{}{}",
-        "[".repeat(JSON_DEPTH_MAX),
-        "]".repeat(JSON_DEPTH_MAX)
-    );
+    let at_limit = format!("{}{}", "[".repeat(JSON_DEPTH_MAX), "]".repeat(JSON_DEPTH_MAX));
     assert_eq!(validate_json(&at_limit), Ok(()));
     let over = format!("[{at_limit}]");
     assert_eq!(validate_json(&over), Err(Error::JsonTooDeep));
@@ -194,10 +175,7 @@ fn check_event(data: &str, expect: Expect) {
 
 #[test]
 fn decode_event_cases() {
-    check_event(
-        r#"["hello",1]"#,
-        expect![[r#"borrowed name="hello" args=["1"]"#]],
-    );
+    check_event(r#"["hello",1]"#, expect![[r#"borrowed name="hello" args=["1"]"#]]);
     check_event(r#"["ev"]"#, expect![[r#"borrowed name="ev" args=[]"#]]);
     check_event(
         r#" [ "channel:join" , {"channel":"c","message":{"id":"x","data":null}} , [1, 2] , "s" , null ] "#,
@@ -333,8 +311,7 @@ fn json_string_escaping() {
 #[test]
 fn encoders() {
     expect![[r#"40{"sid":"abc"}"#]].assert_eq(&connect_ok("abc"));
-    expect![[r#"44{"message":"Not \"allowed\""}"#]]
-        .assert_eq(&connect_error("Not \"allowed\"", None));
+    expect![[r#"44{"message":"Not \"allowed\""}"#]].assert_eq(&connect_error("Not \"allowed\"", None));
     expect![[r#"44{"message":"Invalid","data":{"code":401}}"#]]
         .assert_eq(&connect_error("Invalid", Some(r#"{"code":401}"#)));
 
@@ -354,23 +331,14 @@ fn encoders() {
             r#"{"_placeholder":true,"num":1}"#,
         ],
     );
-    expect![[
-        r#"462-18446744073709551615[{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#
-    ]]
-    .assert_eq(std::str::from_utf8(&out).unwrap());
+    expect![[r#"462-18446744073709551615[{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#]]
+        .assert_eq(std::str::from_utf8(&out).unwrap());
     out.clear();
     encode_event(&mut out, "chan\"nel", &[r#"{"a":1}"#], 0, None);
     expect![[r#"42["chan\"nel",{"a":1}]"#]].assert_eq(std::str::from_utf8(&out).unwrap());
     out.clear();
-    encode_event(
-        &mut out,
-        "ev",
-        &[r#"{"_placeholder":true,"num":0}"#],
-        1,
-        Some(7),
-    );
-    expect![[r#"451-7["ev",{"_placeholder":true,"num":0}]"#]]
-        .assert_eq(std::str::from_utf8(&out).unwrap());
+    encode_event(&mut out, "ev", &[r#"{"_placeholder":true,"num":0}"#], 1, Some(7));
+    expect![[r#"451-7["ev",{"_placeholder":true,"num":0}]"#]].assert_eq(std::str::from_utf8(&out).unwrap());
 }
 
 /// Whatever the encoders write, the decoders read back.
@@ -378,10 +346,7 @@ fn encoders() {
 fn encode_decode_round_trip() {
     let mut out = Vec::new();
     encode_ack(&mut out, 99, 1, &[r#"{"_placeholder":true,"num":0}"#]);
-    let text = std::str::from_utf8(&out)
-        .unwrap()
-        .strip_prefix('4')
-        .unwrap();
+    let text = std::str::from_utf8(&out).unwrap().strip_prefix('4').unwrap();
     let packet = decode(text).unwrap();
     assert_eq!(
         packet,
@@ -397,10 +362,7 @@ fn encode_decode_round_trip() {
 
     let mut out = Vec::new();
     encode_event(&mut out, "na\"me", &["1", r#"{"x":[null]}"#], 0, Some(3));
-    let text = std::str::from_utf8(&out)
-        .unwrap()
-        .strip_prefix('4')
-        .unwrap();
+    let text = std::str::from_utf8(&out).unwrap().strip_prefix('4').unwrap();
     let packet = decode(text).unwrap();
     assert_eq!((packet.kind, packet.ack_id), (PacketType::Event, Some(3)));
     let event = decode_event(packet.data).unwrap();

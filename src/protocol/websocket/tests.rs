@@ -39,9 +39,7 @@ fn check_head(bytes: &[u8], expect: Expect) {
 #[test]
 fn decode_head_cases() {
     // RFC 6455 5.7: a single-frame masked text message "Hello".
-    let hello = [
-        0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
-    ];
+    let hello = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
     check_head(
         &hello,
         expect!["fin=true Text header_len=6 payload_len=5 mask=[37, fa, 21, 3d]"],
@@ -100,14 +98,8 @@ fn decode_head_cases() {
     check_head(&[0x8B, 0x80], expect!["error UnknownOpcode(11) close=1002"]);
     check_head(&[0x8F, 0x80], expect!["error UnknownOpcode(15) close=1002"]);
     check_head(&[0x81, 0x05], expect!["error UnmaskedFrame close=1002"]);
-    check_head(
-        &[0x09, 0x80],
-        expect!["error FragmentedControlFrame close=1002"],
-    );
-    check_head(
-        &[0x08, 0x80],
-        expect!["error FragmentedControlFrame close=1002"],
-    );
+    check_head(&[0x09, 0x80], expect!["error FragmentedControlFrame close=1002"]);
+    check_head(&[0x08, 0x80], expect!["error FragmentedControlFrame close=1002"]);
     check_head(
         &[0x89, 0xFE, 0x00, 0x7E],
         expect!["error ControlFrameTooLong { len: 126 } close=1002"],
@@ -320,10 +312,7 @@ fn reassembly_cases() {
     );
     // Invalid UTF-8: unfragmented, in the middle of a fragmented message (fails fast), and
     // a sequence left incomplete at the end.
-    check_frames(
-        &[(true, Text, b"\xff")],
-        expect!["error InvalidUtf8 close=1007"],
-    );
+    check_frames(&[(true, Text, b"\xff")], expect!["error InvalidUtf8 close=1007"]);
     check_frames(
         &[
             (false, Text, b"ok"),
@@ -455,8 +444,7 @@ fn close_payloads() {
 fn unfragmented_messages_borrow_the_payload() {
     let payload = b"zero copy".to_vec();
     let mut r = Reassembler::new(64);
-    let Ok(Some(Message::Text(text))) = r.push(&head(true, Opcode::Text, payload.len()), &payload)
-    else {
+    let Ok(Some(Message::Text(text))) = r.push(&head(true, Opcode::Text, payload.len()), &payload) else {
         panic!("expected text");
     };
     assert_eq!(text.as_ptr(), payload.as_ptr());

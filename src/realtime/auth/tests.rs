@@ -11,9 +11,11 @@ fn sign(header: &str, payload: &str, secret: &[u8]) -> String {
 }
 
 fn shared() -> Shared {
-    let mut cli = Cli::default();
-    cli.master_token = Some("master".into());
-    cli.shards = Some(1);
+    let cli = Cli {
+        master_token: Some("master".into()),
+        shards: Some(1),
+        ..Cli::default()
+    };
     let mut cfg = Config::load(&cli).unwrap();
     cfg.environments = vec![
         EnvConfig {
@@ -48,6 +50,13 @@ fn verifies_hs256_and_claims() {
     let mut tampered = t.clone();
     tampered.insert(tampered.find('.').unwrap() + 2, 'x');
     assert_eq!(verify_hs256(&tampered, b"k", 1000), None);
+}
+
+#[test]
+fn deeply_nested_token_json_is_refused_not_a_crash() {
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let t = sign(&deep, &deep, b"k");
+    assert_eq!(verify_hs256(&t, b"k", 0), None);
 }
 
 #[test]

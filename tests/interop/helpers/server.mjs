@@ -1,0 +1,153 @@
+// Starts and stops real ringcast server processes for the interop tests.
+//
+// Each test file starts its own server(s) on 127.0.0.1:0 with `--shards 2` and
+// a random master token, parses the port from the one
+// `ringcast listening on http://IP:PORT/PATH shards=N` stdout line, and kills
+// the process when the file is done. The server's stderr (its logs) is kept in
+// tests/interop/artifacts/ so a failing run can be diagnosed afterwards.
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { createWriteStream, mkdirSync } from "node:fs";
+import { basename, dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const interopDir = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+
+/** Path of the server binary: env RINGCAST_BIN, else the workspace release build. */
+export const serverBin = process.env.RINGCAST_BIN
+  ? resolve(process.env.RINGCAST_BIN)
+  : resolve(interopDir, "../../target/release/ringcast");
+
+/** Absolute path of a file under tests/interop/fixtures/. */
+export function fixture(name) {
+  return resolve(interopDir, "fixtures", name);
+}
+
+const LISTENING_LINE =
+  /^ringcast listening on (http:\/\/([0-9.]+):(\d+)(\/\S*)) shards=(\d+)\s*$/;
+const START_TIMEOUT_MS = 15_000;
+const STOP_TIMEOUT_MS = 5_000;
+
+const running = new Set();
+// Last resort when a test file crashes before its `after` hook: never leave a
+// server process behind.
+process.on("exit", () => {
+  for (const child of running) child.kill("SIGKILL");
+});
+
+let serverCount = 0;
+
+/**
+ * Starts `ringcast` and resolves once it printed its listening line.
+ *
+ * @param {object} [options]
+ * @param {number} [options.shards=2]
+ * @param {string} [options.config] fixture file name (tests/interop/fixtures/...)
+ * @param {string[]} [options.args] extra CLI arguments
+ * @returns {Promise<{url: string, origin: string, path: string, port: number,
+ *   shards: number, masterToken: string, stop: () => Promise<void>,
+ *   stderr: () => string, exited: Promise<{code: number|null, signal: string|null}>}>}
+ */
+export async function startServer(options = {}) {
+  const shards = options.shards ?? 2;
+  const masterToken = randomBytes(18).toString("base64url");
+  const args = [
+    "--listen",
+    "127.0.0.1:0",
+    "--shards",
+    String(shards),
+    "--master-token",
+    masterToken,
+  ];
+  if (options.config) args.push("--config", fixture(options.config));
+  args.push(...(options.args ?? []));
+
+  const artifacts = resolve(interopDir, "artifacts");
+  mkdirSync(artifacts, { recursive: true });
+  const testFile = basename(process.argv[1] ?? "interop", ".mjs");
+  serverCount += 1;
+  const logPath = resolve(artifacts, `${testFile}-server${serverCount}.log`);
+  const log = createWriteStream(logPath);
+  log.write(`$ ${serverBin} ${args.join(" ")}\n`);
+
+  const env = { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "info" };
+  delete env.RINGCAST_MASTER_TOKEN;
+  const child = spawn(serverBin, args, { env, stdio: ["ignore", "pipe", "pipe"] });
+  running.add(child);
+
+  // The tail of stderr, for error messages when startup fails.
+  let stderrTail = "";
+  child.stderr.on("data", (chunk) => {
+    log.write(chunk);
+    stderrTail = (stderrTail + chunk.toString()).slice(-8_000);
+  });
+
+  const exited = new Promise((resolveExit) => {
+    child.on("exit", (code, signal) => {
+      running.delete(child);
+      resolveExit({ code, signal });
+    });
+  });
+
+  const listening = await new Promise((resolveStart, rejectStart) => {
+    let stdoutBuffer = "";
+    let found = false;
+    const fail = (why) => {
+      clearTimeout(timer);
+      child.kill("SIGKILL");
+      rejectStart(
+        new Error(`ringcast did not start (${why}); args: ${args.join(" ")}\n` +
+          `stdout so far: ${JSON.stringify(stdoutBuffer.slice(-2_000))}\n` +
+          `stderr tail:\n${stderrTail}`),
+      );
+    };
+    const timer = setTimeout(() => fail(`no listening line within ${START_TIMEOUT_MS} ms`),
+      START_TIMEOUT_MS);
+    child.on("error", (err) => fail(`spawn error: ${err.message} (binary ${serverBin})`));
+    child.on("exit", (code, signal) => {
+      if (!found) fail(`exited early with code ${code} signal ${signal}`);
+    });
+    child.stdout.on("data", (chunk) => {
+      log.write(chunk);
+      if (found) return;
+      stdoutBuffer += chunk.toString();
+      for (const line of stdoutBuffer.split("\n")) {
+        const m = LISTENING_LINE.exec(line);
+        if (m) {
+          found = true;
+          clearTimeout(timer);
+          resolveStart({
+            href: m[1],
+            host: m[2],
+            port: Number(m[3]),
+            path: m[4],
+            shards: Number(m[5]),
+          });
+          return;
+        }
+      }
+    });
+  });
+
+  const origin = `http://${listening.host}:${listening.port}`;
+  return {
+    url: origin,
+    origin,
+    href: listening.href,
+    path: listening.path,
+    port: listening.port,
+    shards: listening.shards,
+    masterToken,
+    logPath,
+    exited,
+    stderr: () => stderrTail,
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), STOP_TIMEOUT_MS);
+      await exited;
+      clearTimeout(timer);
+      log.end();
+    },
+  };
+}
