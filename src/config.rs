@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
+use ipnet::IpNet;
 use serde::Deserialize;
+
+use crate::realtime::settings::{parse_net, EnvSettings};
 
 /// Command-line flags. Every flag is optional and overrides the file.
 #[derive(Debug, Clone, Parser, Default)]
@@ -77,37 +80,14 @@ pub struct Config {
     pub mesh_queue_messages_max: usize,
     /// Longest channel name accepted, in bytes.
     pub channel_name_bytes_max: usize,
-    pub environments: Vec<EnvConfig>,
-}
-
-/// One environment (an app's realtime tenant).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct EnvConfig {
-    pub id: String,
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    /// What a client that omits `echoMessages` gets.
-    #[serde(default)]
-    pub echo_messages: bool,
-    /// HS256 secret that signs session JWTs (`sub` = user id).
-    #[serde(default)]
-    pub session_secret: Option<String>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl EnvConfig {
-    pub fn default_env() -> Self {
-        Self {
-            id: "default".to_owned(),
-            enabled: true,
-            echo_messages: false,
-            session_secret: None,
-        }
-    }
+    /// Proxies whose `X-Forwarded-For` is believed when finding a client's IP.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Slots of the shared rate-limit table (each 8 bytes); bounds how many
+    /// environment + IP + limiter keys are tracked at once.
+    pub rate_limit_slots: usize,
+    /// The file the configuration came from, re-read on SIGHUP.
+    pub file: Option<PathBuf>,
+    pub environments: Vec<EnvSettings>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -116,7 +96,7 @@ struct FileConfig {
     #[serde(default)]
     server: FileServer,
     #[serde(default)]
-    environments: Option<Vec<EnvConfig>>,
+    environments: Option<Vec<EnvSettings>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -133,6 +113,8 @@ struct FileServer {
     ring_entries: Option<u32>,
     mesh_queue_messages_max: Option<usize>,
     channel_name_bytes_max: Option<usize>,
+    trusted_proxies: Option<Vec<String>>,
+    rate_limit_slots: Option<usize>,
 }
 
 /// Why the configuration was refused. The message names the file, line and
@@ -194,19 +176,13 @@ impl Config {
         if max_payload_bytes < 64 {
             return Err(Error::Invalid("max payload must be at least 64 bytes".into()));
         }
-        let environments = file
-            .environments
-            .unwrap_or_else(|| vec![EnvConfig::default_env()]);
-        for (i, env) in environments.iter().enumerate() {
-            if env.id.is_empty() {
-                return Err(Error::Invalid(format!("environment #{} has an empty id", i + 1)));
-            }
-            if environments[..i].iter().any(|e| e.id == env.id) {
-                return Err(Error::Invalid(format!(
-                    "environment `{}` is defined twice",
-                    env.id
-                )));
-            }
+        let environments = validate_environments(file.environments)?;
+        let mut trusted_proxies = Vec::new();
+        for entry in s.trusted_proxies.unwrap_or_default() {
+            let net = parse_net(&entry).ok_or_else(|| {
+                Error::Invalid(format!("trusted proxy `{entry}` is not an IP or CIDR range"))
+            })?;
+            trusted_proxies.push(net);
         }
         Ok(Self {
             listen: cli
@@ -226,9 +202,32 @@ impl Config {
             http_head_bytes_max: 16 * 1024,
             mesh_queue_messages_max: s.mesh_queue_messages_max.unwrap_or(65_536),
             channel_name_bytes_max: s.channel_name_bytes_max.unwrap_or(256),
+            trusted_proxies,
+            rate_limit_slots: s.rate_limit_slots.unwrap_or(1 << 18).next_power_of_two(),
+            file: cli.config.clone(),
             environments,
         })
     }
+}
+
+/// Re-reads only the environments of configuration file `path` (SIGHUP).
+/// Server-wide settings need a restart and are not looked at.
+pub fn reload_environments(path: &Path) -> Result<Vec<EnvSettings>, Error> {
+    validate_environments(read_file(path)?.environments)
+}
+
+fn validate_environments(envs: Option<Vec<EnvSettings>>) -> Result<Vec<EnvSettings>, Error> {
+    let environments = envs.unwrap_or_else(|| vec![EnvSettings::default_env()]);
+    for (i, env) in environments.iter().enumerate() {
+        env.validate().map_err(Error::Invalid)?;
+        if environments[..i].iter().any(|e| e.id == env.id) {
+            return Err(Error::Invalid(format!(
+                "environment `{}` is defined twice",
+                env.id
+            )));
+        }
+    }
+    Ok(environments)
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, Error> {

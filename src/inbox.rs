@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use crate::fanout::deliver;
 use crate::realtime::profile::Profile;
+use crate::realtime::settings::Settings;
 use crate::shard::{EnvKey, Shard};
 use ringcast_shards::ShardId;
 
@@ -43,6 +44,8 @@ pub enum ShardMessage {
     },
     /// One shard's part of a member list gathered by `request`.
     MembersReply { request: u32, members: Vec<MemberEntry> },
+    /// New settings (SIGHUP or the admin API).
+    SettingsChanged(Arc<Settings>),
 }
 
 /// Runs `message` on `shard`.
@@ -78,5 +81,6 @@ pub async fn handle(shard: &Shard, message: ShardMessage) {
         ShardMessage::MembersReply { request, members } => {
             shard.gather_part(request, members);
         }
+        ShardMessage::SettingsChanged(settings) => shard.apply_settings(settings),
     }
 }

@@ -31,7 +31,9 @@ fn main() -> anyhow::Result<()> {
     }
     let path = config.path.clone();
     let shard_count = config.shard_count;
-    let running = ringcast::server::start(config)?;
+    let server = ringcast::server::start(config)?;
+    ringcast::server::reload_on_sighup(server.shared.clone())?;
+    let running = server.running;
     let driver = if running.uring { "io_uring" } else { "epoll" };
     tracing::info!(addr = %running.local_addr, shards = shard_count, driver, "ringcast started");
     println!(

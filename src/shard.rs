@@ -12,52 +12,84 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ahash::AHashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
 use bytes::Bytes;
 use slab::Slab;
 
-use crate::config::{Config, EnvConfig};
-use crate::connection::outbox::Outbox;
+use crate::config::Config;
+use crate::connection::outbox::{CloseReason, Outbox};
 use crate::fanout::{deliver, push_decimal, text_packet};
 use crate::inbox::{self, MemberEntry, ShardMessage, Target};
 use crate::protocol::socketio::write_json_str;
 use crate::realtime::channels::{EnvIndex, SlabKey};
-use crate::realtime::profile::{write_renumbered, Profile};
+use crate::realtime::profile::{write_buffers_inline, write_renumbered, Profile};
+use crate::realtime::rate_limit::RateTable;
+pub use crate::realtime::settings::EnvKey;
+use crate::realtime::settings::Settings;
 use ringcast_shards::conn_id::ConnIdText;
 use ringcast_shards::{ConnId, Mesh, ShardId};
 
-/// Index of an environment in [`Config::environments`].
-pub type EnvKey = u32;
-
-/// Read-only state every shard shares.
+/// State every shard shares. Read-only but for the two places that are
+/// written from any thread without locks on the hot path: the rate-limit
+/// table (atomics) and the settings writers' lock (taken only by SIGHUP and
+/// the admin API, never by a shard reading settings).
 pub struct Shared {
     pub config: Config,
     pub mesh: Mesh<ShardMessage>,
-    env_keys: AHashMap<String, EnvKey>,
+    pub rates: RateTable,
+    /// The latest settings, for writers: a change is computed from this,
+    /// stored here, then sent to every shard.
+    settings: Mutex<Arc<Settings>>,
+    /// Clock of rate-limit windows.
+    started: std::time::Instant,
 }
 
 impl Shared {
     pub fn new(config: Config) -> Self {
         let mesh = Mesh::new(config.shard_count, config.mesh_queue_messages_max);
-        let env_keys = config
-            .environments
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.id.clone(), i as EnvKey))
-            .collect();
+        let settings = Arc::new(Settings::new(config.environments.clone()));
         Self {
-            config,
+            rates: RateTable::new(config.rate_limit_slots),
             mesh,
-            env_keys,
+            settings: Mutex::new(settings),
+            started: std::time::Instant::now(),
+            config,
         }
     }
 
-    pub fn env_key(&self, id: &str) -> Option<EnvKey> {
-        self.env_keys.get(id).copied()
+    /// The latest settings (for writers and start-up; shards use their own
+    /// copy, [`Shard::settings`]).
+    pub fn settings(&self) -> Arc<Settings> {
+        // A poisoned lock only means a writer panicked mid-change; the
+        // stored value is still a complete Settings.
+        self.settings.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    pub fn env(&self, key: EnvKey) -> &EnvConfig {
-        &self.config.environments[key as usize]
+    /// Applies `change` to the latest settings and sends the result to every
+    /// shard. Writers are serialized by the lock; shards never take it.
+    pub fn change_settings(&self, change: impl FnOnce(&Settings) -> Settings) -> Arc<Settings> {
+        let mut guard = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        let next = Arc::new(change(&guard));
+        *guard = next.clone();
+        drop(guard);
+        for shard in 0..self.mesh.shard_count() {
+            // unwrap: shard_count <= SHARDS_MAX = 255.
+            let shard = ShardId::try_from(shard).unwrap();
+            let mut message = ShardMessage::SettingsChanged(next.clone());
+            // Settings changes are rare and must not be lost: wait for room.
+            while let Err(back) = self.mesh.send(shard, message) {
+                message = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        next
+    }
+
+    /// Seconds on the rate-limit clock.
+    pub fn now_s(&self) -> u64 {
+        self.started.elapsed().as_secs()
     }
 }
 
@@ -74,6 +106,11 @@ pub struct Member {
     pub channels: Vec<Box<str>>,
     /// Profile set by `update`; `None` shows as `null`.
     pub profile: Option<Profile>,
+    /// The API key it connected with (checked again when settings change).
+    pub api_key: Option<Box<str>>,
+    pub client_ip: Option<IpAddr>,
+    /// Until when (rate-limit clock) no further rate-limit error is sent.
+    pub rate_error_until_s: u64,
 }
 
 impl Member {
@@ -84,15 +121,55 @@ impl Member {
 
 /// A member list being gathered from every shard for one ack.
 struct Gather {
-    conn: SlabKey,
-    generation: u32,
-    ack_id: u64,
+    reply: GatherReply,
     parts_remaining: usize,
     /// JSON array body so far, without the closing `]`.
     body: Vec<u8>,
     entries: usize,
     /// Binary profile data of the members so far, in placeholder order.
     attachments: Vec<Bytes>,
+}
+
+/// Where a gathered member list goes.
+pub enum GatherReply {
+    /// Socket.IO ack `ack_id` on connection `conn` (if it is still the same
+    /// connection: `generation`), with Buffers as attachments.
+    Ack {
+        conn: SlabKey,
+        generation: u32,
+        ack_id: u64,
+    },
+    /// A task on this shard awaiting the JSON text (the HTTP API), with
+    /// Buffers inlined as `{"type":"Buffer","data":[...]}`.
+    Local(Rc<LocalReply>),
+}
+
+/// A one-shot, shard-local reply slot.
+#[derive(Default)]
+pub struct LocalReply {
+    value: RefCell<Option<Vec<u8>>>,
+    waker: Cell<Option<std::task::Waker>>,
+}
+
+impl LocalReply {
+    fn set(&self, value: Vec<u8>) {
+        *self.value.borrow_mut() = Some(value);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Resolves with the value once set.
+    pub async fn take(&self) -> Vec<u8> {
+        std::future::poll_fn(|cx| match self.value.borrow_mut().take() {
+            Some(v) => std::task::Poll::Ready(v),
+            None => {
+                self.waker.set(Some(cx.waker().clone()));
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
 }
 
 /// Mutable shard state.
@@ -110,6 +187,7 @@ pub struct Stats {
     pub ignored_master_events: Cell<u64>,
     pub ignored_events: Cell<u64>,
     pub reserved_event_names: Cell<u64>,
+    pub rate_limited_events: Cell<u64>,
 }
 
 impl Stats {
@@ -125,6 +203,8 @@ impl Stats {
 pub struct Shard {
     pub id: ShardId,
     pub shared: Arc<Shared>,
+    /// This shard's copy of the settings, replaced by `SettingsChanged`.
+    pub settings: RefCell<Arc<Settings>>,
     pub state: RefCell<State>,
     /// Every upgraded connection's outbox (connected to Socket.IO or not),
     /// for the heartbeat.
@@ -138,19 +218,18 @@ pub struct NewMember {
     pub env: Option<EnvKey>,
     pub echo: bool,
     pub user: Option<Box<str>>,
+    pub api_key: Option<Box<str>>,
+    pub client_ip: Option<IpAddr>,
 }
 
 impl Shard {
     pub fn new(id: ShardId, shared: Arc<Shared>) -> Self {
-        let envs = shared
-            .config
-            .environments
-            .iter()
-            .map(|_| EnvIndex::default())
-            .collect();
+        let settings = shared.settings();
+        let envs = (0..settings.key_count()).map(|_| EnvIndex::default()).collect();
         Self {
             id,
             shared,
+            settings: RefCell::new(settings),
             state: RefCell::new(State {
                 conns: Slab::new(),
                 envs,
@@ -184,6 +263,9 @@ impl Shard {
             user: new.user,
             channels: Vec::new(),
             profile: None,
+            api_key: new.api_key,
+            client_ip: new.client_ip,
+            rate_error_until_s: 0,
         });
         if let Some(env) = env {
             let index = &mut state.envs[env as usize];
@@ -247,6 +329,42 @@ impl Shard {
         }
     }
 
+    /// Installs newer settings from a `SettingsChanged` message: grows the
+    /// environment index and disconnects (with `41`, so clients do not come
+    /// back) every client whose environment is gone, off or suspended, or
+    /// whose API key was removed, expired or lost `allow_realtime`.
+    pub fn apply_settings(&self, next: Arc<Settings>) {
+        if next.version < self.settings.borrow().version {
+            return;
+        }
+        *self.settings.borrow_mut() = next;
+        {
+            let settings = self.settings.borrow();
+            let mut state = self.state.borrow_mut();
+            while state.envs.len() < settings.key_count() {
+                state.envs.push(EnvIndex::default());
+            }
+        }
+        self.sweep_members();
+    }
+
+    /// Disconnects the clients the current settings no longer allow (see
+    /// [`Shard::apply_settings`]); also run every second for key expiry.
+    pub fn sweep_members(&self) {
+        let settings = self.settings.borrow();
+        let state = self.state.borrow();
+        let now = crate::realtime::auth::now_unix_s();
+        for (_, member) in state.conns.iter() {
+            let Some(env) = member.env else {
+                continue;
+            };
+            if !still_allowed(&settings, env, member.api_key.as_deref(), now) {
+                tracing::debug!(id = %member.id, "settings no longer allow this client; disconnecting");
+                kick(member);
+            }
+        }
+    }
+
     /// This shard's members of `channel` with their profiles.
     pub fn local_members(&self, env: EnvKey, channel: &str) -> Vec<MemberEntry> {
         let state = self.state.borrow();
@@ -263,17 +381,34 @@ impl Shard {
     /// Starts gathering the members of `channel` from every shard; when all
     /// parts are in, connection `conn` gets ack `ack_id` with the list
     /// `[{id, data}, ...]`.
-    pub async fn gather_members(&self, conn: SlabKey, ack_id: u64, env: EnvKey, channel: &str) {
+    pub async fn ack_members(&self, conn: SlabKey, ack_id: u64, env: EnvKey, channel: &str) {
+        let generation = self.state.borrow().conns.get(conn as usize).map(|m| m.generation);
+        let Some(generation) = generation else {
+            return;
+        };
+        let reply = GatherReply::Ack {
+            conn,
+            generation,
+            ack_id,
+        };
+        self.gather_members(reply, env, channel).await;
+    }
+
+    /// The members of `channel` from every shard as JSON text
+    /// `[{"id":..,"data":..},...]`.
+    pub async fn members_json(&self, env: EnvKey, channel: &str) -> Vec<u8> {
+        let slot = Rc::new(LocalReply::default());
+        self.gather_members(GatherReply::Local(slot.clone()), env, channel)
+            .await;
+        slot.take().await
+    }
+
+    async fn gather_members(&self, reply: GatherReply, env: EnvKey, channel: &str) {
         let shard_count = self.shared.mesh.shard_count();
         let request = {
             let mut state = self.state.borrow_mut();
-            let Some(generation) = state.conns.get(conn as usize).map(|m| m.generation) else {
-                return;
-            };
             state.gathers.insert(Gather {
-                conn,
-                generation,
-                ack_id,
+                reply,
                 parts_remaining: shard_count,
                 body: b"[".to_vec(),
                 entries: 0,
@@ -313,12 +448,13 @@ impl Shard {
             gather.body.extend_from_slice(b"{\"id\":");
             write_json_str(&mut gather.body, id);
             gather.body.extend_from_slice(b",\"data\":");
-            match profile {
-                Some(profile) => {
+            match (profile, &gather.reply) {
+                (Some(profile), GatherReply::Ack { .. }) => {
                     write_renumbered(&mut gather.body, profile, gather.attachments.len());
                     gather.attachments.extend(profile.attachments.iter().cloned());
                 }
-                None => gather.body.extend_from_slice(b"null"),
+                (Some(profile), GatherReply::Local(_)) => write_buffers_inline(&mut gather.body, profile),
+                (None, _) => gather.body.extend_from_slice(b"null"),
             }
             gather.body.push(b'}');
         }
@@ -326,11 +462,23 @@ impl Shard {
         if gather.parts_remaining > 0 {
             return;
         }
-        let gather = state.gathers.remove(request as usize);
-        let Some(member) = state.conns.get(gather.conn as usize) else {
+        let mut gather = state.gathers.remove(request as usize);
+        let (conn, generation, ack_id) = match gather.reply {
+            GatherReply::Local(slot) => {
+                gather.body.push(b']');
+                slot.set(gather.body);
+                return;
+            }
+            GatherReply::Ack {
+                conn,
+                generation,
+                ack_id,
+            } => (conn, generation, ack_id),
+        };
+        let Some(member) = state.conns.get(conn as usize) else {
             return;
         };
-        if member.generation != gather.generation {
+        if member.generation != generation {
             return;
         }
         let frame = text_packet(&gather.attachments, |out| {
@@ -341,13 +489,34 @@ impl Shard {
                 push_decimal(out, gather.attachments.len() as u64);
                 out.push(b'-');
             }
-            push_decimal(out, gather.ack_id);
+            push_decimal(out, ack_id);
             out.push(b'[');
             out.extend_from_slice(&gather.body);
             out.extend_from_slice(b"]]");
         });
         member.outbox.push(frame);
     }
+}
+
+/// Whether a client of `env` that connected with `api_key` may stay.
+fn still_allowed(settings: &Settings, env: EnvKey, api_key: Option<&str>, now_unix_s: u64) -> bool {
+    let Some(env) = settings.get(env) else {
+        return false;
+    };
+    if env.suspended || !env.enabled {
+        return false;
+    }
+    match api_key {
+        Some(key) => env.api_key(key).is_some_and(|k| k.still_valid(now_unix_s)),
+        None => true,
+    }
+}
+
+/// Tells a client the server disconnected it (`41`: socket.io-client will
+/// not reconnect) and closes the connection.
+pub fn kick(member: &Member) {
+    member.outbox.push(crate::fanout::text_frame("41"));
+    member.outbox.close(CloseReason::ServerDisconnect);
 }
 
 /// Runs one shard until the process exits: drains its inbox and accepts
@@ -379,11 +548,17 @@ async fn heartbeat(shard: Rc<Shard>) {
     let (interval, timeout) = (config.ping_interval, config.ping_timeout);
     let tick = (interval.min(timeout) / 4).clamp(Duration::from_millis(5), Duration::from_secs(1));
     let ping = crate::fanout::text_frame("2");
+    let mut last_sweep = std::time::Instant::now();
     loop {
         monoio::time::sleep(tick).await;
         let now = std::time::Instant::now();
         for (_, outbox) in shard.sockets.borrow().iter() {
             outbox.heartbeat(now, &ping, interval, timeout);
+        }
+        if now.duration_since(last_sweep) >= Duration::from_secs(1) {
+            // API keys expire with time, not only with settings changes.
+            last_sweep = now;
+            shard.sweep_members();
         }
     }
 }

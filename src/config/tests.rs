@@ -9,7 +9,7 @@ fn embedded_default_serves_one_environment() {
     let cfg = Config::load(&cli()).unwrap();
     assert_eq!(cfg.path, "/realtime/");
     assert_eq!(cfg.listen.to_string(), "0.0.0.0:4000");
-    assert_eq!(cfg.environments, vec![EnvConfig::default_env()]);
+    assert_eq!(cfg.environments, vec![EnvSettings::default_env()]);
     assert!(cfg.master_token_generated);
     assert_eq!(cfg.master_token.len(), 32);
     assert_eq!(cfg.ping_interval, Duration::from_millis(25_000));

@@ -11,7 +11,7 @@
 //! a slow consumer), the reader is the one that unregisters the member and
 //! tells its channels it left.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Duration;
@@ -26,12 +26,13 @@ use tracing::Instrument;
 
 use crate::connection::outbox::{CloseReason, Outbox};
 use crate::fanout::text_frame;
-use crate::http::{route, Route};
+use crate::http::{api, route, Route};
 use crate::protocol::websocket::{self, Message, Opcode, Reassembler};
 use crate::protocol::{engineio, http as http_codec, socketio};
 use crate::realtime::auth::{self, Identity};
 use crate::realtime::channels::SlabKey;
 use crate::realtime::events::{self, Incoming};
+use crate::realtime::settings::client_ip;
 use crate::shard::{NewMember, Shard};
 
 /// First read buffer size, in bytes: enough for pongs and small events, so
@@ -59,9 +60,16 @@ type WriteHalf = OwnedWriteHalf<TcpStream>;
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     // Boxed: the HTTP phase is over after the first request, and keeping it
     // out of this task's state keeps every idle connection small.
-    let Some((mut reader, buf, outbox)) = Box::pin(upgrade(&shard, stream)).await else {
+    let Some(upgraded) = Box::pin(upgrade(&shard, stream, peer)).await else {
         return;
     };
+    let Upgraded {
+        mut reader,
+        buf,
+        outbox,
+        origin,
+        client_ip,
+    } = upgraded;
     let socket = shard.sockets.borrow_mut().insert(outbox.clone());
     let span = tracing::debug_span!("conn", shard = shard.id, %peer);
     let mut session = Session {
@@ -69,6 +77,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         outbox: outbox.clone(),
         member: None,
         pending: None,
+        origin,
+        client_ip,
     };
     let reason = session.run(&mut reader, buf).instrument(span.clone()).await;
     span.in_scope(|| tracing::debug!(?reason, "connection closed"));
@@ -84,25 +94,69 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     }
 }
 
+/// An upgraded connection, ready for the Engine.IO session.
+struct Upgraded {
+    reader: ReadHalf,
+    /// Bytes already read past the request.
+    buf: Vec<u8>,
+    outbox: Rc<Outbox>,
+    origin: Option<Box<str>>,
+    client_ip: Option<IpAddr>,
+}
+
 /// The HTTP phase: reads the request, answers anything but a valid upgrade
 /// and closes, or completes the upgrade, sends the Engine.IO open packet and
-/// starts the writer. Returns the read half, any bytes already read past the
-/// request, and the outbox.
-async fn upgrade(shard: &Shard, stream: TcpStream) -> Option<(ReadHalf, Vec<u8>, Rc<Outbox>)> {
+/// starts the writer.
+async fn upgrade(shard: &Shard, stream: TcpStream, peer: SocketAddr) -> Option<Upgraded> {
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
     let (mut reader, mut writer) = stream.into_split();
     let buf = Vec::with_capacity(READ_BUFFER_BYTES);
     let head_limit = shard.shared.config.http_head_bytes_max;
-    let request = read_request(&mut reader, buf, head_limit, shard);
+    let request = read_request(&mut reader, buf, head_limit, shard, peer);
     let (route, buf) = monoio::time::timeout(HTTP_HEAD_TIMEOUT, request).await.ok()??;
-    let accept = match route {
-        Route::Reply(response) => {
+    let (accept, origin, client_ip) = match route {
+        Routed::Reply(response) => {
             let _ = monoio::time::timeout(CLOSE_FLUSH_TIMEOUT, writer.write_all(response)).await;
             let _ = writer.shutdown().await;
             return None;
         }
-        Route::Upgrade { accept } => accept,
+        Routed::Api {
+            method,
+            path,
+            authorization,
+            content_length,
+        } => {
+            let response = if content_length > shard.shared.config.max_payload_bytes {
+                http_codec::json_error(
+                    413,
+                    "payload_too_large",
+                    "the request body is over the payload limit",
+                )
+            } else {
+                let read = read_body(&mut reader, buf, content_length);
+                match monoio::time::timeout(HTTP_HEAD_TIMEOUT, read).await {
+                    Ok(Some(body)) => {
+                        let body = &body[..content_length];
+                        api::handle(shard, &method, &path, authorization.as_deref(), body).await
+                    }
+                    Ok(None) => return None,
+                    Err(_) => http_codec::json_error(
+                        408,
+                        "request_timeout",
+                        "the request body did not arrive in time",
+                    ),
+                }
+            };
+            let _ = monoio::time::timeout(CLOSE_FLUSH_TIMEOUT, writer.write_all(response)).await;
+            let _ = writer.shutdown().await;
+            return None;
+        }
+        Routed::Upgrade {
+            accept,
+            origin,
+            client_ip,
+        } => (accept, origin, client_ip),
     };
     let config = &shard.shared.config;
     let engine_sid = ringcast_shards::conn_id::random_token(20);
@@ -118,34 +172,74 @@ async fn upgrade(shard: &Shard, stream: TcpStream) -> Option<(ReadHalf, Vec<u8>,
     written.ok()?;
     let outbox = Rc::new(Outbox::new(QUEUED_BYTES_MAX, fd));
     monoio::spawn(write_loop(writer, outbox.clone()));
-    Some((reader, buf, outbox))
+    Some(Upgraded {
+        reader,
+        buf,
+        outbox,
+        origin,
+        client_ip,
+    })
+}
+
+/// What the HTTP phase decided.
+enum Routed {
+    Upgrade {
+        accept: String,
+        origin: Option<Box<str>>,
+        client_ip: Option<IpAddr>,
+    },
+    Reply(Vec<u8>),
+    Api {
+        method: Box<str>,
+        path: Box<str>,
+        authorization: Option<Box<str>>,
+        content_length: usize,
+    },
 }
 
 /// Reads until a complete request head is buffered and routes it. Returns
-/// the route and the buffer with the head removed (a client may send
+/// the decision and the buffer with the head removed (a client may send
 /// WebSocket frames right behind its upgrade request).
 async fn read_request(
     reader: &mut ReadHalf,
     mut buf: Vec<u8>,
     head_limit: usize,
     shard: &Shard,
-) -> Option<(Route, Vec<u8>)> {
+    peer: SocketAddr,
+) -> Option<(Routed, Vec<u8>)> {
     loop {
         match http_codec::parse_request(&buf, head_limit) {
             Ok(Some(req)) => {
                 let header_len = req.header_len;
-                let route = route(&req, &shard.shared.config.path);
+                let routed = match route(&req, &shard.shared.config.path) {
+                    Route::Reply(reply) => Routed::Reply(reply),
+                    Route::Api => Routed::Api {
+                        method: req.method.into(),
+                        path: req.path.into(),
+                        authorization: req.authorization.map(Box::from),
+                        content_length: req.content_length,
+                    },
+                    Route::Upgrade { accept } => Routed::Upgrade {
+                        accept,
+                        origin: req.origin.map(Box::from),
+                        client_ip: client_ip(
+                            peer.ip(),
+                            req.x_forwarded_for,
+                            &shard.shared.config.trusted_proxies,
+                        ),
+                    },
+                };
                 buf.drain(..header_len);
-                return Some((route, buf));
+                return Some((routed, buf));
             }
             Ok(None) => {}
             Err(http_codec::Error::HeadersTooLarge { .. }) => {
                 let reply = http_codec::json_error(431, "headers_too_large", "request headers are too large");
-                return Some((Route::Reply(reply), Vec::new()));
+                return Some((Routed::Reply(reply), Vec::new()));
             }
             Err(_) => {
                 let reply = http_codec::json_error(400, "bad_request", "malformed HTTP request");
-                return Some((Route::Reply(reply), Vec::new()));
+                return Some((Routed::Reply(reply), Vec::new()));
             }
         }
         if buf.len() == buf.capacity() {
@@ -157,6 +251,20 @@ async fn read_request(
             return None;
         }
     }
+}
+
+/// Reads until `buf` holds at least `len` bytes; `None` if the peer closes
+/// first.
+async fn read_body(reader: &mut ReadHalf, mut buf: Vec<u8>, len: usize) -> Option<Vec<u8>> {
+    buf.reserve(len.saturating_sub(buf.len()));
+    while buf.len() < len {
+        let (n, back) = read_more(reader, buf).await;
+        buf = back;
+        if n == 0 {
+            return None;
+        }
+    }
+    Some(buf)
 }
 
 /// Appends what the socket has to `buf`; 0 on end of file or error.
@@ -183,6 +291,9 @@ struct Session<'a> {
     /// Slab key once the Socket.IO connect succeeded.
     member: Option<SlabKey>,
     pending: Option<PendingBinary>,
+    /// The upgrade request's `Origin`.
+    origin: Option<Box<str>>,
+    client_ip: Option<IpAddr>,
 }
 
 /// What a processed message means for the connection.
@@ -429,17 +540,35 @@ impl Session<'_> {
         if self.member.is_some() {
             return Ok(());
         }
-        match auth::authenticate(&self.shard.shared, auth_json, auth::now_unix_s()) {
+        let peer = auth::Peer {
+            origin: self.origin.as_deref(),
+            ip: self.client_ip,
+        };
+        let verdict = auth::authenticate(
+            &self.shard.settings.borrow(),
+            &self.shard.shared.config.master_token,
+            peer,
+            auth_json,
+            auth::now_unix_s(),
+        );
+        match verdict {
             Ok(identity) => {
-                let (env, echo, user) = match identity {
-                    Identity::Master => (None, false, None),
-                    Identity::Client { env, echo, user } => (Some(env), echo, user),
+                let (env, echo, user, api_key) = match identity {
+                    Identity::Master => (None, false, None, None),
+                    Identity::Client {
+                        env,
+                        echo,
+                        user,
+                        api_key,
+                    } => (Some(env), echo, user, api_key),
                 };
                 let (key, id) = self.shard.register(NewMember {
                     outbox: self.outbox.clone(),
                     env,
                     echo,
                     user,
+                    api_key,
+                    client_ip: self.client_ip,
                 });
                 self.member = Some(key);
                 self.outbox.push(text_frame(&socketio::connect_ok(id.as_str())));

@@ -35,6 +35,8 @@ pub enum CloseReason {
     Io,
     /// The server is shutting down.
     ServerShutdown,
+    /// The server sent Socket.IO `41` (the client must not come back).
+    ServerDisconnect,
 }
 
 impl CloseReason {

@@ -5,6 +5,8 @@
 //! I/O. Every refusal is a 4xx with a `{"error","code"}` JSON body and closes
 //! the connection.
 
+pub mod api;
+
 use crate::protocol::http::{accept_key, json_error, json_response, query_param, Request};
 
 /// The answer to one request.
@@ -14,12 +16,17 @@ pub enum Route {
     Upgrade { accept: String },
     /// Send this complete response and close.
     Reply(Vec<u8>),
+    /// An [`api`] request; its body follows.
+    Api,
 }
 
 /// Routes `req`; `path` is the configured Socket.IO path (ends with `/`).
 pub fn route(req: &Request<'_>, path: &str) -> Route {
     if req.path == "/health" || req.path == "/health/" {
         return Route::Reply(json_response(200, r#"{"status":"ok"}"#));
+    }
+    if req.path.starts_with(api::PREFIX) {
+        return Route::Api;
     }
     if req.path != path && req.path != path.trim_end_matches('/') {
         return Route::Reply(json_error(404, "not_found", "no such resource"));

@@ -6,6 +6,7 @@
 //! because Agnost apps read these codes.
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -13,7 +14,7 @@ use serde::Deserialize;
 use sha2::Sha256;
 
 use crate::protocol::socketio::{validate_json, write_json_str};
-use crate::shard::{EnvKey, Shared};
+use crate::realtime::settings::{EnvKey, EnvSettings, Rule, Settings};
 
 /// The Socket.IO `auth` object of a connect packet.
 #[derive(Debug, Default, Deserialize)]
@@ -40,7 +41,18 @@ pub enum Identity {
         env: EnvKey,
         echo: bool,
         user: Option<Box<str>>,
+        /// The API key it presented, when the environment requires one.
+        api_key: Option<Box<str>>,
     },
+}
+
+/// What the server knows of a connection besides its `auth` object.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Peer<'a> {
+    /// The `Origin` header of the upgrade request.
+    pub origin: Option<&'a str>,
+    /// The client's address (see `settings::client_ip`).
+    pub ip: Option<IpAddr>,
 }
 
 /// A refused connection, sent to the client as connect_error.
@@ -74,8 +86,15 @@ impl Refusal {
 }
 
 /// Decides who the connect packet's `auth` (raw JSON, possibly empty) makes
-/// this connection.
-pub fn authenticate(shared: &Shared, auth_json: &str, now_unix_s: u64) -> Result<Identity, Refusal> {
+/// this connection, in Agnost's order: environment, realtime switch, API key
+/// (existence, realtime permission, expiry, origin, IP), then session.
+pub fn authenticate(
+    settings: &Settings,
+    master_token: &str,
+    peer: Peer<'_>,
+    auth_json: &str,
+    now_unix_s: u64,
+) -> Result<Identity, Refusal> {
     let handshake: Handshake = if auth_json.trim().is_empty() {
         Handshake::default()
     } else {
@@ -88,7 +107,7 @@ pub fn authenticate(shared: &Shared, auth_json: &str, now_unix_s: u64) -> Result
         })?
     };
     if let Some(token) = &handshake.access_token {
-        return if constant_time_eq(token.as_bytes(), shared.config.master_token.as_bytes()) {
+        return if constant_time_eq(token.as_bytes(), master_token.as_bytes()) {
             Ok(Identity::Master)
         } else {
             Err(Refusal::new(
@@ -99,30 +118,142 @@ pub fn authenticate(shared: &Shared, auth_json: &str, now_unix_s: u64) -> Result
         };
     }
     let env_id = handshake.env_id.as_deref().unwrap_or("default");
-    let Some(env) = shared.env_key(env_id) else {
-        return Err(Refusal::new(
-            "Environment not found",
-            "no_environment_found",
-            format!("No environment with id '{env_id}' exists"),
-        ));
+    let Some(key) = settings.key(env_id) else {
+        return Err(no_environment(env_id));
     };
-    let config = shared.env(env);
-    if !config.enabled {
+    let Some(env) = settings.get(key) else {
+        return Err(no_environment(env_id));
+    };
+    if env.suspended {
+        return Err(Refusal::new(
+            "Environment suspended",
+            "suspended_environment",
+            "This environment is suspended",
+        ));
+    }
+    if !env.enabled {
         return Err(Refusal::new(
             "Realtime not allowed",
             "realtime_not_allowed",
             "Realtime is not enabled for this environment",
         ));
     }
-    let user = match (&handshake.session, &config.session_secret) {
-        (Some(token), Some(secret)) => verify_hs256(token, secret.as_bytes(), now_unix_s),
+    let api_key = if env.api_key_required {
+        Some(check_api_key(
+            env,
+            handshake.api_key.as_deref(),
+            peer,
+            now_unix_s,
+        )?)
+    } else {
+        None
+    };
+    let user = match (&handshake.session, &env.session_secret) {
+        (Some(token), Some(secret)) => {
+            let user = verify_hs256(token, secret.as_bytes(), now_unix_s);
+            if user.is_none() && env.session_required {
+                return Err(Refusal::new(
+                    "Invalid session token",
+                    "invalid_session_token",
+                    "The session token is invalid or expired",
+                ));
+            }
+            user
+        }
+        (None, _) if env.session_required => {
+            return Err(Refusal::new(
+                "Missing session token",
+                "missing_session_token",
+                "This environment requires a signed-in session",
+            ))
+        }
         _ => None,
     };
     Ok(Identity::Client {
-        env,
-        echo: handshake.echo_messages.unwrap_or(config.echo_messages),
+        env: key,
+        echo: handshake.echo_messages.unwrap_or(env.echo_messages),
         user,
+        api_key,
     })
+}
+
+fn no_environment(env_id: &str) -> Refusal {
+    Refusal::new(
+        "Environment not found",
+        "no_environment_found",
+        format!("No environment with id '{env_id}' exists"),
+    )
+}
+
+/// The API key checks, in order; returns the accepted key.
+fn check_api_key(
+    env: &EnvSettings,
+    presented: Option<&str>,
+    peer: Peer<'_>,
+    now_unix_s: u64,
+) -> Result<Box<str>, Refusal> {
+    let Some(presented) = presented.filter(|k| !k.is_empty()) else {
+        return Err(Refusal::new(
+            "Missing API key",
+            "missing_api_key",
+            "This environment requires an API key",
+        ));
+    };
+    let Some(key) = env.api_key(presented) else {
+        return Err(Refusal::new(
+            "Invalid API key",
+            "invalid_api_key",
+            "The API key is not valid",
+        ));
+    };
+    if !key.allow_realtime {
+        return Err(Refusal::new(
+            "Unauthorized API key",
+            // Agnost's spelling, kept because Agnost apps compare against it.
+            "unauthorizez_api_key",
+            "The API key is not allowed to use realtime",
+        ));
+    }
+    if key.expired(now_unix_s) {
+        return Err(Refusal::new(
+            "Expired API key",
+            "expired_api_key",
+            "The API key has expired",
+        ));
+    }
+    if key.origins != Rule::All {
+        let Some(origin) = peer.origin.filter(|o| !o.is_empty()) else {
+            return Err(Refusal::new(
+                "Missing request origin",
+                "missing_request_origin",
+                "The API key only allows listed origins and the request has no Origin",
+            ));
+        };
+        if !key.origin_allowed(origin) {
+            return Err(Refusal::new(
+                "Domain not authorized",
+                "domain_not_authorized",
+                format!("The API key does not allow requests from {origin}"),
+            ));
+        }
+    }
+    if key.ips != Rule::All {
+        let Some(ip) = peer.ip else {
+            return Err(Refusal::new(
+                "Missing client IP",
+                "missing_client_IP",
+                "The client's IP address could not be determined",
+            ));
+        };
+        if !key.ip_allowed(ip) {
+            return Err(Refusal::new(
+                "IP not authorized",
+                "ip_not_authorized",
+                format!("The API key does not allow requests from {ip}"),
+            ));
+        }
+    }
+    Ok(presented.into())
 }
 
 #[derive(Deserialize)]

@@ -20,6 +20,7 @@ use crate::inbox::Target;
 use crate::protocol::socketio::write_json_str;
 use crate::realtime::channels::SlabKey;
 use crate::realtime::profile::Profile;
+use crate::realtime::rate_limit::Verdict;
 use crate::shard::{EnvKey, Shard, Stats};
 
 /// Why an event was refused; the connection that sent it is closed.
@@ -29,6 +30,9 @@ pub enum Error {
     BadPayload { event: &'static str, reason: String },
     #[error("channel name is empty or longer than {max} bytes")]
     BadChannel { max: usize },
+    /// Not a reason to close: the event is dropped (and counted).
+    #[error("`{0}` is reserved by socket.io and cannot be sent to clients")]
+    ReservedEventName(String),
 }
 
 /// One decoded event from a connected member.
@@ -118,11 +122,18 @@ pub async fn handle(shard: &Shard, key: SlabKey, event: Incoming<'_>) -> Result<
         };
         (member.env, member.echo, member.is_master())
     };
-    match (event.name, env) {
+    let client_event = matches!(event.name, "join" | "leave" | "update" | "message" | "members");
+    if let (true, Some(env)) = (client_event, env) {
+        if rate_limited(shard, key, env) {
+            return Ok(());
+        }
+    }
+    let outcome = match (event.name, env) {
         ("join", Some(env)) => join(shard, key, env, echo_default, &event).await,
         ("leave", Some(env)) => leave(shard, key, env, echo_default, &event).await,
         ("update", Some(env)) => update(shard, key, env, echo_default, &event).await,
         ("message", Some(env)) => message(shard, key, env, echo_default, &event).await,
+        ("members", Some(env)) => members(shard, key, env, &event).await,
         ("send_message" | "broadcast_message" | "user_event" | "get_members", None) if master => {
             master_event(shard, key, &event).await
         }
@@ -138,7 +149,54 @@ pub async fn handle(shard: &Shard, key: SlabKey, event: Incoming<'_>) -> Result<
             Stats::bump(&shard.stats.ignored_events);
             Ok(())
         }
+    };
+    match outcome {
+        Err(Error::ReservedEventName(name)) => {
+            tracing::debug!(event = %name, "reserved event name not delivered");
+            Ok(())
+        }
+        other => other,
     }
+}
+
+/// Checks a client event against its environment's rate limiters, in
+/// order. An event over a limit is dropped and counted; the client gets one
+/// `error` event `{code: "rate_limit_exceeded", message}` per window.
+fn rate_limited(shard: &Shard, key: SlabKey, env: EnvKey) -> bool {
+    let settings = shard.settings.borrow();
+    let Some(env_settings) = settings.get(env) else {
+        return false;
+    };
+    if env_settings.rate_limits.is_empty() {
+        return false;
+    }
+    let mut state = shard.state.borrow_mut();
+    let Some(member) = state.conns.get_mut(key as usize) else {
+        return false;
+    };
+    let ip = member.client_ip.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+    let now = shard.shared.now_s();
+    for (index, limit) in env_settings.rate_limits.iter().enumerate() {
+        let verdict = shard
+            .shared
+            .rates
+            .hit(env, ip, index, limit.limit, limit.window_s, now);
+        let Verdict::Over { window_end } = verdict else {
+            continue;
+        };
+        Stats::bump(&shard.stats.rate_limited_events);
+        if member.rate_error_until_s <= now {
+            member.rate_error_until_s = window_end;
+            let frame = event_frame("error", &[], |out| {
+                out.extend_from_slice(b",{\"code\":\"rate_limit_exceeded\",\"message\":");
+                write_json_str(out, &limit.message);
+                out.push(b'}');
+            });
+            member.outbox.push(frame);
+        }
+        return true;
+    }
+    false
 }
 
 fn args<'a, T: Deserialize<'a>>(event: &'static str, raw: &[&'a str]) -> Result<T, Error> {
@@ -174,14 +232,13 @@ const RESERVED_EVENT_NAMES: [&str; 6] = [
     "removeListener",
 ];
 
-/// Whether `name` may be delivered to clients; counts the refusals.
-fn deliverable(shard: &Shard, name: &str) -> bool {
+/// Refuses (and counts) event names clients must never receive.
+fn deliverable(shard: &Shard, name: &str) -> Result<(), Error> {
     if RESERVED_EVENT_NAMES.contains(&name) {
-        tracing::debug!(event = name, "reserved event name not delivered");
         Stats::bump(&shard.stats.reserved_event_names);
-        return false;
+        return Err(Error::ReservedEventName(name.to_owned()));
     }
-    true
+    Ok(())
 }
 
 fn skip_unless(echo: bool, key: SlabKey) -> Option<SlabKey> {
@@ -321,9 +378,7 @@ async fn message(
     if let Some(channel) = &a.channel {
         check_channel(shard, channel)?;
     }
-    if !deliverable(shard, &a.event_name) {
-        return Ok(());
-    }
+    deliverable(shard, &a.event_name)?;
     let raw = a.message.as_ref().map_or("null", |m| m.as_raw_str());
     let frame = message_frame(&a.event_name, a.channel.as_deref(), raw, event.attachments);
     let target = match &a.channel {
@@ -333,6 +388,23 @@ async fn message(
     shard
         .publish(env, target, frame, skip_unless(a.echo.unwrap_or(echo), key))
         .await;
+    Ok(())
+}
+
+/// A client's own member-list request (the client library's `getMembers`):
+/// `members {channel}` with an ack, answered with `[{id, data}, ...]` from
+/// every shard, within the client's own environment.
+async fn members(shard: &Shard, key: SlabKey, env: EnvKey, event: &Incoming<'_>) -> Result<(), Error> {
+    #[derive(Deserialize)]
+    struct MembersOf<'a> {
+        #[serde(borrow)]
+        channel: Cow<'a, str>,
+    }
+    let a: MembersOf = args("members", event.args)?;
+    check_channel(shard, &a.channel)?;
+    if let Some(ack_id) = event.ack_id {
+        shard.ack_members(key, ack_id, env, &a.channel).await;
+    }
     Ok(())
 }
 
@@ -358,73 +430,116 @@ fn deliver_to(shard: &Shard, key: SlabKey, frame: &Bytes) {
     }
 }
 
-/// Resolves a master event's `envId` (absent: `default`). Unknown
-/// environments make the event a no-op.
-fn master_env(shard: &Shard, env_id: Option<&str>) -> Option<EnvKey> {
-    let key = shard.shared.env_key(env_id.unwrap_or("default"));
-    if key.is_none() {
-        tracing::debug!(env = env_id, "master event for an unknown environment");
-    }
-    key
+/// The live environment named `env_id` (absent: `default`).
+pub fn env_key(shard: &Shard, env_id: Option<&str>) -> Option<EnvKey> {
+    let settings = shard.settings.borrow();
+    let key = settings.key(env_id.unwrap_or("default"))?;
+    settings.get(key).is_some().then_some(key)
 }
 
+/// The app backend's `send`: event `event_name` with
+/// `{channel, message: <raw>}` to every member of `channel`.
+pub async fn send(
+    shard: &Shard,
+    env: EnvKey,
+    channel: &str,
+    event_name: &str,
+    message_raw: &str,
+    attachments: &[Bytes],
+) -> Result<(), Error> {
+    check_channel(shard, channel)?;
+    deliverable(shard, event_name)?;
+    let frame = message_frame(event_name, Some(channel), message_raw, attachments);
+    shard
+        .publish(env, Target::Channel(Arc::from(channel)), frame, None)
+        .await;
+    Ok(())
+}
+
+/// The app backend's `broadcast`: event `event_name` with
+/// `{channel: null, message: <raw>}` to the whole environment.
+pub async fn broadcast(
+    shard: &Shard,
+    env: EnvKey,
+    event_name: &str,
+    message_raw: &str,
+    attachments: &[Bytes],
+) -> Result<(), Error> {
+    deliverable(shard, event_name)?;
+    let frame = message_frame(event_name, None, message_raw, attachments);
+    shard.publish(env, Target::Environment, frame, None).await;
+    Ok(())
+}
+
+/// A user event: every connection of `user_id` in `env` gets event
+/// `event_name` with arguments `(event_name, session, user)`.
+pub async fn user_event(
+    shard: &Shard,
+    env: EnvKey,
+    user_id: &str,
+    event_name: &str,
+    session_raw: &str,
+    user_raw: &str,
+    attachments: &[Bytes],
+) -> Result<(), Error> {
+    deliverable(shard, event_name)?;
+    let frame = event_frame(event_name, attachments, |out| {
+        out.push(b',');
+        write_json_str(out, event_name);
+        out.push(b',');
+        out.extend_from_slice(session_raw.as_bytes());
+        out.push(b',');
+        out.extend_from_slice(user_raw.as_bytes());
+    });
+    shard
+        .publish(env, Target::User(Arc::from(user_id)), frame, None)
+        .await;
+    Ok(())
+}
+
+/// The master connection's events. An unknown environment makes them no-ops
+/// (and `get_members` answers an empty list).
 async fn master_event(shard: &Shard, key: SlabKey, event: &Incoming<'_>) -> Result<(), Error> {
+    let raw =
+        |v: &Option<LazyValue<'_>>| -> String { v.as_ref().map_or("null", |m| m.as_raw_str()).to_owned() };
     match event.name {
         "send_message" => {
             let a: SendMessageArgs = args("send_message", event.args)?;
-            check_channel(shard, &a.channel_name)?;
-            let Some(env) = master_env(shard, a.env_id.as_deref()) else {
-                return Ok(());
-            };
-            if !deliverable(shard, &a.event_name) {
-                return Ok(());
+            if let Some(env) = env_key(shard, a.env_id.as_deref()) {
+                let message = raw(&a.message);
+                send(
+                    shard,
+                    env,
+                    &a.channel_name,
+                    &a.event_name,
+                    &message,
+                    event.attachments,
+                )
+                .await?;
             }
-            let raw = a.message.as_ref().map_or("null", |m| m.as_raw_str());
-            let frame = message_frame(&a.event_name, Some(&a.channel_name), raw, event.attachments);
-            let target = Target::Channel(Arc::from(a.channel_name.as_ref()));
-            shard.publish(env, target, frame, None).await;
         }
         "broadcast_message" => {
             let a: BroadcastArgs = args("broadcast_message", event.args)?;
-            let Some(env) = master_env(shard, a.env_id.as_deref()) else {
-                return Ok(());
-            };
-            if !deliverable(shard, &a.event_name) {
-                return Ok(());
+            if let Some(env) = env_key(shard, a.env_id.as_deref()) {
+                let message = raw(&a.message);
+                broadcast(shard, env, &a.event_name, &message, event.attachments).await?;
             }
-            let raw = a.message.as_ref().map_or("null", |m| m.as_raw_str());
-            let frame = message_frame(&a.event_name, None, raw, event.attachments);
-            shard.publish(env, Target::Environment, frame, None).await;
         }
         "user_event" => {
             let a: UserEventArgs = args("user_event", event.args)?;
-            let Some(env) = master_env(shard, a.env_id.as_deref()) else {
-                return Ok(());
-            };
-            if !deliverable(shard, &a.event_name) {
-                return Ok(());
+            if let Some(env) = env_key(shard, a.env_id.as_deref()) {
+                let (session, user) = (raw(&a.session), raw(&a.user));
+                let name = &a.event_name;
+                user_event(shard, env, &a.user_id, name, &session, &user, event.attachments).await?;
             }
-            let session = a.session.as_ref().map_or("null", |v| v.as_raw_str());
-            let user = a.user.as_ref().map_or("null", |v| v.as_raw_str());
-            let frame = event_frame(&a.event_name, event.attachments, |out| {
-                out.push(b',');
-                write_json_str(out, &a.event_name);
-                out.push(b',');
-                out.extend_from_slice(session.as_bytes());
-                out.push(b',');
-                out.extend_from_slice(user.as_bytes());
-            });
-            shard
-                .publish(env, Target::User(Arc::from(a.user_id.as_ref())), frame, None)
-                .await;
         }
         "get_members" => {
             let a: MembersArgs = args("get_members", event.args)?;
             let Some(ack_id) = event.ack_id else {
                 return Ok(());
             };
-            match master_env(shard, a.env_id.as_deref()) {
-                Some(env) => shard.gather_members(key, ack_id, env, &a.channel).await,
+            match env_key(shard, a.env_id.as_deref()) {
+                Some(env) => shard.ack_members(key, ack_id, env, &a.channel).await,
                 None => {
                     let frame = crate::fanout::text_packet(&[], |out| {
                         out.extend_from_slice(b"43");

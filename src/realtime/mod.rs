@@ -6,3 +6,5 @@ pub mod auth;
 pub mod channels;
 pub mod events;
 pub mod profile;
+pub mod rate_limit;
+pub mod settings;

@@ -52,6 +52,55 @@ pub fn write_renumbered(out: &mut Vec<u8>, profile: &Profile, offset: usize) {
     }
 }
 
+/// Appends `profile`'s JSON to `out` with every placeholder replaced by its
+/// attachment as Node writes a Buffer in JSON: `{"type":"Buffer","data":[..]}`
+/// (for the HTTP API, which has no attachments).
+pub fn write_buffers_inline(out: &mut Vec<u8>, profile: &Profile) {
+    if profile.attachments.is_empty() {
+        out.extend_from_slice(&profile.json);
+        return;
+    }
+    let Ok(mut value) = sonic_rs::from_slice::<Value>(&profile.json) else {
+        out.extend_from_slice(&profile.json);
+        return;
+    };
+    inline_buffers(&mut value, &profile.attachments, 0);
+    match sonic_rs::to_vec(&value) {
+        Ok(json) => out.extend_from_slice(&json),
+        Err(_) => out.extend_from_slice(&profile.json),
+    }
+}
+
+fn inline_buffers(value: &mut Value, attachments: &[Bytes], depth: usize) {
+    if depth > DEPTH_MAX {
+        return;
+    }
+    if let Some(object) = value.as_object_mut() {
+        let is_placeholder = object.get(&"_placeholder").and_then(|v| v.as_bool()) == Some(true);
+        if is_placeholder {
+            let data = object
+                .get(&"num")
+                .and_then(|v| v.as_u64())
+                .and_then(|n| attachments.get(n as usize));
+            if let Some(data) = data {
+                let mut buffer = sonic_rs::Object::new();
+                buffer.insert("type", Value::from("Buffer"));
+                let bytes: sonic_rs::Array = data.iter().map(|&b| Value::from(u64::from(b))).collect();
+                buffer.insert("data", Value::from(bytes));
+                *value = Value::from(buffer);
+            }
+            return;
+        }
+        for (_, child) in object.iter_mut() {
+            inline_buffers(child, attachments, depth + 1);
+        }
+    } else if let Some(array) = value.as_array_mut() {
+        for child in array.iter_mut() {
+            inline_buffers(child, attachments, depth + 1);
+        }
+    }
+}
+
 /// Nesting depth beyond which placeholders are left alone (a bound on
 /// recursion; socket.io-client never nests Buffers this deep).
 const DEPTH_MAX: usize = 128;
@@ -107,5 +156,18 @@ mod tests {
         let mut same = Vec::new();
         write_renumbered(&mut same, &p, 0);
         assert_eq!(&same[..], &p.json[..]);
+    }
+
+    #[test]
+    fn inlines_buffers_as_node_writes_them() {
+        let att = [Bytes::from_static(&[1, 255])];
+        let p = Profile::new(Some(r#"{"avatar":{"_placeholder":true,"num":0},"n":"x"}"#), &att).unwrap();
+        let mut out = Vec::new();
+        write_buffers_inline(&mut out, &p);
+        let v: Value = sonic_rs::from_slice(&out).unwrap();
+        assert_eq!(v["avatar"]["type"].as_str(), Some("Buffer"));
+        assert_eq!(v["avatar"]["data"][0].as_u64(), Some(1));
+        assert_eq!(v["avatar"]["data"][1].as_u64(), Some(255));
+        assert_eq!(v["n"].as_str(), Some("x"));
     }
 }

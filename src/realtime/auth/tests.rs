@@ -1,5 +1,5 @@
 use super::*;
-use crate::config::{Cli, Config, EnvConfig};
+use crate::realtime::settings::{ApiKey, EnvSettings, Rule, Timestamp};
 
 fn sign(header: &str, payload: &str, secret: &[u8]) -> String {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -10,25 +10,57 @@ fn sign(header: &str, payload: &str, secret: &[u8]) -> String {
     format!("{signing_input}.{sig}")
 }
 
-fn shared() -> Shared {
-    let cli = Cli {
-        master_token: Some("master".into()),
-        shards: Some(1),
-        ..Cli::default()
+fn settings() -> Settings {
+    let key = |k: &str| ApiKey {
+        key: k.into(),
+        allow_realtime: true,
+        expires_at: None,
+        origins: Rule::All,
+        ips: Rule::All,
     };
-    let mut cfg = Config::load(&cli).unwrap();
-    cfg.environments = vec![
-        EnvConfig {
+    Settings::new(vec![
+        EnvSettings {
             session_secret: Some("s3cret".into()),
-            ..EnvConfig::default_env()
+            ..EnvSettings::default_env()
         },
-        EnvConfig {
-            id: "off".into(),
+        EnvSettings {
             enabled: false,
-            ..EnvConfig::default_env()
+            ..EnvSettings::named("off")
         },
-    ];
-    Shared::new(cfg)
+        EnvSettings {
+            suspended: true,
+            ..EnvSettings::named("suspended")
+        },
+        EnvSettings {
+            api_key_required: true,
+            session_required: true,
+            session_secret: Some("k2".into()),
+            api_keys: vec![
+                key("good"),
+                ApiKey {
+                    allow_realtime: false,
+                    ..key("norealtime")
+                },
+                ApiKey {
+                    expires_at: Some(Timestamp(100)),
+                    ..key("old")
+                },
+                ApiKey {
+                    origins: Rule::List(vec!["*.example.com".into()]),
+                    ..key("web")
+                },
+                ApiKey {
+                    ips: Rule::List(vec!["10.0.0.0/8".into()]),
+                    ..key("lan")
+                },
+            ],
+            ..EnvSettings::named("locked")
+        },
+    ])
+}
+
+fn code(r: Result<Identity, Refusal>) -> &'static str {
+    r.unwrap_err().code
 }
 
 const HS: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
@@ -61,42 +93,111 @@ fn deeply_nested_token_json_is_refused_not_a_crash() {
 
 #[test]
 fn identities() {
-    let s = shared();
+    let s = settings();
+    let none = Peer::default();
+    let auth = |json: &str| authenticate(&s, "master", none, json, 1000);
+    assert_eq!(auth(r#"{"accessToken":"master"}"#), Ok(Identity::Master));
+    assert_eq!(code(auth(r#"{"accessToken":"nope"}"#)), "invalid_access_token");
     assert_eq!(
-        authenticate(&s, r#"{"accessToken":"master"}"#, 0),
-        Ok(Identity::Master)
-    );
-    assert_eq!(
-        authenticate(&s, r#"{"accessToken":"nope"}"#, 0).unwrap_err().code,
-        "invalid_access_token"
-    );
-    assert_eq!(
-        authenticate(&s, "", 0),
+        auth(""),
         Ok(Identity::Client {
             env: 0,
             echo: false,
-            user: None
+            user: None,
+            api_key: None
         })
     );
     let session = sign(HS, r#"{"sub":"alice"}"#, b"s3cret");
-    let auth = format!(r#"{{"envId":"default","echoMessages":true,"session":"{session}"}}"#);
+    let with_session = format!(r#"{{"envId":"default","echoMessages":true,"session":"{session}"}}"#);
     assert_eq!(
-        authenticate(&s, &auth, 0),
+        auth(&with_session),
         Ok(Identity::Client {
             env: 0,
             echo: true,
-            user: Some("alice".into())
+            user: Some("alice".into()),
+            api_key: None
         })
     );
+    // An invalid session that is not required is ignored, not refused.
+    let forged = sign(HS, r#"{"sub":"alice"}"#, b"wrong");
+    let ignored = auth(&format!(r#"{{"session":"{forged}"}}"#)).unwrap();
+    assert!(matches!(ignored, Identity::Client { user: None, .. }));
+    assert_eq!(code(auth(r#"{"envId":"x"}"#)), "no_environment_found");
+    assert_eq!(code(auth(r#"{"envId":"off"}"#)), "realtime_not_allowed");
+    assert_eq!(code(auth(r#"{"envId":"suspended"}"#)), "suspended_environment");
+    assert_eq!(code(auth("[1]")), "invalid_handshake");
+}
+
+#[test]
+fn api_keys_then_sessions_in_order() {
+    let s = settings();
+    let session = sign(HS, r#"{"sub":"bob","exp":2000}"#, b"k2");
+    let ok = |key: &str, peer: Peer<'_>| {
+        authenticate(
+            &s,
+            "m",
+            peer,
+            &format!(r#"{{"envId":"locked","apiKey":"{key}","session":"{session}"}}"#),
+            1000,
+        )
+    };
+    let none = Peer::default();
+    let lan: IpAddr = "10.1.2.3".parse().unwrap();
+    let wan: IpAddr = "192.0.2.1".parse().unwrap();
     assert_eq!(
-        authenticate(&s, r#"{"envId":"x"}"#, 0).unwrap_err().code,
-        "no_environment_found"
+        ok("good", none),
+        Ok(Identity::Client {
+            env: 3,
+            echo: false,
+            user: Some("bob".into()),
+            api_key: Some("good".into())
+        })
     );
+    let missing = authenticate(&s, "m", none, r#"{"envId":"locked"}"#, 1000);
+    assert_eq!(code(missing), "missing_api_key");
+    assert_eq!(code(ok("bogus", none)), "invalid_api_key");
+    assert_eq!(code(ok("norealtime", none)), "unauthorizez_api_key");
+    assert_eq!(code(ok("old", none)), "expired_api_key");
+    assert_eq!(code(ok("web", none)), "missing_request_origin");
+    let evil = Peer {
+        origin: Some("https://evil.org"),
+        ip: None,
+    };
+    assert_eq!(code(ok("web", evil)), "domain_not_authorized");
+    let good_origin = Peer {
+        origin: Some("https://app.example.com"),
+        ip: None,
+    };
+    assert!(ok("web", good_origin).is_ok());
+    assert_eq!(code(ok("lan", none)), "missing_client_IP");
     assert_eq!(
-        authenticate(&s, r#"{"envId":"off"}"#, 0).unwrap_err().code,
-        "realtime_not_allowed"
+        code(ok(
+            "lan",
+            Peer {
+                origin: None,
+                ip: Some(wan)
+            }
+        )),
+        "ip_not_authorized"
     );
-    assert_eq!(authenticate(&s, "[1]", 0).unwrap_err().code, "invalid_handshake");
+    assert!(ok(
+        "lan",
+        Peer {
+            origin: None,
+            ip: Some(lan)
+        }
+    )
+    .is_ok());
+    let no_session = authenticate(&s, "m", none, r#"{"envId":"locked","apiKey":"good"}"#, 1000);
+    assert_eq!(code(no_session), "missing_session_token");
+    let expired = authenticate(
+        &s,
+        "m",
+        none,
+        &format!(r#"{{"envId":"locked","apiKey":"good","session":"{session}"}}"#),
+        3000,
+    );
+    assert_eq!(code(expired), "invalid_session_token");
 }
 
 #[test]

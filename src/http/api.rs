@@ -1,0 +1,262 @@
+//! The app backend's HTTP API, on the same port as the Socket.IO server.
+//!
+//! JSON in and out, `Authorization: Bearer <master token>`. Every error is a
+//! `{"error": <message>, "code": <code>}` body with a 4xx status: 401 for a
+//! wrong or missing token, 400 for bad JSON or a missing field, 404 for an
+//! unknown environment or route, 405 for a wrong method, 413 for a body over
+//! the payload limit. The same operations are available to the master
+//! Socket.IO connection (`send_message`, `broadcast_message`, `user_event`,
+//! `get_members`).
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use sonic_rs::LazyValue;
+
+use crate::protocol::http::{json_error, json_response};
+use crate::protocol::socketio::validate_json;
+use crate::realtime::events::{self, Error as EventError};
+use crate::realtime::settings::EnvSettings;
+use crate::shard::Shard;
+
+/// Paths under this prefix belong to the API.
+pub const PREFIX: &str = "/api/";
+
+/// Runs one API request and returns the complete HTTP response.
+pub async fn handle(
+    shard: &Shard,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: &[u8],
+) -> Vec<u8> {
+    if !authorized(authorization, &shard.shared.config.master_token) {
+        return json_error(
+            401,
+            "unauthorized",
+            "a valid `Authorization: Bearer <master token>` is required",
+        );
+    }
+    let route = path.strip_prefix(PREFIX).unwrap_or("").trim_end_matches('/');
+    let result = match (method, route) {
+        ("POST", "send") => send(shard, body).await,
+        ("POST", "broadcast") => broadcast(shard, body).await,
+        ("POST", "members") => members(shard, body).await,
+        ("POST", "user-event") => user_event(shard, body).await,
+        (_, "send" | "broadcast" | "members" | "user-event") => Err(ApiError::method("POST")),
+        ("GET", r) if r.starts_with("environments/") => get_environment(shard, &r["environments/".len()..]),
+        ("PUT", r) if r.starts_with("environments/") => {
+            put_environment(shard, &r["environments/".len()..], body)
+        }
+        (_, r) if r.starts_with("environments/") => Err(ApiError::method("GET, PUT")),
+        _ => Err(ApiError::new(404, "not_found", "no such API route")),
+    };
+    match result {
+        Ok(json) => json_response(200, &json),
+        Err(e) => json_error(e.status, e.code, &e.message),
+    }
+}
+
+/// A refused request.
+#[derive(Debug)]
+struct ApiError {
+    status: u16,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn method(allowed: &str) -> Self {
+        Self::new(405, "method_not_allowed", format!("this route accepts {allowed}"))
+    }
+}
+
+impl From<EventError> for ApiError {
+    fn from(e: EventError) -> Self {
+        let code = match e {
+            EventError::BadChannel { .. } => "invalid_channel",
+            EventError::ReservedEventName(_) => "reserved_event_name",
+            EventError::BadPayload { .. } => "bad_request",
+        };
+        Self::new(400, code, e.to_string())
+    }
+}
+
+fn authorized(header: Option<&str>, token: &str) -> bool {
+    let Some(presented) =
+        header.and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+    else {
+        return false;
+    };
+    let (a, b) = (presented.trim().as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Parses a JSON body into `T`, depth-checked first (sonic-rs recurses
+/// without a limit).
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    let text =
+        std::str::from_utf8(body).map_err(|_| ApiError::new(400, "bad_request", "the body is not UTF-8"))?;
+    validate_json(text)
+        .map_err(|e| ApiError::new(400, "bad_request", format!("the body is not valid JSON: {e}")))?;
+    sonic_rs::from_str(text).map_err(|e| ApiError::new(400, "bad_request", format!("bad request body: {e}")))
+}
+
+fn env(shard: &Shard, env_id: &str) -> Result<crate::shard::EnvKey, ApiError> {
+    events::env_key(shard, Some(env_id)).ok_or_else(|| {
+        ApiError::new(
+            404,
+            "no_environment_found",
+            format!("No environment with id '{env_id}' exists"),
+        )
+    })
+}
+
+fn raw<'a>(v: &'a Option<LazyValue<'_>>) -> &'a str {
+    v.as_ref().map_or("null", |v| v.as_raw_str())
+}
+
+const OK: &str = r#"{"ok":true}"#;
+
+#[derive(Deserialize)]
+struct SendBody<'a> {
+    #[serde(borrow, rename = "envId")]
+    env_id: Cow<'a, str>,
+    #[serde(borrow)]
+    channel: Cow<'a, str>,
+    #[serde(borrow, rename = "eventName")]
+    event_name: Cow<'a, str>,
+    #[serde(borrow)]
+    message: Option<LazyValue<'a>>,
+}
+
+async fn send(shard: &Shard, body: &[u8]) -> Result<String, ApiError> {
+    let b: SendBody = parse(body)?;
+    let env = env(shard, &b.env_id)?;
+    events::send(shard, env, &b.channel, &b.event_name, raw(&b.message), &[]).await?;
+    Ok(OK.into())
+}
+
+#[derive(Deserialize)]
+struct BroadcastBody<'a> {
+    #[serde(borrow, rename = "envId")]
+    env_id: Cow<'a, str>,
+    #[serde(borrow, rename = "eventName")]
+    event_name: Cow<'a, str>,
+    #[serde(borrow)]
+    message: Option<LazyValue<'a>>,
+}
+
+async fn broadcast(shard: &Shard, body: &[u8]) -> Result<String, ApiError> {
+    let b: BroadcastBody = parse(body)?;
+    let env = env(shard, &b.env_id)?;
+    events::broadcast(shard, env, &b.event_name, raw(&b.message), &[]).await?;
+    Ok(OK.into())
+}
+
+#[derive(Deserialize)]
+struct MembersBody<'a> {
+    #[serde(borrow, rename = "envId")]
+    env_id: Cow<'a, str>,
+    #[serde(borrow)]
+    channel: Cow<'a, str>,
+}
+
+async fn members(shard: &Shard, body: &[u8]) -> Result<String, ApiError> {
+    let b: MembersBody = parse(body)?;
+    let env = env(shard, &b.env_id)?;
+    let json = shard.members_json(env, &b.channel).await;
+    // unwrap-free: member JSON is built from UTF-8 pieces.
+    String::from_utf8(json).map_err(|_| ApiError::new(500, "internal", "member list is not UTF-8"))
+}
+
+#[derive(Deserialize)]
+struct UserEventBody<'a> {
+    #[serde(borrow, rename = "envId")]
+    env_id: Cow<'a, str>,
+    #[serde(borrow, rename = "userId")]
+    user_id: Cow<'a, str>,
+    #[serde(borrow, rename = "eventName")]
+    event_name: Cow<'a, str>,
+    #[serde(borrow)]
+    session: Option<LazyValue<'a>>,
+    #[serde(borrow)]
+    user: Option<LazyValue<'a>>,
+}
+
+async fn user_event(shard: &Shard, body: &[u8]) -> Result<String, ApiError> {
+    let b: UserEventBody = parse(body)?;
+    let env = env(shard, &b.env_id)?;
+    if b.user_id.is_empty() {
+        return Err(ApiError::new(400, "bad_request", "userId is empty"));
+    }
+    let (session, user) = (raw(&b.session), raw(&b.user));
+    events::user_event(shard, env, &b.user_id, &b.event_name, session, user, &[]).await?;
+    Ok(OK.into())
+}
+
+fn get_environment(shard: &Shard, id: &str) -> Result<String, ApiError> {
+    let settings = shard.shared.settings();
+    let env = settings.by_id(id).ok_or_else(|| {
+        ApiError::new(
+            404,
+            "no_environment_found",
+            format!("No environment with id '{id}' exists"),
+        )
+    })?;
+    sonic_rs::to_string(env.as_ref()).map_err(|e| ApiError::new(500, "internal", e.to_string()))
+}
+
+/// Replaces (or creates) one environment's settings, live: every shard gets
+/// the new settings as a message and disconnects the clients they no longer
+/// allow.
+fn put_environment(shard: &Shard, id: &str, body: &[u8]) -> Result<String, ApiError> {
+    let text =
+        std::str::from_utf8(body).map_err(|_| ApiError::new(400, "bad_request", "the body is not UTF-8"))?;
+    validate_json(text)
+        .map_err(|e| ApiError::new(400, "bad_request", format!("the body is not valid JSON: {e}")))?;
+    // `id` may be omitted from the body; the path names the environment.
+    let mut value: sonic_rs::Value =
+        sonic_rs::from_str(text).map_err(|e| ApiError::new(400, "bad_request", e.to_string()))?;
+    let Some(object) = sonic_rs::JsonValueMutTrait::as_object_mut(&mut value) else {
+        return Err(ApiError::new(
+            400,
+            "bad_request",
+            "the body must be an environment object",
+        ));
+    };
+    match object.get(&"id").map(sonic_rs::JsonValueTrait::as_str) {
+        None => {
+            object.insert("id", sonic_rs::Value::from(id));
+        }
+        Some(Some(body_id)) if body_id == id => {}
+        Some(_) => {
+            return Err(ApiError::new(
+                400,
+                "bad_request",
+                "the body's id differs from the path's",
+            ))
+        }
+    }
+    let env: EnvSettings = sonic_rs::from_value(&value)
+        .map_err(|e| ApiError::new(400, "bad_request", format!("bad environment: {e}")))?;
+    env.validate().map_err(|e| ApiError::new(400, "bad_request", e))?;
+    let stored = shard.shared.change_settings(|current| current.with(env));
+    tracing::info!(
+        env = id,
+        version = stored.version,
+        "environment changed through the API"
+    );
+    let env = stored
+        .by_id(id)
+        .ok_or_else(|| ApiError::new(500, "internal", "environment vanished"))?;
+    sonic_rs::to_string(env.as_ref()).map_err(|e| ApiError::new(500, "internal", e.to_string()))
+}

@@ -1,0 +1,204 @@
+//! Rate limits shared by all shards, without locks: a fixed table of atomic
+//! slots, each holding one (environment, client IP, limiter) key's count for
+//! its current window.
+//!
+//! A slot packs `[fingerprint:24][window end, seconds mod 2^24:24][count:16]`
+//! into one `AtomicU64`, updated by compare-and-swap, so two connections
+//! from one IP on different shards draw on one budget. Windows are fixed
+//! (aligned to multiples of their length since process start). A key probes
+//! [`PROBES`] slots; if all are held by other live keys the event is allowed
+//! (fail open) and counted in [`RateTable::saturated`], so a full table
+//! never blocks legitimate traffic. Counts stop at the limit (and at 65,535,
+//! the most a limiter may allow).
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ahash::RandomState;
+
+/// Slots a key may occupy, starting at its hash.
+pub const PROBES: usize = 8;
+/// Largest `limit` a rate limiter may have.
+pub const LIMIT_MAX: u32 = 0xFFFF;
+const TIME_MASK: u64 = 0xFF_FFFF;
+
+/// The shared table.
+pub struct RateTable {
+    slots: Box<[AtomicU64]>,
+    mask: usize,
+    hasher: RandomState,
+    saturated: AtomicU64,
+}
+
+impl RateTable {
+    /// A table of `slots` slots (a power of two).
+    pub fn new(slots: usize) -> Self {
+        assert!(slots.is_power_of_two() && slots >= PROBES);
+        Self {
+            slots: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            mask: slots - 1,
+            hasher: RandomState::with_seeds(0x5eed, 0xca57, 0x7ab1e, 0x0d15_ea5e),
+            saturated: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one event of `ip` in environment `env` against limiter
+    /// `limiter` (`limit` events per `window_s` seconds) at time `now_s`.
+    /// Returns false when the event is over the limit, with the end of the
+    /// current window.
+    pub fn hit(
+        &self,
+        env: u32,
+        ip: IpAddr,
+        limiter: usize,
+        limit: u32,
+        window_s: u32,
+        now_s: u64,
+    ) -> Verdict {
+        let window_s = u64::from(window_s.max(1));
+        let window_end = (now_s / window_s + 1) * window_s;
+        let hash = self.hasher.hash_one((env, ip, limiter));
+        let fingerprint = hash >> 40;
+        let limit = u64::from(limit.min(LIMIT_MAX));
+        let now = now_s & TIME_MASK;
+        let end = window_end & TIME_MASK;
+        let base = hash as usize;
+        // Pass 1: this key's live slot.
+        for probe in 0..PROBES {
+            let slot = &self.slots[(base + probe) & self.mask];
+            let mut current = slot.load(Ordering::Acquire);
+            loop {
+                let (fp, slot_end, count) = unpack(current);
+                if current == 0 || fp != fingerprint || expired(slot_end, now) {
+                    break;
+                }
+                if count >= limit {
+                    return Verdict::Over { window_end };
+                }
+                match slot.compare_exchange_weak(
+                    current,
+                    pack(fp, slot_end, count + 1),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => return Verdict::Allowed,
+                    Err(actual) => current = actual,
+                }
+            }
+        }
+        // Pass 2: claim an empty or expired slot.
+        for probe in 0..PROBES {
+            let slot = &self.slots[(base + probe) & self.mask];
+            let mut current = slot.load(Ordering::Acquire);
+            loop {
+                let (_, slot_end, _) = unpack(current);
+                if current != 0 && !expired(slot_end, now) {
+                    break;
+                }
+                match slot.compare_exchange_weak(
+                    current,
+                    pack(fingerprint, end, 1),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => return Verdict::Allowed,
+                    Err(actual) => current = actual,
+                }
+            }
+        }
+        self.saturated.fetch_add(1, Ordering::Relaxed);
+        Verdict::Allowed
+    }
+
+    /// Events allowed because every slot of their key was taken.
+    pub fn saturated(&self) -> u64 {
+        self.saturated.load(Ordering::Relaxed)
+    }
+}
+
+/// The outcome of [`RateTable::hit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    /// Over the limit until `window_end` (seconds, same clock as `now_s`).
+    Over {
+        window_end: u64,
+    },
+}
+
+fn pack(fingerprint: u64, end: u64, count: u64) -> u64 {
+    (fingerprint & 0xFF_FFFF) << 40 | (end & TIME_MASK) << 16 | (count & 0xFFFF)
+}
+
+fn unpack(v: u64) -> (u64, u64, u64) {
+    (v >> 40, (v >> 16) & TIME_MASK, v & 0xFFFF)
+}
+
+/// Whether a window ending at `end` is over at `now` (both mod 2^24, so
+/// compared with wrapping arithmetic; windows are far shorter than 2^23 s).
+fn expired(end: u64, now: u64) -> bool {
+    now.wrapping_sub(end) & TIME_MASK < 1 << 23
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn counts_per_window_and_key() {
+        let t = RateTable::new(64);
+        let a = ip("10.0.0.1");
+        for _ in 0..3 {
+            assert_eq!(t.hit(0, a, 0, 3, 10, 100), Verdict::Allowed);
+        }
+        assert_eq!(t.hit(0, a, 0, 3, 10, 105), Verdict::Over { window_end: 110 });
+        assert_eq!(
+            t.hit(0, ip("10.0.0.2"), 0, 3, 10, 105),
+            Verdict::Allowed,
+            "other IP"
+        );
+        assert_eq!(t.hit(1, a, 0, 3, 10, 105), Verdict::Allowed, "other env");
+        assert_eq!(t.hit(0, a, 1, 3, 10, 105), Verdict::Allowed, "other limiter");
+        assert_eq!(t.hit(0, a, 0, 3, 10, 110), Verdict::Allowed, "next window");
+    }
+
+    #[test]
+    fn full_table_fails_open_and_counts() {
+        let t = RateTable::new(8);
+        for i in 0..8u8 {
+            assert_eq!(
+                t.hit(0, IpAddr::from([10, 0, 0, i]), 0, 1, 60, 0),
+                Verdict::Allowed
+            );
+        }
+        assert_eq!(t.hit(0, ip("10.0.1.1"), 0, 1, 60, 0), Verdict::Allowed);
+        assert_eq!(t.saturated(), 1);
+        // Once the windows end, the slots are reused.
+        assert_eq!(t.hit(0, ip("10.0.1.1"), 0, 1, 60, 60), Verdict::Allowed);
+        assert_eq!(
+            t.hit(0, ip("10.0.1.1"), 0, 1, 60, 61),
+            Verdict::Over { window_end: 120 }
+        );
+    }
+
+    #[test]
+    fn shared_across_threads() {
+        let t = std::sync::Arc::new(RateTable::new(1024));
+        let allowed: u32 = (0..4)
+            .map(|_| {
+                let t = t.clone();
+                std::thread::spawn(move || {
+                    (0..1000)
+                        .filter(|_| t.hit(0, ip("10.0.0.9"), 0, 500, 3600, 7) == Verdict::Allowed)
+                        .count() as u32
+                })
+            })
+            .map(|h| h.join().unwrap())
+            .sum();
+        assert_eq!(allowed, 500);
+    }
+}
