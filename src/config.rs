@@ -53,6 +53,10 @@ pub struct Cli {
     /// Use the epoll driver even where io_uring works.
     #[arg(long)]
     pub epoll: bool,
+    /// Log level or filter (`info`, `debug`, `ringcast=trace`, ...);
+    /// `RUST_LOG` is used when this is absent [default: info].
+    #[arg(long)]
+    pub log_level: Option<String>,
     /// TOML configuration file (see `ringcast.example.toml`).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -74,8 +78,25 @@ pub struct Config {
     pub backlog: i32,
     pub epoll: bool,
     pub ring_entries: u32,
-    /// Largest HTTP request head accepted, in bytes.
+    /// Largest HTTP request head accepted, in bytes (431 beyond).
     pub http_head_bytes_max: usize,
+    /// Time a client has to send its HTTP request head (and an API body).
+    pub http_head_timeout: Duration,
+    /// Time a client has, after the upgrade, to send its Socket.IO connect.
+    pub connect_timeout: Duration,
+    /// Bytes queued for one connection beyond which it is closed as a slow
+    /// consumer.
+    pub send_queue_bytes_max: usize,
+    /// WebSocket connections the server holds at once (0: no limit beyond
+    /// file descriptors); over it, upgrades get 503.
+    pub connections_max: usize,
+    /// WebSocket connections one client IP may hold at once (0: no limit).
+    pub connections_per_ip_max: usize,
+    /// On SIGTERM/SIGINT, clients are disconnected spread over this window so
+    /// their reconnects do not arrive at once.
+    pub drain_window: Duration,
+    /// On SIGTERM/SIGINT, the process exits by this time at the latest.
+    pub shutdown_deadline: Duration,
     /// Slots in each shard's inbound mesh queue, in messages.
     pub mesh_queue_messages_max: usize,
     /// Longest channel name accepted, in bytes.
@@ -115,6 +136,14 @@ struct FileServer {
     channel_name_bytes_max: Option<usize>,
     trusted_proxies: Option<Vec<String>>,
     rate_limit_slots: Option<usize>,
+    http_head_bytes_max: Option<usize>,
+    http_head_timeout_ms: Option<u64>,
+    connect_timeout_ms: Option<u64>,
+    send_queue_bytes_max: Option<usize>,
+    connections_max: Option<usize>,
+    connections_per_ip_max: Option<usize>,
+    drain_window_ms: Option<u64>,
+    shutdown_deadline_ms: Option<u64>,
 }
 
 /// Why the configuration was refused. The message names the file, line and
@@ -199,7 +228,14 @@ impl Config {
             backlog: cli.backlog.or(s.backlog).unwrap_or(1024),
             epoll: cli.epoll,
             ring_entries: s.ring_entries.unwrap_or(1024),
-            http_head_bytes_max: 16 * 1024,
+            http_head_bytes_max: s.http_head_bytes_max.unwrap_or(16 * 1024).max(1024),
+            http_head_timeout: Duration::from_millis(s.http_head_timeout_ms.unwrap_or(10_000).max(1)),
+            connect_timeout: Duration::from_millis(s.connect_timeout_ms.unwrap_or(10_000).max(1)),
+            send_queue_bytes_max: s.send_queue_bytes_max.unwrap_or(4 << 20).max(4096),
+            connections_max: s.connections_max.unwrap_or(0),
+            connections_per_ip_max: s.connections_per_ip_max.unwrap_or(0),
+            drain_window: Duration::from_millis(s.drain_window_ms.unwrap_or(5_000)),
+            shutdown_deadline: Duration::from_millis(s.shutdown_deadline_ms.unwrap_or(10_000)),
             mesh_queue_messages_max: s.mesh_queue_messages_max.unwrap_or(65_536),
             channel_name_bytes_max: s.channel_name_bytes_max.unwrap_or(256),
             trusted_proxies,

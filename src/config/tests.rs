@@ -74,6 +74,10 @@ fn example_file_loads() {
         cfg.environments[0].session_secret.as_deref(),
         Some("a-long-random-secret")
     );
+    assert_eq!(cfg.environments[0].rate_limits.len(), 2);
+    assert_eq!(cfg.environments[1].api_keys.len(), 2);
+    assert_eq!(cfg.trusted_proxies.len(), 2);
+    assert_eq!(cfg.rate_limit_slots, 262_144);
     assert_eq!(cfg.master_token, "change-me");
     assert_eq!(cfg.channel_name_bytes_max, 256);
 }

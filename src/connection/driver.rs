@@ -426,22 +426,28 @@ impl Session<'_> {
             }
         };
         use socketio::PacketType as T;
+        let connected = self.member.is_some();
+        if packet.kind == T::Connect && packet.namespace != "/" {
+            // An unknown namespace: connect_error, the connection stays.
+            return self.on_connect(packet.namespace, packet.data);
+        }
+        // As socket.io's server does: anything for a namespace the client is
+        // not connected to, and a second connect, close the connection.
+        let in_state = match packet.kind {
+            T::Connect => !connected,
+            T::ConnectError => false,
+            _ => connected && packet.namespace == "/",
+        };
+        if !in_state {
+            tracing::debug!(kind = ?packet.kind, "Socket.IO packet out of state");
+            self.send_close(1002);
+            return Err(protocol_error(1002));
+        }
         match packet.kind {
             T::Connect => self.on_connect(packet.namespace, packet.data),
-            T::Disconnect if packet.namespace == "/" => Err(CloseReason::ClientDisconnect),
-            T::Disconnect | T::Ack => Ok(()),
-            T::ConnectError => {
-                self.send_close(1002);
-                Err(protocol_error(1002))
-            }
-            T::Event => {
-                if packet.namespace != "/" || self.member.is_none() {
-                    // Packets for a namespace this client is not connected to
-                    // are dropped, as socket.io does.
-                    return Ok(());
-                }
-                self.on_event(packet.data, packet.ack_id, &[]).await
-            }
+            T::Disconnect => Err(CloseReason::ClientDisconnect),
+            T::Ack | T::ConnectError => Ok(()),
+            T::Event => self.on_event(packet.data, packet.ack_id, &[]).await,
             T::BinaryEvent | T::BinaryAck => {
                 if packet.attachments > ATTACHMENTS_MAX {
                     self.send_close(1009);
@@ -451,29 +457,20 @@ impl Session<'_> {
                     self.send_close(1002);
                     return Err(protocol_error(1002));
                 }
-                let pending = PendingBinary {
+                if packet.attachments == 0 {
+                    return if packet.kind == T::BinaryEvent {
+                        self.on_event(packet.data, packet.ack_id, &[]).await
+                    } else {
+                        Ok(())
+                    };
+                }
+                self.pending = Some(PendingBinary {
                     kind: packet.kind,
                     ack_id: packet.ack_id,
                     data: packet.data.to_owned(),
                     expected: packet.attachments,
                     attachments: Vec::with_capacity(packet.attachments),
-                };
-                let connected = packet.namespace == "/" && self.member.is_some();
-                if pending.expected == 0 {
-                    return if connected && pending.kind == T::BinaryEvent {
-                        self.on_event(&pending.data, pending.ack_id, &[]).await
-                    } else {
-                        Ok(())
-                    };
-                }
-                if !connected {
-                    // Still consume the attachments, then drop the packet.
-                    let mut p = pending;
-                    p.kind = T::BinaryAck;
-                    self.pending = Some(p);
-                    return Ok(());
-                }
-                self.pending = Some(pending);
+                });
                 Ok(())
             }
         }

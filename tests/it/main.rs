@@ -1,0 +1,16 @@
+//! The one integration test binary: the real `ringcast` binary on loopback,
+//! spoken to over raw sockets with exact-frame assertions.
+//!
+//! Each area has its own module; `support` holds the server harness and the
+//! raw WebSocket / Engine.IO / Socket.IO clients. Every test starts its own
+//! server on `127.0.0.1:0`, so tests never see each other's traffic.
+
+mod support;
+
+mod cross_shard;
+mod engineio;
+mod handshake;
+mod master;
+mod realtime;
+mod socketio;
+mod websocket;
