@@ -10,6 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::fanout::deliver;
+use crate::metrics::Snapshot;
 use crate::realtime::profile::Profile;
 use crate::realtime::settings::Settings;
 use crate::shard::{EnvKey, Shard};
@@ -43,9 +44,23 @@ pub enum ShardMessage {
         request: u32,
     },
     /// One shard's part of a member list gathered by `request`.
-    MembersReply { request: u32, members: Vec<MemberEntry> },
+    MembersReply {
+        request: u32,
+        members: Vec<MemberEntry>,
+    },
     /// New settings (SIGHUP or the admin API).
     SettingsChanged(Arc<Settings>),
+    /// Send this shard's metrics snapshot to `reply_to`.
+    StatsRequest {
+        reply_to: ShardId,
+        request: u32,
+    },
+    StatsReply {
+        request: u32,
+        snapshot: Box<Snapshot>,
+    },
+    /// Stop accepting and drain (SIGTERM/SIGINT).
+    Shutdown,
 }
 
 /// Runs `message` on `shard`.
@@ -74,13 +89,19 @@ pub async fn handle(shard: &Shard, message: ShardMessage) {
         } => {
             let members = shard.local_members(env, &channel);
             let reply = ShardMessage::MembersReply { request, members };
-            if shard.shared.mesh.send_wait(reply_to, reply).await.is_err() {
-                tracing::error!(reply_to, "member list reply to a shard that does not exist");
-            }
+            shard.send_to(reply_to, reply).await;
         }
         ShardMessage::MembersReply { request, members } => {
             shard.gather_part(request, members);
         }
         ShardMessage::SettingsChanged(settings) => shard.apply_settings(settings),
+        ShardMessage::StatsRequest { reply_to, request } => {
+            let snapshot = Box::new(shard.snapshot());
+            shard
+                .send_to(reply_to, ShardMessage::StatsReply { request, snapshot })
+                .await;
+        }
+        ShardMessage::StatsReply { request, snapshot } => shard.stats_part(request, *snapshot),
+        ShardMessage::Shutdown => shard.begin_shutdown(),
     }
 }

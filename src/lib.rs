@@ -13,6 +13,7 @@
 //! - [`fanout`]: encode a publish once, deliver refcounted clones.
 //! - [`shard`]: one shard's state, accept loop and inbox drain.
 //! - [`inbox`]: the closed set of messages shards send each other.
+//! - [`metrics`]: shard-local counters and the Prometheus `/metrics` page.
 //! - [`server`]: wires the shards together and starts them.
 //!
 //! Threads and queues live in the `ringcast-shards` crate, which knows
@@ -23,6 +24,7 @@ pub mod connection;
 pub mod fanout;
 pub mod http;
 pub mod inbox;
+pub mod metrics;
 pub mod protocol;
 pub mod realtime;
 pub mod server;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use ringcast_shards::runtime::{self, Driver, Running, RuntimeConfig};
 
 use crate::config::{reload_environments, Config};
+use crate::inbox::ShardMessage;
 use crate::shard::{run_shard, Shared};
 
 /// The running server.
@@ -33,25 +34,51 @@ pub fn start(config: Config) -> std::io::Result<Server> {
     Ok(Server { running, shared })
 }
 
-/// Re-reads the environments of the configuration file on every SIGHUP and
-/// hands them to the shards. A bad file is logged (with file, line and
-/// reason) and the running settings stay as they were.
-pub fn reload_on_sighup(shared: Arc<Shared>) -> std::io::Result<()> {
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
-    std::thread::Builder::new().name("sighup".into()).spawn(move || {
-        for _ in signals.forever() {
-            let Some(path) = shared.config.file.clone() else {
-                tracing::warn!("SIGHUP without --config: nothing to reload");
-                continue;
-            };
-            match reload_environments(&path) {
-                Ok(envs) => {
-                    let settings = shared.change_settings(|current| current.replaced_by(envs));
-                    tracing::info!(version = settings.version, "settings reloaded on SIGHUP");
+/// Handles signals on a thread of its own: SIGHUP re-reads the
+/// configuration file's environments and hands them to the shards (a bad
+/// file is logged with file, line and reason, and the running settings
+/// stay); the first SIGTERM or SIGINT starts the graceful shutdown (every
+/// shard stops accepting and drains its clients over the drain window); a
+/// second one exits at once.
+pub fn handle_signals(shared: Arc<Shared>) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut stopping = false;
+            for signal in signals.forever() {
+                match signal {
+                    SIGHUP => reload(&shared),
+                    _ if stopping => {
+                        tracing::warn!("second stop signal: exiting without draining");
+                        std::process::exit(1);
+                    }
+                    _ => {
+                        stopping = true;
+                        tracing::info!(
+                            drain_window_ms = shared.config.drain_window.as_millis() as u64,
+                            "stop signal: draining clients"
+                        );
+                        shared.broadcast(|| ShardMessage::Shutdown);
+                    }
                 }
-                Err(e) => tracing::error!(error = %e, "SIGHUP reload refused; keeping the running settings"),
             }
-        }
-    })?;
+        })?;
     Ok(())
+}
+
+fn reload(shared: &Shared) {
+    let Some(path) = shared.config.file.clone() else {
+        tracing::warn!("SIGHUP without --config: nothing to reload");
+        return;
+    };
+    match reload_environments(&path) {
+        Ok(envs) => {
+            let settings = shared.change_settings(|current| current.replaced_by(envs));
+            shared.broadcast(|| ShardMessage::SettingsChanged(settings.clone()));
+            tracing::info!(version = settings.version, "settings reloaded on SIGHUP");
+        }
+        Err(e) => tracing::error!(error = %e, "SIGHUP reload refused; keeping the running settings"),
+    }
 }

@@ -13,7 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+
+use ahash::AHashMap;
 
 use bytes::Bytes;
 use slab::Slab;
@@ -22,6 +25,8 @@ use crate::config::Config;
 use crate::connection::outbox::{CloseReason, Outbox};
 use crate::fanout::{deliver, push_decimal, text_packet};
 use crate::inbox::{self, MemberEntry, ShardMessage, Target};
+pub use crate::metrics::Stats;
+use crate::metrics::{Gauges, Snapshot};
 use crate::protocol::socketio::write_json_str;
 use crate::realtime::channels::{EnvIndex, SlabKey};
 use crate::realtime::profile::{write_buffers_inline, write_renumbered, Profile};
@@ -39,6 +44,7 @@ pub struct Shared {
     pub config: Config,
     pub mesh: Mesh<ShardMessage>,
     pub rates: RateTable,
+    pub limits: ConnLimits,
     /// The latest settings, for writers: a change is computed from this,
     /// stored here, then sent to every shard.
     settings: Mutex<Arc<Settings>>,
@@ -52,6 +58,7 @@ impl Shared {
         let settings = Arc::new(Settings::new(config.environments.clone()));
         Self {
             rates: RateTable::new(config.rate_limit_slots),
+            limits: ConnLimits::new(config.connections_max, config.connections_per_ip_max),
             mesh,
             settings: Mutex::new(settings),
             started: std::time::Instant::now(),
@@ -67,29 +74,121 @@ impl Shared {
         self.settings.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Applies `change` to the latest settings and sends the result to every
-    /// shard. Writers are serialized by the lock; shards never take it.
+    /// Applies `change` to the latest settings and returns the result, which
+    /// the caller sends to every shard ([`Shared::broadcast`] from a plain
+    /// thread, [`Shard::broadcast`] from a shard). Writers are serialized by
+    /// the lock; shards never take it to read settings.
     pub fn change_settings(&self, change: impl FnOnce(&Settings) -> Settings) -> Arc<Settings> {
         let mut guard = self.settings.lock().unwrap_or_else(|e| e.into_inner());
         let next = Arc::new(change(&guard));
         *guard = next.clone();
         drop(guard);
+        next
+    }
+
+    /// Sends `make()` to every shard from a thread that is not a shard's.
+    /// For rare control messages that must not be lost: sleeps this thread
+    /// while an inbox is full (a shard must use [`Shard::broadcast`]).
+    pub fn broadcast(&self, make: impl Fn() -> ShardMessage) {
         for shard in 0..self.mesh.shard_count() {
             // unwrap: shard_count <= SHARDS_MAX = 255.
             let shard = ShardId::try_from(shard).unwrap();
-            let mut message = ShardMessage::SettingsChanged(next.clone());
-            // Settings changes are rare and must not be lost: wait for room.
+            let mut message = make();
             while let Err(back) = self.mesh.send(shard, message) {
                 message = back;
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
-        next
     }
 
     /// Seconds on the rate-limit clock.
     pub fn now_s(&self) -> u64 {
         self.started.elapsed().as_secs()
+    }
+}
+
+/// The global and per-IP caps on WebSocket connections. Taken once per
+/// connection (upgrade and close), never per message: the global count is an
+/// atomic, the per-IP counts a map behind a lock used only when a per-IP cap
+/// is set.
+pub struct ConnLimits {
+    total: AtomicUsize,
+    total_max: usize,
+    per_ip: Mutex<AHashMap<IpAddr, usize>>,
+    per_ip_max: usize,
+}
+
+/// Why an upgrade was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitExceeded {
+    Total,
+    PerIp,
+}
+
+impl ConnLimits {
+    pub fn new(total_max: usize, per_ip_max: usize) -> Self {
+        Self {
+            total: AtomicUsize::new(0),
+            total_max,
+            per_ip: Mutex::new(AHashMap::new()),
+            per_ip_max,
+        }
+    }
+
+    /// Counts one more connection from `ip`, or refuses it.
+    pub fn acquire(&self, ip: IpAddr) -> Result<(), LimitExceeded> {
+        let total = self.total.fetch_add(1, Ordering::AcqRel) + 1;
+        if self.total_max > 0 && total > self.total_max {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(LimitExceeded::Total);
+        }
+        if self.per_ip_max > 0 {
+            let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            let n = per_ip.entry(ip).or_insert(0);
+            if *n >= self.per_ip_max {
+                drop(per_ip);
+                self.total.fetch_sub(1, Ordering::AcqRel);
+                return Err(LimitExceeded::PerIp);
+            }
+            *n += 1;
+        }
+        Ok(())
+    }
+
+    /// Undoes one [`ConnLimits::acquire`] of `ip`.
+    pub fn release(&self, ip: IpAddr) {
+        self.total.fetch_sub(1, Ordering::AcqRel);
+        if self.per_ip_max > 0 {
+            let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = per_ip.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    per_ip.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+/// One counted connection; released when dropped.
+pub struct ConnPermit {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl ConnPermit {
+    pub fn acquire(shared: &Arc<Shared>, ip: IpAddr) -> Result<Self, LimitExceeded> {
+        shared.limits.acquire(ip)?;
+        Ok(Self {
+            shared: shared.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ConnPermit {
+    fn drop(&mut self) {
+        self.shared.limits.release(self.ip);
     }
 }
 
@@ -141,18 +240,26 @@ pub enum GatherReply {
     },
     /// A task on this shard awaiting the JSON text (the HTTP API), with
     /// Buffers inlined as `{"type":"Buffer","data":[...]}`.
-    Local(Rc<LocalReply>),
+    Local(Rc<LocalReply<Vec<u8>>>),
 }
 
 /// A one-shot, shard-local reply slot.
-#[derive(Default)]
-pub struct LocalReply {
-    value: RefCell<Option<Vec<u8>>>,
+pub struct LocalReply<T> {
+    value: RefCell<Option<T>>,
     waker: Cell<Option<std::task::Waker>>,
 }
 
-impl LocalReply {
-    fn set(&self, value: Vec<u8>) {
+impl<T> Default for LocalReply<T> {
+    fn default() -> Self {
+        Self {
+            value: RefCell::new(None),
+            waker: Cell::new(None),
+        }
+    }
+}
+
+impl<T> LocalReply<T> {
+    fn set(&self, value: T) {
         *self.value.borrow_mut() = Some(value);
         if let Some(w) = self.waker.take() {
             w.wake();
@@ -160,7 +267,7 @@ impl LocalReply {
     }
 
     /// Resolves with the value once set.
-    pub async fn take(&self) -> Vec<u8> {
+    pub async fn take(&self) -> T {
         std::future::poll_fn(|cx| match self.value.borrow_mut().take() {
             Some(v) => std::task::Poll::Ready(v),
             None => {
@@ -172,32 +279,20 @@ impl LocalReply {
     }
 }
 
+/// A metrics scrape being gathered from every shard.
+struct StatsGather {
+    remaining: usize,
+    snapshots: Vec<Snapshot>,
+    reply: Rc<LocalReply<Vec<Snapshot>>>,
+}
+
 /// Mutable shard state.
 pub struct State {
     pub conns: Slab<Member>,
     pub envs: Vec<EnvIndex>,
     next_generation: u32,
     gathers: Slab<Gather>,
-}
-
-/// Shard-local counters: plain cells, no shared atomics on the hot path.
-#[derive(Default)]
-pub struct Stats {
-    pub deliveries: Cell<u64>,
-    pub ignored_master_events: Cell<u64>,
-    pub ignored_events: Cell<u64>,
-    pub reserved_event_names: Cell<u64>,
-    pub rate_limited_events: Cell<u64>,
-}
-
-impl Stats {
-    pub fn add_deliveries(&self, n: u64) {
-        self.deliveries.set(self.deliveries.get() + n);
-    }
-
-    pub fn bump(cell: &Cell<u64>) {
-        cell.set(cell.get() + 1);
-    }
+    stats_gathers: Slab<StatsGather>,
 }
 
 pub struct Shard {
@@ -210,6 +305,8 @@ pub struct Shard {
     /// for the heartbeat.
     pub sockets: RefCell<Slab<Rc<Outbox>>>,
     pub stats: Stats,
+    shutting_down: Cell<bool>,
+    shutdown_waker: Cell<Option<std::task::Waker>>,
 }
 
 /// What a new member is.
@@ -235,9 +332,12 @@ impl Shard {
                 envs,
                 next_generation: 0,
                 gathers: Slab::new(),
+                stats_gathers: Slab::new(),
             }),
             sockets: RefCell::new(Slab::new()),
             stats: Stats::default(),
+            shutting_down: Cell::new(false),
+            shutdown_waker: Cell::new(None),
         }
     }
 
@@ -300,6 +400,7 @@ impl Shard {
     /// shard's inbox is full, so nothing is dropped and per-sender order
     /// holds.
     pub async fn publish(&self, env: EnvKey, target: Target, frame: Bytes, skip: Option<SlabKey>) {
+        Stats::bump(&self.stats.publishes);
         {
             let state = self.state.borrow();
             let index = &state.envs[env as usize];
@@ -325,7 +426,7 @@ impl Shard {
                 target: target.clone(),
                 frame: frame.clone(),
             };
-            let _ = self.shared.mesh.send_wait(other, message).await;
+            self.send_to(other, message).await;
         }
     }
 
@@ -362,6 +463,114 @@ impl Shard {
                 tracing::debug!(id = %member.id, "settings no longer allow this client; disconnecting");
                 kick(member);
             }
+        }
+    }
+
+    /// Starts the graceful shutdown (a `Shutdown` message): the accept loop
+    /// stops and the drain begins.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.set(true);
+        if let Some(w) = self.shutdown_waker.take() {
+            w.wake();
+        }
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.get()
+    }
+
+    /// Resolves once shutdown has begun.
+    async fn shutdown_requested(&self) {
+        std::future::poll_fn(|cx| {
+            if self.shutting_down.get() {
+                std::task::Poll::Ready(())
+            } else {
+                self.shutdown_waker.set(Some(cx.waker().clone()));
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// This shard's counters and gauges.
+    pub fn snapshot(&self) -> Snapshot {
+        let settings = self.settings.borrow();
+        let state = self.state.borrow();
+        let sockets = self.sockets.borrow();
+        let mut gauges = Gauges {
+            sockets: sockets.len() as u64,
+            inbox_depth: self.shared.mesh.inbox(self.id).len() as u64,
+            queued_bytes: sockets.iter().map(|(_, o)| o.queued_bytes() as u64).sum(),
+            ..Gauges::default()
+        };
+        for (key, index) in state.envs.iter().enumerate() {
+            let Some(env) = settings.get(key as EnvKey) else {
+                continue;
+            };
+            gauges.clients.push((env.id.clone(), index.members.len() as u64));
+            gauges
+                .channels
+                .push((env.id.clone(), index.channel_count() as u64));
+        }
+        gauges.masters = state.conns.iter().filter(|(_, m)| m.is_master()).count() as u64;
+        self.stats.snapshot(self.id, gauges)
+    }
+
+    /// Every shard's snapshot, gathered through the mesh.
+    pub async fn gather_stats(&self) -> Vec<Snapshot> {
+        let shard_count = self.shared.mesh.shard_count();
+        let reply = Rc::new(LocalReply::default());
+        let request = self.state.borrow_mut().stats_gathers.insert(StatsGather {
+            remaining: shard_count,
+            snapshots: Vec::with_capacity(shard_count),
+            reply: reply.clone(),
+        }) as u32;
+        for other in 0..shard_count {
+            // unwrap: shard_count <= SHARDS_MAX = 255.
+            let other = ShardId::try_from(other).unwrap();
+            if other != self.id {
+                let message = ShardMessage::StatsRequest {
+                    reply_to: self.id,
+                    request,
+                };
+                self.send_to(other, message).await;
+            }
+        }
+        self.stats_part(request, self.snapshot());
+        let mut snapshots = reply.take().await;
+        snapshots.sort_by_key(|s| s.shard);
+        snapshots
+    }
+
+    /// Adds one shard's snapshot to scrape `request`.
+    pub fn stats_part(&self, request: u32, snapshot: Snapshot) {
+        let mut state = self.state.borrow_mut();
+        let Some(gather) = state.stats_gathers.get_mut(request as usize) else {
+            return;
+        };
+        gather.snapshots.push(snapshot);
+        gather.remaining -= 1;
+        if gather.remaining == 0 {
+            let gather = state.stats_gathers.remove(request as usize);
+            gather.reply.set(gather.snapshots);
+        }
+    }
+
+    /// Sends `make()` to every shard, this one included, waiting (without
+    /// blocking the thread) while an inbox is full.
+    pub async fn broadcast(&self, make: impl Fn() -> ShardMessage) {
+        for target in 0..self.shared.mesh.shard_count() {
+            // unwrap: shard_count <= SHARDS_MAX = 255.
+            self.send_to(ShardId::try_from(target).unwrap(), make()).await;
+        }
+    }
+
+    /// Sends `message` to shard `target`, waiting (without blocking the
+    /// thread) while its inbox is full.
+    pub async fn send_to(&self, target: ShardId, message: ShardMessage) {
+        Stats::bump(&self.stats.mesh_sent);
+        if self.shared.mesh.send_wait(target, message).await.is_err() {
+            tracing::error!(target, "message to a shard that does not exist");
         }
     }
 
@@ -428,7 +637,7 @@ impl Shard {
                 reply_to: self.id,
                 request,
             };
-            let _ = self.shared.mesh.send_wait(other, message).await;
+            self.send_to(other, message).await;
         }
         let local = self.local_members(env, &channel);
         self.gather_part(request, local);
@@ -519,25 +728,67 @@ pub fn kick(member: &Member) {
     member.outbox.close(CloseReason::ServerDisconnect);
 }
 
-/// Runs one shard until the process exits: drains its inbox and accepts
-/// connections from its listener.
+/// Runs one shard: drains its inbox, keeps the heartbeat and accepts
+/// connections until shutdown, then drains its clients and returns.
 pub async fn run_shard(shard_id: ShardId, listener: monoio::net::TcpListener, shared: Arc<Shared>) {
     let shard = Rc::new(Shard::new(shard_id, shared));
     monoio::spawn(drain_inbox(shard.clone()));
     monoio::spawn(heartbeat(shard.clone()));
+    let mut accept_errors: u64 = 0;
     loop {
-        match listener.accept().await {
+        let accepted = monoio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shard.shutdown_requested() => break,
+        };
+        match accepted {
             Ok((stream, peer)) => {
                 monoio::spawn(crate::connection::driver::serve(shard.clone(), stream, peer));
             }
             Err(e) => {
                 // Out of descriptors (EMFILE/ENFILE) or a transient accept
-                // error: back off instead of spinning on the listener.
-                tracing::warn!(shard = shard_id, error = %e, "accept failed; backing off");
+                // error: back off instead of spinning on the listener, and
+                // log the first of a burst and then every 100th.
+                Stats::bump(&shard.stats.accept_errors);
+                if accept_errors % 100 == 0 {
+                    tracing::warn!(shard = shard_id, error = %e, failures = accept_errors + 1, "accept failed; backing off");
+                }
+                accept_errors += 1;
                 monoio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
+    // Closing the listener makes the kernel stop handing this shard new
+    // connections.
+    drop(listener);
+    drain(&shard).await;
+}
+
+/// Closes every client with a WebSocket close 1001 ("going away"), which
+/// socket.io-client treats as a transport close and reconnects after, spread
+/// evenly over the drain window so the reconnects do not arrive at once;
+/// returns when all are gone or at the shutdown deadline.
+async fn drain(shard: &Shard) {
+    let config = &shard.shared.config;
+    let started = monoio::time::Instant::now();
+    let deadline = started + config.shutdown_deadline;
+    let outboxes: Vec<Rc<Outbox>> = shard.sockets.borrow().iter().map(|(_, o)| o.clone()).collect();
+    let total = outboxes.len().max(1) as u32;
+    tracing::info!(shard = shard.id, clients = outboxes.len(), "draining");
+    for (i, outbox) in outboxes.iter().enumerate() {
+        let at = started + config.drain_window * i as u32 / total;
+        if at > monoio::time::Instant::now() {
+            monoio::time::sleep_until(at.min(deadline)).await;
+        }
+        outbox.push(crate::protocol::websocket::close_frame(
+            1001,
+            "server shutting down",
+        ));
+        outbox.close(CloseReason::ServerShutdown);
+    }
+    while !shard.sockets.borrow().is_empty() && monoio::time::Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tracing::info!(shard = shard.id, left = shard.sockets.borrow().len(), "drained");
 }
 
 /// Pings every connection each ping interval and drops those whose pong is
@@ -546,14 +797,17 @@ pub async fn run_shard(shard_id: ShardId, listener: monoio::net::TcpListener, sh
 async fn heartbeat(shard: Rc<Shard>) {
     let config = &shard.shared.config;
     let (interval, timeout) = (config.ping_interval, config.ping_timeout);
-    let tick = (interval.min(timeout) / 4).clamp(Duration::from_millis(5), Duration::from_secs(1));
+    let shortest = interval.min(timeout).min(config.connect_timeout);
+    let tick = (shortest / 4).clamp(Duration::from_millis(5), Duration::from_secs(1));
     let ping = crate::fanout::text_frame("2");
     let mut last_sweep = std::time::Instant::now();
     loop {
         monoio::time::sleep(tick).await;
         let now = std::time::Instant::now();
+        let connect_timeout = shard.shared.config.connect_timeout;
         for (_, outbox) in shard.sockets.borrow().iter() {
             outbox.heartbeat(now, &ping, interval, timeout);
+            outbox.enforce_connect_deadline(now, connect_timeout);
         }
         if now.duration_since(last_sweep) >= Duration::from_secs(1) {
             // API keys expire with time, not only with settings changes.
@@ -572,6 +826,7 @@ async fn drain_inbox(shard: Rc<Shard>) {
         inbox.ready().await;
         let mut handled = 0;
         while let Some(message) = inbox.try_recv() {
+            Stats::bump(&shard.stats.mesh_received);
             inbox::handle(&shard, message).await;
             handled += 1;
             if handled == INBOX_BATCH_MAX {

@@ -27,13 +27,14 @@ use tracing::Instrument;
 use crate::connection::outbox::{CloseReason, Outbox};
 use crate::fanout::text_frame;
 use crate::http::{api, route, Route};
+use crate::metrics::Stats;
 use crate::protocol::websocket::{self, Message, Opcode, Reassembler};
 use crate::protocol::{engineio, http as http_codec, socketio};
 use crate::realtime::auth::{self, Identity};
 use crate::realtime::channels::SlabKey;
 use crate::realtime::events::{self, Incoming};
 use crate::realtime::settings::client_ip;
-use crate::shard::{NewMember, Shard};
+use crate::shard::{ConnPermit, LimitExceeded, NewMember, Shard};
 
 /// First read buffer size, in bytes: enough for pongs and small events, so
 /// that an idle connection stays small. Grows when full or to fit a frame,
@@ -41,15 +42,12 @@ use crate::shard::{NewMember, Shard};
 const READ_BUFFER_BYTES: usize = 256;
 /// Largest read buffer kept across reads, in bytes.
 const READ_BUFFER_KEPT_BYTES: usize = 64 * 1024;
-/// Most bytes a connection may have queued for writing before it is closed
-/// as a slow consumer.
-const QUEUED_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Most frames gathered into one vectored write (IOV_MAX is 1024).
 const WRITEV_FRAMES_MAX: usize = 512;
-/// Time allowed for the HTTP request head.
-const HTTP_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed to flush the last frames and the close frame.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// Messages one connection handles before yielding to the rest of its shard.
+const MESSAGES_PER_TURN: usize = 32;
 /// Most attachments a binary packet may announce.
 const ATTACHMENTS_MAX: usize = 64;
 
@@ -69,6 +67,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         outbox,
         origin,
         client_ip,
+        _permit,
     } = upgraded;
     let socket = shard.sockets.borrow_mut().insert(outbox.clone());
     let span = tracing::debug_span!("conn", shard = shard.id, %peer);
@@ -86,6 +85,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         outbox.push(websocket::close_frame(1000, ""));
     }
     outbox.close(reason);
+    // The first reason set wins (the writer may have closed first).
+    shard.stats.disconnected(outbox.closing().unwrap_or(reason));
     shard.sockets.borrow_mut().remove(socket);
     if let Some(key) = session.member {
         if let Some(member) = shard.unregister(key) {
@@ -102,21 +103,32 @@ struct Upgraded {
     outbox: Rc<Outbox>,
     origin: Option<Box<str>>,
     client_ip: Option<IpAddr>,
+    /// Counts this connection against the connection limits while it lives.
+    _permit: ConnPermit,
 }
 
 /// The HTTP phase: reads the request, answers anything but a valid upgrade
 /// and closes, or completes the upgrade, sends the Engine.IO open packet and
 /// starts the writer.
-async fn upgrade(shard: &Shard, stream: TcpStream, peer: SocketAddr) -> Option<Upgraded> {
+async fn upgrade(shard: &Rc<Shard>, stream: TcpStream, peer: SocketAddr) -> Option<Upgraded> {
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
     let (mut reader, mut writer) = stream.into_split();
     let buf = Vec::with_capacity(READ_BUFFER_BYTES);
     let head_limit = shard.shared.config.http_head_bytes_max;
+    let head_timeout = shard.shared.config.http_head_timeout;
     let request = read_request(&mut reader, buf, head_limit, shard, peer);
-    let (route, buf) = monoio::time::timeout(HTTP_HEAD_TIMEOUT, request).await.ok()??;
+    let (route, buf) = monoio::time::timeout(head_timeout, request).await.ok()??;
     let (accept, origin, client_ip) = match route {
         Routed::Reply(response) => {
+            let _ = monoio::time::timeout(CLOSE_FLUSH_TIMEOUT, writer.write_all(response)).await;
+            let _ = writer.shutdown().await;
+            return None;
+        }
+        Routed::Metrics => {
+            let snapshots = shard.gather_stats().await;
+            let text = crate::metrics::render(&snapshots, shard.shared.rates.saturated());
+            let response = http_codec::text_response(200, "text/plain; version=0.0.4", &text);
             let _ = monoio::time::timeout(CLOSE_FLUSH_TIMEOUT, writer.write_all(response)).await;
             let _ = writer.shutdown().await;
             return None;
@@ -135,7 +147,7 @@ async fn upgrade(shard: &Shard, stream: TcpStream, peer: SocketAddr) -> Option<U
                 )
             } else {
                 let read = read_body(&mut reader, buf, content_length);
-                match monoio::time::timeout(HTTP_HEAD_TIMEOUT, read).await {
+                match monoio::time::timeout(head_timeout, read).await {
                     Ok(Some(body)) => {
                         let body = &body[..content_length];
                         api::handle(shard, &method, &path, authorization.as_deref(), body).await
@@ -158,6 +170,20 @@ async fn upgrade(shard: &Shard, stream: TcpStream, peer: SocketAddr) -> Option<U
             client_ip,
         } => (accept, origin, client_ip),
     };
+    let permit = match ConnPermit::acquire(&shard.shared, client_ip.unwrap_or(peer.ip())) {
+        Ok(permit) => permit,
+        Err(exceeded) => {
+            Stats::bump(&shard.stats.refused_upgrades);
+            let message = match exceeded {
+                LimitExceeded::Total => "the server is at its connection limit",
+                LimitExceeded::PerIp => "too many connections from this address",
+            };
+            let response = http_codec::json_error(503, "too_many_connections", message);
+            let _ = monoio::time::timeout(CLOSE_FLUSH_TIMEOUT, writer.write_all(response)).await;
+            let _ = writer.shutdown().await;
+            return None;
+        }
+    };
     let config = &shard.shared.config;
     let engine_sid = ringcast_shards::conn_id::random_token(20);
     let open = engineio::open_packet(
@@ -170,14 +196,15 @@ async fn upgrade(shard: &Shard, stream: TcpStream, peer: SocketAddr) -> Option<U
     greeting.extend_from_slice(&text_frame(&open));
     let (written, _) = writer.write_all(greeting).await;
     written.ok()?;
-    let outbox = Rc::new(Outbox::new(QUEUED_BYTES_MAX, fd));
-    monoio::spawn(write_loop(writer, outbox.clone()));
+    let outbox = Rc::new(Outbox::new(config.send_queue_bytes_max, fd));
+    monoio::spawn(write_loop(writer, outbox.clone(), shard.clone()));
     Some(Upgraded {
         reader,
         buf,
         outbox,
         origin,
         client_ip,
+        _permit: permit,
     })
 }
 
@@ -195,6 +222,7 @@ enum Routed {
         authorization: Option<Box<str>>,
         content_length: usize,
     },
+    Metrics,
 }
 
 /// Reads until a complete request head is buffered and routes it. Returns
@@ -213,6 +241,7 @@ async fn read_request(
                 let header_len = req.header_len;
                 let routed = match route(&req, &shard.shared.config.path) {
                     Route::Reply(reply) => Routed::Reply(reply),
+                    Route::Metrics => Routed::Metrics,
                     Route::Api => Routed::Api {
                         method: req.method.into(),
                         path: req.path.into(),
@@ -309,6 +338,7 @@ impl Session<'_> {
     async fn run(&mut self, reader: &mut ReadHalf, mut buf: Vec<u8>) -> CloseReason {
         let frame_max = self.shard.shared.config.max_payload_bytes;
         let mut reassembler = Reassembler::new(frame_max);
+        let mut handled: usize = 0;
         loop {
             let mut pos = 0;
             let mut needed = 0;
@@ -343,6 +373,12 @@ impl Session<'_> {
                 if let Err(reason) = self.on_message(message).await {
                     return reason;
                 }
+                handled += 1;
+                if handled % MESSAGES_PER_TURN == 0 {
+                    // A client flooding the server must not starve the other
+                    // connections of this shard.
+                    ringcast_shards::mesh::yield_now().await;
+                }
                 if let Some(reason) = self.outbox.closing() {
                     return reason;
                 }
@@ -362,6 +398,7 @@ impl Session<'_> {
             if n == 0 {
                 return self.outbox.closing().unwrap_or(CloseReason::PeerClosed);
             }
+            Stats::add(&self.shard.stats.bytes_in, n as u64);
         }
     }
 
@@ -507,6 +544,7 @@ impl Session<'_> {
                 return Err(protocol_error(1002));
             }
         };
+        Stats::bump(&self.shard.stats.events_in);
         let incoming = Incoming {
             name: &event.name,
             args: &event.args,
@@ -568,10 +606,13 @@ impl Session<'_> {
                     client_ip: self.client_ip,
                 });
                 self.member = Some(key);
+                self.outbox.set_connected();
+                Stats::bump(&self.shard.stats.connects);
                 self.outbox.push(text_frame(&socketio::connect_ok(id.as_str())));
             }
             Err(refusal) => {
                 tracing::debug!(code = refusal.code, "connection refused");
+                Stats::bump(&self.shard.stats.refused_connects);
                 let packet = socketio::connect_error(refusal.title, Some(&refusal.data_json()));
                 self.outbox.push(text_frame(&packet));
             }
@@ -583,18 +624,21 @@ impl Session<'_> {
 /// The egress end of one connection: flushes the outbox with vectored
 /// writes until the connection closes. (Pings are queued by the shard's
 /// heartbeat task like any other frame.)
-async fn write_loop(mut writer: WriteHalf, outbox: Rc<Outbox>) {
+async fn write_loop(mut writer: WriteHalf, outbox: Rc<Outbox>, shard: Rc<Shard>) {
     let mut batch = FrameBatch::default();
     loop {
         outbox.wait().await;
         if let Some(reason) = outbox.closing() {
             if reason.is_graceful() {
-                Box::pin(flush_last(&mut writer, &outbox, &mut batch)).await;
+                Box::pin(flush_last(&mut writer, &outbox, &mut batch, &shard.stats)).await;
             }
             outbox.shutdown();
             return;
         }
-        if flush(&mut writer, &outbox, &mut batch).await.is_err() {
+        if flush(&mut writer, &outbox, &mut batch, &shard.stats)
+            .await
+            .is_err()
+        {
             outbox.close(CloseReason::Io);
             return;
         }
@@ -603,10 +647,10 @@ async fn write_loop(mut writer: WriteHalf, outbox: Rc<Outbox>) {
 
 /// Flushes what the reader queued last (a close frame, an echo) but does
 /// not wait long on a peer that stopped reading.
-async fn flush_last(writer: &mut WriteHalf, outbox: &Outbox, batch: &mut FrameBatch) {
+async fn flush_last(writer: &mut WriteHalf, outbox: &Outbox, batch: &mut FrameBatch, stats: &Stats) {
     let drain = async {
         while !outbox.is_empty() {
-            if flush(writer, outbox, batch).await.is_err() {
+            if flush(writer, outbox, batch, stats).await.is_err() {
                 break;
             }
         }
@@ -616,16 +660,26 @@ async fn flush_last(writer: &mut WriteHalf, outbox: &Outbox, batch: &mut FrameBa
 
 /// Writes everything queued right now (up to [`WRITEV_FRAMES_MAX`] frames)
 /// with as few `writev`s as the kernel allows.
-async fn flush(writer: &mut WriteHalf, outbox: &Outbox, batch: &mut FrameBatch) -> std::io::Result<()> {
+async fn flush(
+    writer: &mut WriteHalf,
+    outbox: &Outbox,
+    batch: &mut FrameBatch,
+    stats: &Stats,
+) -> std::io::Result<()> {
     outbox.drain_into(&mut batch.frames, WRITEV_FRAMES_MAX);
+    Stats::add(&stats.frames_written, batch.frames.len() as u64);
     let mut owned = std::mem::take(batch);
     while !owned.frames.is_empty() {
         owned.refresh_iovecs();
         let (result, back) = writer.writev(owned).await;
         owned = back;
+        Stats::bump(&stats.writes);
         match result {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => owned.advance(n),
+            Ok(n) => {
+                Stats::add(&stats.bytes_out, n as u64);
+                owned.advance(n);
+            }
             Err(e) => return Err(e),
         }
     }
@@ -707,9 +761,9 @@ mod tests {
             let cfg = crate::config::Config::load(&crate::config::Cli::default()).unwrap();
             let shared = std::sync::Arc::new(crate::shard::Shared::new(cfg));
             let shard = Rc::new(Shard::new(0, shared));
-            let reader = serve(shard, server, addr);
+            let reader = serve(shard.clone(), server, addr);
             let (_, write_half) = client.into_split();
-            let writer = write_loop(write_half, Rc::new(Outbox::new(1, -1)));
+            let writer = write_loop(write_half, Rc::new(Outbox::new(1, -1)), shard);
             assert!(size(&reader) <= 1536, "reader future is {} bytes", size(&reader));
             assert!(size(&writer) <= 640, "writer future is {} bytes", size(&writer));
         });

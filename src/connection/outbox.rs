@@ -37,13 +37,63 @@ pub enum CloseReason {
     ServerShutdown,
     /// The server sent Socket.IO `41` (the client must not come back).
     ServerDisconnect,
+    /// No Socket.IO connect within the connect timeout.
+    ConnectTimeout,
+}
+
+impl CloseReason {
+    pub const COUNT: usize = 9;
+    pub const ALL: [Self; Self::COUNT] = [
+        Self::PeerClosed,
+        Self::ClientDisconnect,
+        Self::PingTimeout,
+        Self::SlowConsumer,
+        Self::ProtocolError(0),
+        Self::Io,
+        Self::ServerShutdown,
+        Self::ServerDisconnect,
+        Self::ConnectTimeout,
+    ];
+
+    /// Position in [`CloseReason::ALL`] (close codes do not matter).
+    pub fn index(self) -> usize {
+        match self {
+            Self::PeerClosed => 0,
+            Self::ClientDisconnect => 1,
+            Self::PingTimeout => 2,
+            Self::SlowConsumer => 3,
+            Self::ProtocolError(_) => 4,
+            Self::Io => 5,
+            Self::ServerShutdown => 6,
+            Self::ServerDisconnect => 7,
+            Self::ConnectTimeout => 8,
+        }
+    }
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::PeerClosed => "peer_closed",
+            Self::ClientDisconnect => "client_disconnect",
+            Self::PingTimeout => "ping_timeout",
+            Self::SlowConsumer => "slow_consumer",
+            Self::ProtocolError(_) => "protocol_error",
+            Self::Io => "io_error",
+            Self::ServerShutdown => "server_shutdown",
+            Self::ServerDisconnect => "server_disconnect",
+            Self::ConnectTimeout => "connect_timeout",
+        }
+    }
 }
 
 impl CloseReason {
     /// Whether what is still queued should be flushed before the socket is
     /// shut down (false when the peer cannot or will not read it).
     pub fn is_graceful(self) -> bool {
-        !matches!(self, Self::SlowConsumer | Self::PingTimeout | Self::Io)
+        !matches!(
+            self,
+            Self::SlowConsumer | Self::PingTimeout | Self::Io | Self::ConnectTimeout
+        )
     }
 }
 
@@ -58,6 +108,9 @@ pub struct Outbox {
     pong_pending: Cell<bool>,
     /// When the last ping was sent (or the connection opened).
     last_ping: Cell<Instant>,
+    opened_at: Instant,
+    /// Set once the client's Socket.IO connect was answered.
+    connected: Cell<bool>,
     fd: RawFd,
 }
 
@@ -72,6 +125,8 @@ impl Outbox {
             closing: Cell::new(None),
             pong_pending: Cell::new(false),
             last_ping: Cell::new(Instant::now()),
+            opened_at: Instant::now(),
+            connected: Cell::new(false),
             fd,
         }
     }
@@ -132,6 +187,9 @@ impl Outbox {
     /// idle connections small and the write path free of timer churn.
     pub fn heartbeat(&self, now: Instant, ping: &Bytes, interval: Duration, timeout: Duration) {
         let since = now.saturating_duration_since(self.last_ping.get());
+        if self.closing.get().is_some() {
+            return;
+        }
         if self.pong_pending.get() {
             if since >= timeout {
                 self.close(CloseReason::PingTimeout);
@@ -141,6 +199,23 @@ impl Outbox {
             self.pong_pending.set(true);
             self.push(ping.clone());
         }
+    }
+
+    /// Closes a connection that has not sent its Socket.IO connect within
+    /// `timeout` of opening (half-open and slowloris connections).
+    pub fn enforce_connect_deadline(&self, now: Instant, timeout: Duration) {
+        if !self.connected.get() && now.saturating_duration_since(self.opened_at) >= timeout {
+            self.close(CloseReason::ConnectTimeout);
+        }
+    }
+
+    /// The client's Socket.IO connect was accepted.
+    pub fn set_connected(&self) {
+        self.connected.set(true);
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.get()
     }
 
     pub fn closing(&self) -> Option<CloseReason> {

@@ -46,7 +46,7 @@ pub async fn handle(
         (_, "send" | "broadcast" | "members" | "user-event") => Err(ApiError::method("POST")),
         ("GET", r) if r.starts_with("environments/") => get_environment(shard, &r["environments/".len()..]),
         ("PUT", r) if r.starts_with("environments/") => {
-            put_environment(shard, &r["environments/".len()..], body)
+            put_environment(shard, &r["environments/".len()..], body).await
         }
         (_, r) if r.starts_with("environments/") => Err(ApiError::method("GET, PUT")),
         _ => Err(ApiError::new(404, "not_found", "no such API route")),
@@ -218,7 +218,7 @@ fn get_environment(shard: &Shard, id: &str) -> Result<String, ApiError> {
 /// Replaces (or creates) one environment's settings, live: every shard gets
 /// the new settings as a message and disconnects the clients they no longer
 /// allow.
-fn put_environment(shard: &Shard, id: &str, body: &[u8]) -> Result<String, ApiError> {
+async fn put_environment(shard: &Shard, id: &str, body: &[u8]) -> Result<String, ApiError> {
     let text =
         std::str::from_utf8(body).map_err(|_| ApiError::new(400, "bad_request", "the body is not UTF-8"))?;
     validate_json(text)
@@ -250,6 +250,9 @@ fn put_environment(shard: &Shard, id: &str, body: &[u8]) -> Result<String, ApiEr
         .map_err(|e| ApiError::new(400, "bad_request", format!("bad environment: {e}")))?;
     env.validate().map_err(|e| ApiError::new(400, "bad_request", e))?;
     let stored = shard.shared.change_settings(|current| current.with(env));
+    shard
+        .broadcast(|| crate::inbox::ShardMessage::SettingsChanged(stored.clone()))
+        .await;
     tracing::info!(
         env = id,
         version = stored.version,

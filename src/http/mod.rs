@@ -18,6 +18,8 @@ pub enum Route {
     Reply(Vec<u8>),
     /// An [`api`] request; its body follows.
     Api,
+    /// `GET /metrics` (gathered from every shard).
+    Metrics,
 }
 
 /// Routes `req`; `path` is the configured Socket.IO path (ends with `/`).
@@ -27,6 +29,12 @@ pub fn route(req: &Request<'_>, path: &str) -> Route {
     }
     if req.path.starts_with(api::PREFIX) {
         return Route::Api;
+    }
+    if req.path == "/metrics" {
+        return match req.method {
+            "GET" => Route::Metrics,
+            _ => Route::Reply(json_error(405, "method_not_allowed", "this route accepts GET")),
+        };
     }
     if req.path != path && req.path != path.trim_end_matches('/') {
         return Route::Reply(json_error(404, "not_found", "no such resource"));

@@ -180,9 +180,19 @@ pub fn json_response(status: u16, body_json: &str) -> Vec<u8> {
     json_response_bytes(status, body_json.as_bytes())
 }
 
+/// A complete response with a body of `content_type`; the connection is
+/// closed after it.
+pub fn text_response(status: u16, content_type: &str, body: &str) -> Vec<u8> {
+    response_bytes(status, content_type, body.as_bytes())
+}
+
 fn json_response_bytes(status: u16, body_json: &[u8]) -> Vec<u8> {
+    response_bytes(status, "application/json", body_json)
+}
+
+fn response_bytes(status: u16, content_type: &str, body_json: &[u8]) -> Vec<u8> {
     let head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         reason_phrase(status),
         body_json.len(),
     );

@@ -283,6 +283,7 @@ async fn join(
             return Ok(());
         };
         member.channels.push(a.channel.as_ref().into());
+        Stats::bump(&shard.stats.joins);
         presence_frame(
             "channel:join",
             &a.channel,
@@ -330,6 +331,7 @@ async fn leave(
     {
         let mut state = shard.state.borrow_mut();
         state.envs[env as usize].leave(&channel, key);
+        Stats::bump(&shard.stats.leaves);
         if let Some(member) = state.conns.get_mut(key as usize) {
             member.channels.retain(|c| **c != *channel);
         }
@@ -560,6 +562,7 @@ pub async fn disconnected(shard: &Shard, member: crate::shard::Member) {
     let Some(env) = member.env else {
         return;
     };
+    Stats::add(&shard.stats.leaves, member.channels.len() as u64);
     for channel in member.channels {
         let frame = presence_frame(
             "channel:leave",

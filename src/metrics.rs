@@ -1,0 +1,260 @@
+//! Counters and gauges, and `GET /metrics` in Prometheus text format.
+//!
+//! Counters are shard-local plain cells ([`Stats`]): bumping one is a load
+//! and a store on the shard's own cache lines, never a shared atomic. A
+//! scrape gathers a [`Snapshot`] from every shard through the mesh and
+//! renders them with a `shard` label (and `env` where it applies).
+
+use std::cell::Cell;
+use std::fmt::Write as _;
+
+use crate::connection::outbox::CloseReason;
+
+macro_rules! counters {
+    ($( $field:ident => $name:literal, $help:literal; )*) => {
+        /// Shard-local counters.
+        #[derive(Default)]
+        pub struct Stats {
+            $( pub $field: Cell<u64>, )*
+            /// Disconnects, indexed by [`CloseReason::index`].
+            pub disconnects: [Cell<u64>; CloseReason::COUNT],
+        }
+
+        /// One shard's counters and gauges at one moment (crosses threads).
+        #[derive(Debug, Clone, Default)]
+        pub struct Snapshot {
+            pub shard: u8,
+            $( pub $field: u64, )*
+            pub disconnects: [u64; CloseReason::COUNT],
+            pub gauges: Gauges,
+        }
+
+        impl Stats {
+            /// The counters' current values.
+            pub fn snapshot(&self, shard: u8, gauges: Gauges) -> Snapshot {
+                Snapshot {
+                    shard,
+                    $( $field: self.$field.get(), )*
+                    disconnects: std::array::from_fn(|i| self.disconnects[i].get()),
+                    gauges,
+                }
+            }
+        }
+
+        fn render_counters(out: &mut String, shards: &[Snapshot]) {
+            $(
+                header(out, $name, $help, "counter");
+                for s in shards {
+                    let _ = writeln!(out, "{}{{shard=\"{}\"}} {}", $name, s.shard, s.$field);
+                }
+            )*
+        }
+    };
+}
+
+counters! {
+    events_in => "ringcast_events_in_total", "Socket.IO events received from clients and master connections.";
+    deliveries => "ringcast_messages_out_total", "Frames queued to recipients (one per recipient per publish).";
+    publishes => "ringcast_publishes_total", "Messages encoded for fan-out (each once).";
+    joins => "ringcast_joins_total", "Channel joins.";
+    leaves => "ringcast_leaves_total", "Channel leaves, including those on disconnect.";
+    bytes_in => "ringcast_bytes_in_total", "Bytes read from client sockets after the upgrade.";
+    bytes_out => "ringcast_bytes_out_total", "Bytes written to client sockets after the upgrade.";
+    writes => "ringcast_writes_total", "Vectored writes to client sockets.";
+    frames_written => "ringcast_frames_written_total", "Queued frames written; divided by writes, the coalescing factor.";
+    connects => "ringcast_connects_total", "Socket.IO connects accepted.";
+    refused_connects => "ringcast_refused_connects_total", "Socket.IO connects refused with connect_error.";
+    refused_upgrades => "ringcast_refused_upgrades_total", "WebSocket upgrades refused with 503 over a connection limit.";
+    rate_limited_events => "ringcast_rate_limited_events_total", "Client events dropped by a rate limiter.";
+    ignored_master_events => "ringcast_ignored_master_events_total", "Master events from non-master connections, ignored.";
+    ignored_events => "ringcast_ignored_events_total", "Events with no meaning to the server, ignored.";
+    reserved_event_names => "ringcast_reserved_event_names_total", "Messages with a reserved event name, not delivered.";
+    mesh_sent => "ringcast_mesh_sent_total", "Messages this shard sent to other shards.";
+    mesh_received => "ringcast_mesh_received_total", "Messages this shard received from other shards.";
+    accept_errors => "ringcast_accept_errors_total", "Failed accepts (e.g. out of file descriptors), each followed by a back-off.";
+}
+
+impl Stats {
+    pub fn add(cell: &Cell<u64>, n: u64) {
+        cell.set(cell.get() + n);
+    }
+
+    pub fn bump(cell: &Cell<u64>) {
+        cell.set(cell.get() + 1);
+    }
+
+    pub fn add_deliveries(&self, n: u64) {
+        Self::add(&self.deliveries, n);
+    }
+
+    pub fn disconnected(&self, reason: CloseReason) {
+        Self::bump(&self.disconnects[reason.index()]);
+    }
+}
+
+/// Values read off a shard's state at snapshot time.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    /// Upgraded WebSocket connections.
+    pub sockets: u64,
+    /// Socket.IO clients per environment id.
+    pub clients: Vec<(String, u64)>,
+    /// Master connections.
+    pub masters: u64,
+    /// Channels with at least one member on this shard, per environment id.
+    pub channels: Vec<(String, u64)>,
+    /// Messages waiting in this shard's inbox.
+    pub inbox_depth: u64,
+    /// Bytes queued to clients and not yet written.
+    pub queued_bytes: u64,
+}
+
+/// Renders every shard's snapshot as Prometheus text.
+pub fn render(shards: &[Snapshot], rate_table_saturated: u64) -> String {
+    let mut out = String::with_capacity(8192);
+    render_counters(&mut out, shards);
+    header(
+        &mut out,
+        "ringcast_disconnects_total",
+        "Connections closed, by reason.",
+        "counter",
+    );
+    for s in shards {
+        for reason in CloseReason::ALL {
+            let n = s.disconnects[reason.index()];
+            let _ = writeln!(
+                out,
+                "ringcast_disconnects_total{{shard=\"{}\",reason=\"{}\"}} {n}",
+                s.shard,
+                reason.label()
+            );
+        }
+    }
+    header(
+        &mut out,
+        "ringcast_sockets",
+        "Upgraded WebSocket connections.",
+        "gauge",
+    );
+    for s in shards {
+        let _ = writeln!(
+            out,
+            "ringcast_sockets{{shard=\"{}\"}} {}",
+            s.shard, s.gauges.sockets
+        );
+    }
+    header(
+        &mut out,
+        "ringcast_connections",
+        "Socket.IO clients, by environment.",
+        "gauge",
+    );
+    for s in shards {
+        for (env, n) in &s.gauges.clients {
+            let _ = writeln!(
+                out,
+                "ringcast_connections{{shard=\"{}\",env=\"{}\"}} {n}",
+                s.shard,
+                escape(env)
+            );
+        }
+    }
+    header(
+        &mut out,
+        "ringcast_master_connections",
+        "App backend connections.",
+        "gauge",
+    );
+    for s in shards {
+        let _ = writeln!(
+            out,
+            "ringcast_master_connections{{shard=\"{}\"}} {}",
+            s.shard, s.gauges.masters
+        );
+    }
+    header(
+        &mut out,
+        "ringcast_channels",
+        "Channels with members on the shard, by environment.",
+        "gauge",
+    );
+    for s in shards {
+        for (env, n) in &s.gauges.channels {
+            let _ = writeln!(
+                out,
+                "ringcast_channels{{shard=\"{}\",env=\"{}\"}} {n}",
+                s.shard,
+                escape(env)
+            );
+        }
+    }
+    header(
+        &mut out,
+        "ringcast_inbox_depth",
+        "Messages waiting in the shard's inbox.",
+        "gauge",
+    );
+    for s in shards {
+        let _ = writeln!(
+            out,
+            "ringcast_inbox_depth{{shard=\"{}\"}} {}",
+            s.shard, s.gauges.inbox_depth
+        );
+    }
+    header(
+        &mut out,
+        "ringcast_queued_bytes",
+        "Bytes queued to clients, not yet written.",
+        "gauge",
+    );
+    for s in shards {
+        let _ = writeln!(
+            out,
+            "ringcast_queued_bytes{{shard=\"{}\"}} {}",
+            s.shard, s.gauges.queued_bytes
+        );
+    }
+    header(
+        &mut out,
+        "ringcast_rate_table_saturated_total",
+        "Events allowed because the rate-limit table had no free slot.",
+        "counter",
+    );
+    let _ = writeln!(out, "ringcast_rate_table_saturated_total {rate_table_saturated}");
+    out
+}
+
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Escapes a label value (backslash, quote, newline).
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_labels_and_types() {
+        let stats = Stats::default();
+        stats.add_deliveries(5);
+        stats.disconnected(CloseReason::SlowConsumer);
+        let gauges = Gauges {
+            sockets: 2,
+            clients: vec![("de\"v".into(), 2)],
+            ..Gauges::default()
+        };
+        let text = render(&[stats.snapshot(1, gauges)], 0);
+        assert!(text.contains("# TYPE ringcast_messages_out_total counter\n"));
+        assert!(text.contains("ringcast_messages_out_total{shard=\"1\"} 5\n"));
+        assert!(text.contains("ringcast_disconnects_total{shard=\"1\",reason=\"slow_consumer\"} 1\n"));
+        assert!(text.contains("ringcast_connections{shard=\"1\",env=\"de\\\"v\"} 2\n"));
+        assert!(text.contains("ringcast_sockets{shard=\"1\"} 2\n"));
+    }
+}
