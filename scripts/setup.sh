@@ -69,6 +69,12 @@ fi
 #     apt_install chromium chromium-driver
 # fi
 
+# --- Chromium for the chat page's browser test (clients/demo) ----------------
+# Debian's own build, driven by playwright-core; Playwright never downloads one.
+if ! command -v chromium >/dev/null 2>&1; then
+    apt_install chromium
+fi
+
 # --- npm packages of tests/interop --------------------------------------------
 # `npm ci` wipes node_modules and reinstalls, so it only runs when the lock file
 # changed since the last install (a stamp holds the lock file's hash).
@@ -82,3 +88,15 @@ if [ -f "$interop_dir/package-lock.json" ]; then
 else
     step npm-install npm install --prefix "$interop_dir" --no-audit --no-fund
 fi
+
+# --- npm packages of clients/js (the client library) and clients/demo --------
+# Same stamp rule as tests/interop: `npm ci` only when the lock file changed.
+for client_dir in "$repo_root/clients/js" "$repo_root/clients/demo"; do
+    client_lock="$client_dir/package-lock.json"
+    client_hash="$(sha256sum "$client_lock" | cut -d' ' -f1)"
+    client_stamp="$client_dir/node_modules/.ringcast-lock-sha256"
+    if [ ! -f "$client_stamp" ] || [ "$(cat "$client_stamp")" != "$client_hash" ]; then
+        step "npm-ci-$(basename "$client_dir")" npm ci --prefix "$client_dir" --no-audit --no-fund
+        echo "$client_hash" >"$client_stamp"
+    fi
+done

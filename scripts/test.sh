@@ -9,6 +9,8 @@
 #   cargo     cargo test                                  (unit tests + the tests/it binary)
 #   build     cargo build --release -p ringcast
 #   interop   node --test in tests/interop against target/release/ringcast
+#   clients   node --test in clients/js (client + server libraries) and clients/demo
+#             (chat page in headless Chromium), against target/release/ringcast
 #
 # Every step runs even when an earlier one failed (so one run shows every
 # problem), except that nothing runs without setup and interop needs the
@@ -28,6 +30,7 @@ export RINGCAST_BIN="${RINGCAST_BIN:-$target_dir/release/ringcast}"
 # Bounds on the steps that run tests, so a hung test cannot hang CI.
 CARGO_TEST_TIMEOUT_S=1200
 INTEROP_TIMEOUT_S=900
+CLIENTS_TIMEOUT_S=300
 
 log_dir="$(mktemp -d)"
 trap 'rm -rf "$log_dir"' EXIT
@@ -83,6 +86,11 @@ count_tests() {
             passed=$(grep -oE '^ℹ pass [0-9]+' "$log" | awk '{s+=$3} END {print s+0}')
             failed=$(grep -oE '^ℹ fail [0-9]+' "$log" | awk '{s+=$3} END {print s+0}')
             ;;
+        clients)
+            # two node --test runs (clients/js, clients/demo), spec reporter
+            passed=$(grep -oE '^ℹ pass [0-9]+' "$log" | awk '{s+=$3} END {print s+0}')
+            failed=$(grep -oE '^ℹ fail [0-9]+' "$log" | awk '{s+=$3} END {print s+0}')
+            ;;
     esac
     if [ "$step_failed" -ne 0 ] && [ "$failed" -eq 0 ]; then
         failed=1
@@ -100,6 +108,7 @@ print_summary() {
     done
     if [ "$total_failed" -ne 0 ]; then
         echo "  interop server logs: tests/interop/artifacts/"
+        echo "  client test server logs and screenshots: clients/artifacts/"
     fi
     echo "summary: $total_passed passed, $total_failed failed"
 }
@@ -129,9 +138,20 @@ if run_step build cargo build --release -p ringcast; then
         bash -c 'cd tests/interop && exec node --test --test-concurrency=1 \
             --test-reporter=spec --test-timeout=240000 ./*.test.mjs'
     count_tests interop $?
+    # Both suites run even when the first fails; the step fails if either did.
+    run_step clients timeout -k 10 "$CLIENTS_TIMEOUT_S" \
+        bash -c 'status=0
+            (cd clients/js && exec node --test --test-concurrency=1 \
+                --test-reporter=spec --test-timeout=120000 ./test/*.test.mjs) || status=1
+            (cd clients/demo && exec node --test --test-concurrency=1 \
+                --test-reporter=spec --test-timeout=180000 ./test/*.test.mjs) || status=1
+            exit $status'
+    count_tests clients $?
 else
     count_tests build 1
     skip_step interop "no release build"
+    total_failed=$((total_failed + 1))
+    skip_step clients "no release build"
     total_failed=$((total_failed + 1))
 fi
 

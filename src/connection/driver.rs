@@ -556,7 +556,12 @@ impl Session<'_> {
         match Box::pin(events::handle(self.shard, key, incoming)).await {
             Ok(()) => Ok(()),
             Err(e) => {
+                // `41` first: socket.io-client then reports "io server
+                // disconnect" and does not reconnect, so a client that sends
+                // a bad payload cannot turn into a reconnect storm by
+                // re-sending it on every reconnect.
                 tracing::debug!(error = %e, "invalid event payload");
+                self.outbox.push(text_frame("41"));
                 self.outbox.push(websocket::close_frame(1008, ""));
                 Err(protocol_error(1008))
             }
