@@ -13,6 +13,7 @@ use std::cell::RefCell;
 use bytes::{Bytes, BytesMut};
 use slab::Slab;
 
+pub use crate::protocol::socketio::push_decimal;
 use crate::protocol::socketio::write_json_str;
 use crate::protocol::websocket::{encode_frame, header_len, Opcode};
 use crate::realtime::channels::{Members, SlabKey};
@@ -89,22 +90,6 @@ pub fn deliver(conns: &Slab<Member>, members: &Members, frame: &Bytes, skip: Opt
     delivered
 }
 
-/// Appends the decimal digits of `n`.
-pub fn push_decimal(out: &mut Vec<u8>, n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,14 +111,5 @@ mod tests {
         expected.extend_from_slice(text);
         expected.extend_from_slice(&[0x82, 3, 1, 2, 3]);
         assert_eq!(&frame[..], &expected[..]);
-    }
-
-    #[test]
-    fn decimal() {
-        for n in [0u64, 7, 10, 12345, u64::MAX] {
-            let mut out = Vec::new();
-            push_decimal(&mut out, n);
-            assert_eq!(out, n.to_string().into_bytes());
-        }
     }
 }

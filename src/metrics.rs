@@ -130,90 +130,48 @@ pub fn render(shards: &[Snapshot], rate_table_saturated: u64) -> String {
             );
         }
     }
-    header(
+    gauge(
         &mut out,
+        shards,
         "ringcast_sockets",
         "Upgraded WebSocket connections.",
-        "gauge",
+        |g| g.sockets,
     );
-    for s in shards {
-        let _ = writeln!(
-            out,
-            "ringcast_sockets{{shard=\"{}\"}} {}",
-            s.shard, s.gauges.sockets
-        );
-    }
-    header(
+    gauge(
         &mut out,
-        "ringcast_connections",
-        "Socket.IO clients, by environment.",
-        "gauge",
-    );
-    for s in shards {
-        for (env, n) in &s.gauges.clients {
-            let _ = writeln!(
-                out,
-                "ringcast_connections{{shard=\"{}\",env=\"{}\"}} {n}",
-                s.shard,
-                escape(env)
-            );
-        }
-    }
-    header(
-        &mut out,
+        shards,
         "ringcast_master_connections",
         "App backend connections.",
-        "gauge",
+        |g| g.masters,
     );
-    for s in shards {
-        let _ = writeln!(
-            out,
-            "ringcast_master_connections{{shard=\"{}\"}} {}",
-            s.shard, s.gauges.masters
-        );
-    }
-    header(
+    gauge(
         &mut out,
-        "ringcast_channels",
-        "Channels with members on the shard, by environment.",
-        "gauge",
-    );
-    for s in shards {
-        for (env, n) in &s.gauges.channels {
-            let _ = writeln!(
-                out,
-                "ringcast_channels{{shard=\"{}\",env=\"{}\"}} {n}",
-                s.shard,
-                escape(env)
-            );
-        }
-    }
-    header(
-        &mut out,
+        shards,
         "ringcast_inbox_depth",
         "Messages waiting in the shard's inbox.",
-        "gauge",
+        |g| g.inbox_depth,
     );
-    for s in shards {
-        let _ = writeln!(
-            out,
-            "ringcast_inbox_depth{{shard=\"{}\"}} {}",
-            s.shard, s.gauges.inbox_depth
-        );
-    }
-    header(
+    gauge(
         &mut out,
+        shards,
         "ringcast_queued_bytes",
         "Bytes queued to clients, not yet written.",
-        "gauge",
+        |g| g.queued_bytes,
     );
-    for s in shards {
-        let _ = writeln!(
-            out,
-            "ringcast_queued_bytes{{shard=\"{}\"}} {}",
-            s.shard, s.gauges.queued_bytes
-        );
-    }
+    env_gauge(
+        &mut out,
+        shards,
+        "ringcast_connections",
+        "Socket.IO clients, by environment.",
+        |g| &g.clients,
+    );
+    env_gauge(
+        &mut out,
+        shards,
+        "ringcast_channels",
+        "Channels with members on the shard, by environment.",
+        |g| &g.channels,
+    );
     header(
         &mut out,
         "ringcast_rate_table_saturated_total",
@@ -222,6 +180,30 @@ pub fn render(shards: &[Snapshot], rate_table_saturated: u64) -> String {
     );
     let _ = writeln!(out, "ringcast_rate_table_saturated_total {rate_table_saturated}");
     out
+}
+
+/// A gauge with one value per shard.
+fn gauge(out: &mut String, shards: &[Snapshot], name: &str, help: &str, value: impl Fn(&Gauges) -> u64) {
+    header(out, name, help, "gauge");
+    for s in shards {
+        let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, value(&s.gauges));
+    }
+}
+
+/// A gauge with one value per shard and environment.
+fn env_gauge(
+    out: &mut String,
+    shards: &[Snapshot],
+    name: &str,
+    help: &str,
+    values: impl Fn(&Gauges) -> &Vec<(String, u64)>,
+) {
+    header(out, name, help, "gauge");
+    for s in shards {
+        for (env, n) in values(&s.gauges) {
+            let _ = writeln!(out, "{name}{{shard=\"{}\",env=\"{}\"}} {n}", s.shard, escape(env));
+        }
+    }
 }
 
 fn header(out: &mut String, name: &str, help: &str, kind: &str) {

@@ -15,7 +15,7 @@ use sonic_rs::LazyValue;
 
 use crate::protocol::http::{json_error, json_response};
 use crate::protocol::socketio::validate_json;
-use crate::realtime::events::{self, Error as EventError};
+use crate::realtime::events::{self, BroadcastArgs, Error as EventError, MembersArgs, UserEventArgs};
 use crate::realtime::settings::EnvSettings;
 use crate::shard::Shard;
 
@@ -110,7 +110,15 @@ fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     sonic_rs::from_str(text).map_err(|e| ApiError::new(400, "bad_request", format!("bad request body: {e}")))
 }
 
-fn env(shard: &Shard, env_id: &str) -> Result<crate::shard::EnvKey, ApiError> {
+/// The live environment `env_id`; the API requires `envId` in every body.
+fn env(shard: &Shard, env_id: Option<&str>) -> Result<crate::shard::EnvKey, ApiError> {
+    let Some(env_id) = env_id else {
+        return Err(ApiError::new(
+            400,
+            "bad_request",
+            "bad request body: missing field `envId`",
+        ));
+    };
     events::env_key(shard, Some(env_id)).ok_or_else(|| {
         ApiError::new(
             404,
@@ -140,61 +148,29 @@ struct SendBody<'a> {
 
 async fn send(shard: &Shard, body: &[u8]) -> Result<String, ApiError> {
     let b: SendBody = parse(body)?;
-    let env = env(shard, &b.env_id)?;
+    let env = env(shard, Some(&b.env_id))?;
     events::send(shard, env, &b.channel, &b.event_name, raw(&b.message), &[]).await?;
     Ok(OK.into())
 }
 
-#[derive(Deserialize)]
-struct BroadcastBody<'a> {
-    #[serde(borrow, rename = "envId")]
-    env_id: Cow<'a, str>,
-    #[serde(borrow, rename = "eventName")]
-    event_name: Cow<'a, str>,
-    #[serde(borrow)]
-    message: Option<LazyValue<'a>>,
-}
-
 async fn broadcast(shard: &Shard, body: &[u8]) -> Result<String, ApiError> {
-    let b: BroadcastBody = parse(body)?;
-    let env = env(shard, &b.env_id)?;
+    let b: BroadcastArgs = parse(body)?;
+    let env = env(shard, b.env_id.as_deref())?;
     events::broadcast(shard, env, &b.event_name, raw(&b.message), &[]).await?;
     Ok(OK.into())
 }
 
-#[derive(Deserialize)]
-struct MembersBody<'a> {
-    #[serde(borrow, rename = "envId")]
-    env_id: Cow<'a, str>,
-    #[serde(borrow)]
-    channel: Cow<'a, str>,
-}
-
 async fn members(shard: &Shard, body: &[u8]) -> Result<String, ApiError> {
-    let b: MembersBody = parse(body)?;
-    let env = env(shard, &b.env_id)?;
+    let b: MembersArgs = parse(body)?;
+    let env = env(shard, b.env_id.as_deref())?;
     let json = shard.members_json(env, &b.channel).await;
     // unwrap-free: member JSON is built from UTF-8 pieces.
     String::from_utf8(json).map_err(|_| ApiError::new(500, "internal", "member list is not UTF-8"))
 }
 
-#[derive(Deserialize)]
-struct UserEventBody<'a> {
-    #[serde(borrow, rename = "envId")]
-    env_id: Cow<'a, str>,
-    #[serde(borrow, rename = "userId")]
-    user_id: Cow<'a, str>,
-    #[serde(borrow, rename = "eventName")]
-    event_name: Cow<'a, str>,
-    #[serde(borrow)]
-    session: Option<LazyValue<'a>>,
-    #[serde(borrow)]
-    user: Option<LazyValue<'a>>,
-}
-
 async fn user_event(shard: &Shard, body: &[u8]) -> Result<String, ApiError> {
-    let b: UserEventBody = parse(body)?;
-    let env = env(shard, &b.env_id)?;
+    let b: UserEventArgs = parse(body)?;
+    let env = env(shard, b.env_id.as_deref())?;
     if b.user_id.is_empty() {
         return Err(ApiError::new(400, "bad_request", "userId is empty"));
     }

@@ -383,7 +383,8 @@ pub fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+/// Appends the decimal digits of `n`.
+pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut start = digits.len();
     loop {
@@ -410,11 +411,11 @@ pub fn encode_packet(
     out.reserve(24 + data_raw.len());
     out.push(kind.as_u8());
     if kind.is_binary() {
-        push_u64(out, attachments as u64);
+        push_decimal(out, attachments as u64);
         out.push(b'-');
     }
     if let Some(id) = ack_id {
-        push_u64(out, id);
+        push_decimal(out, id);
     }
     out.extend_from_slice(data_raw.as_bytes());
 }

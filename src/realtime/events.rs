@@ -81,36 +81,39 @@ struct SendMessageArgs<'a> {
     message: Option<LazyValue<'a>>,
 }
 
+/// The payload of a master event; also the HTTP API's body.
 #[derive(Deserialize)]
-struct BroadcastArgs<'a> {
+pub struct BroadcastArgs<'a> {
     #[serde(borrow, rename = "envId")]
-    env_id: Option<Cow<'a, str>>,
+    pub env_id: Option<Cow<'a, str>>,
     #[serde(borrow, rename = "eventName")]
-    event_name: Cow<'a, str>,
+    pub event_name: Cow<'a, str>,
     #[serde(borrow)]
-    message: Option<LazyValue<'a>>,
+    pub message: Option<LazyValue<'a>>,
 }
 
+/// The payload of a master event; also the HTTP API's body.
 #[derive(Deserialize)]
-struct UserEventArgs<'a> {
+pub struct UserEventArgs<'a> {
     #[serde(borrow, rename = "envId")]
-    env_id: Option<Cow<'a, str>>,
+    pub env_id: Option<Cow<'a, str>>,
     #[serde(borrow, rename = "userId")]
-    user_id: Cow<'a, str>,
+    pub user_id: Cow<'a, str>,
     #[serde(borrow, rename = "eventName")]
-    event_name: Cow<'a, str>,
+    pub event_name: Cow<'a, str>,
     #[serde(borrow)]
-    session: Option<LazyValue<'a>>,
+    pub session: Option<LazyValue<'a>>,
     #[serde(borrow)]
-    user: Option<LazyValue<'a>>,
+    pub user: Option<LazyValue<'a>>,
 }
 
+/// The payload of a master event; also the HTTP API's body.
 #[derive(Deserialize)]
-struct MembersArgs<'a> {
+pub struct MembersArgs<'a> {
     #[serde(borrow, rename = "envId")]
-    env_id: Option<Cow<'a, str>>,
+    pub env_id: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    channel: Cow<'a, str>,
+    pub channel: Cow<'a, str>,
 }
 
 /// Runs one event from connection `key`.
