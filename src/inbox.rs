@@ -64,7 +64,7 @@ pub enum ShardMessage {
 }
 
 /// Runs `message` on `shard`.
-pub async fn handle(shard: &Shard, message: ShardMessage) {
+pub fn handle(shard: &Shard, message: ShardMessage) {
     match message {
         ShardMessage::Publish { env, target, frame } => {
             let state = shard.state.borrow();
@@ -89,7 +89,7 @@ pub async fn handle(shard: &Shard, message: ShardMessage) {
         } => {
             let members = shard.local_members(env, &channel);
             let reply = ShardMessage::MembersReply { request, members };
-            shard.send_to(reply_to, reply).await;
+            shard.send_to(reply_to, reply);
         }
         ShardMessage::MembersReply { request, members } => {
             shard.gather_part(request, members);
@@ -97,9 +97,7 @@ pub async fn handle(shard: &Shard, message: ShardMessage) {
         ShardMessage::SettingsChanged(settings) => shard.apply_settings(settings),
         ShardMessage::StatsRequest { reply_to, request } => {
             let snapshot = Box::new(shard.snapshot());
-            shard
-                .send_to(reply_to, ShardMessage::StatsReply { request, snapshot })
-                .await;
+            shard.send_to(reply_to, ShardMessage::StatsReply { request, snapshot });
         }
         ShardMessage::StatsReply { request, snapshot } => shard.stats_part(request, *snapshot),
         ShardMessage::Shutdown => shard.begin_shutdown(),

@@ -8,6 +8,7 @@
 //! its inbox.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -307,6 +308,14 @@ pub struct Shard {
     pub stats: Stats,
     shutting_down: Cell<bool>,
     shutdown_waker: Cell<Option<std::task::Waker>>,
+    /// Messages for other shards whose inboxes were full, per target shard,
+    /// in send order.
+    outgoing: RefCell<Vec<VecDeque<ShardMessage>>>,
+    outgoing_len: Cell<usize>,
+    /// The flusher task, parked while `outgoing` is empty.
+    flusher: Cell<Option<std::task::Waker>>,
+    /// Readers waiting for `outgoing` to empty.
+    unblocked: RefCell<Vec<std::task::Waker>>,
 }
 
 /// What a new member is.
@@ -322,6 +331,7 @@ pub struct NewMember {
 impl Shard {
     pub fn new(id: ShardId, shared: Arc<Shared>) -> Self {
         let settings = shared.settings();
+        let shard_count = shared.mesh.shard_count();
         let envs = (0..settings.key_count()).map(|_| EnvIndex::default()).collect();
         Self {
             id,
@@ -338,6 +348,10 @@ impl Shard {
             stats: Stats::default(),
             shutting_down: Cell::new(false),
             shutdown_waker: Cell::new(None),
+            outgoing: RefCell::new((0..shard_count).map(|_| VecDeque::new()).collect()),
+            outgoing_len: Cell::new(0),
+            flusher: Cell::new(None),
+            unblocked: RefCell::new(Vec::new()),
         }
     }
 
@@ -399,7 +413,7 @@ impl Shard {
     /// it to every other shard. Waits (without blocking the thread) when a
     /// shard's inbox is full, so nothing is dropped and per-sender order
     /// holds.
-    pub async fn publish(&self, env: EnvKey, target: Target, frame: Bytes, skip: Option<SlabKey>) {
+    pub fn publish(&self, env: EnvKey, target: Target, frame: Bytes, skip: Option<SlabKey>) {
         Stats::bump(&self.stats.publishes);
         {
             let state = self.state.borrow();
@@ -426,7 +440,7 @@ impl Shard {
                 target: target.clone(),
                 frame: frame.clone(),
             };
-            self.send_to(other, message).await;
+            self.send_to(other, message);
         }
     }
 
@@ -533,7 +547,7 @@ impl Shard {
                     reply_to: self.id,
                     request,
                 };
-                self.send_to(other, message).await;
+                self.send_to(other, message);
             }
         }
         self.stats_part(request, self.snapshot());
@@ -556,22 +570,60 @@ impl Shard {
         }
     }
 
-    /// Sends `make()` to every shard, this one included, waiting (without
-    /// blocking the thread) while an inbox is full.
-    pub async fn broadcast(&self, make: impl Fn() -> ShardMessage) {
+    /// Sends `make()` to every shard, this one included (see
+    /// [`Shard::send_to`]).
+    pub fn broadcast(&self, make: impl Fn() -> ShardMessage) {
         for target in 0..self.shared.mesh.shard_count() {
             // unwrap: shard_count <= SHARDS_MAX = 255.
-            self.send_to(ShardId::try_from(target).unwrap(), make()).await;
+            self.send_to(ShardId::try_from(target).unwrap(), make());
         }
     }
 
-    /// Sends `message` to shard `target`, waiting (without blocking the
-    /// thread) while its inbox is full.
-    pub async fn send_to(&self, target: ShardId, message: ShardMessage) {
+    /// Sends `message` to shard `target` without waiting: straight into its
+    /// inbox, or, when that is full (or earlier messages to it are still
+    /// waiting), into this shard's outgoing queue for `target`, which the
+    /// flusher task drains in order. Readers stop reading while anything is
+    /// queued ([`Shard::backpressure`]), so the queue stays short and the
+    /// senders slow down instead of anything being dropped.
+    pub fn send_to(&self, target: ShardId, message: ShardMessage) {
         Stats::bump(&self.stats.mesh_sent);
-        if self.shared.mesh.send_wait(target, message).await.is_err() {
+        let mut outgoing = self.outgoing.borrow_mut();
+        let Some(queue) = outgoing.get_mut(usize::from(target)) else {
             tracing::error!(target, "message to a shard that does not exist");
+            return;
+        };
+        let message = if queue.is_empty() {
+            match self.shared.mesh.send(target, message) {
+                Ok(()) => return,
+                Err(back) => back,
+            }
+        } else {
+            message
+        };
+        queue.push_back(message);
+        self.outgoing_len.set(self.outgoing_len.get() + 1);
+        if let Some(w) = self.flusher.take() {
+            w.wake();
         }
+    }
+
+    /// Resolves once nothing waits in the outgoing queues: a connection's
+    /// reader awaits this before reading more, which is the backpressure
+    /// from a full inbox on another shard back to the clients producing
+    /// the traffic.
+    pub async fn backpressure(&self) {
+        if self.outgoing_len.get() == 0 {
+            return;
+        }
+        std::future::poll_fn(|cx| {
+            if self.outgoing_len.get() == 0 {
+                std::task::Poll::Ready(())
+            } else {
+                self.unblocked.borrow_mut().push(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        })
+        .await
     }
 
     /// This shard's members of `channel` with their profiles.
@@ -590,7 +642,7 @@ impl Shard {
     /// Starts gathering the members of `channel` from every shard; when all
     /// parts are in, connection `conn` gets ack `ack_id` with the list
     /// `[{id, data}, ...]`.
-    pub async fn ack_members(&self, conn: SlabKey, ack_id: u64, env: EnvKey, channel: &str) {
+    pub fn ack_members(&self, conn: SlabKey, ack_id: u64, env: EnvKey, channel: &str) {
         let generation = self.state.borrow().conns.get(conn as usize).map(|m| m.generation);
         let Some(generation) = generation else {
             return;
@@ -600,19 +652,18 @@ impl Shard {
             generation,
             ack_id,
         };
-        self.gather_members(reply, env, channel).await;
+        self.gather_members(reply, env, channel);
     }
 
     /// The members of `channel` from every shard as JSON text
     /// `[{"id":..,"data":..},...]`.
     pub async fn members_json(&self, env: EnvKey, channel: &str) -> Vec<u8> {
         let slot = Rc::new(LocalReply::default());
-        self.gather_members(GatherReply::Local(slot.clone()), env, channel)
-            .await;
+        self.gather_members(GatherReply::Local(slot.clone()), env, channel);
         slot.take().await
     }
 
-    async fn gather_members(&self, reply: GatherReply, env: EnvKey, channel: &str) {
+    fn gather_members(&self, reply: GatherReply, env: EnvKey, channel: &str) {
         let shard_count = self.shared.mesh.shard_count();
         let request = {
             let mut state = self.state.borrow_mut();
@@ -637,7 +688,7 @@ impl Shard {
                 reply_to: self.id,
                 request,
             };
-            self.send_to(other, message).await;
+            self.send_to(other, message);
         }
         let local = self.local_members(env, &channel);
         self.gather_part(request, local);
@@ -733,6 +784,7 @@ pub fn kick(member: &Member) {
 pub async fn run_shard(shard_id: ShardId, listener: monoio::net::TcpListener, shared: Arc<Shared>) {
     let shard = Rc::new(Shard::new(shard_id, shared));
     monoio::spawn(drain_inbox(shard.clone()));
+    monoio::spawn(flush_outgoing(shard.clone()));
     monoio::spawn(heartbeat(shard.clone()));
     let mut accept_errors: u64 = 0;
     loop {
@@ -817,6 +869,60 @@ async fn heartbeat(shard: Rc<Shard>) {
     }
 }
 
+/// Moves messages from this shard's outgoing queues into the other shards'
+/// inboxes as room appears, in order per target, then releases the readers
+/// waiting in [`Shard::backpressure`].
+async fn flush_outgoing(shard: Rc<Shard>) {
+    loop {
+        std::future::poll_fn(|cx| {
+            if shard.outgoing_len.get() > 0 {
+                std::task::Poll::Ready(())
+            } else {
+                shard.flusher.set(Some(cx.waker().clone()));
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+        let mut attempts: u32 = 0;
+        while shard.outgoing_len.get() > 0 {
+            let mut progressed = false;
+            for target in 0..shard.shared.mesh.shard_count() {
+                // unwrap: shard_count <= SHARDS_MAX = 255.
+                let target_id = ShardId::try_from(target).unwrap();
+                let mut outgoing = shard.outgoing.borrow_mut();
+                let queue = &mut outgoing[target];
+                while let Some(message) = queue.pop_front() {
+                    match shard.shared.mesh.send(target_id, message) {
+                        Ok(()) => {
+                            progressed = true;
+                            shard.outgoing_len.set(shard.outgoing_len.get() - 1);
+                        }
+                        Err(back) => {
+                            queue.push_front(back);
+                            break;
+                        }
+                    }
+                }
+            }
+            if !progressed {
+                // The other shard is busy: yield, then sleep briefly, so this
+                // thread keeps draining its own inbox meanwhile.
+                attempts = attempts.saturating_add(1);
+                if attempts < 64 {
+                    ringcast_shards::mesh::yield_now().await;
+                } else {
+                    monoio::time::sleep(Duration::from_micros(200)).await;
+                }
+            } else {
+                attempts = 0;
+            }
+        }
+        for waker in shard.unblocked.borrow_mut().drain(..) {
+            waker.wake();
+        }
+    }
+}
+
 /// Messages handled per drain before yielding to the shard's other tasks.
 const INBOX_BATCH_MAX: usize = 256;
 
@@ -827,9 +933,13 @@ async fn drain_inbox(shard: Rc<Shard>) {
         let mut handled = 0;
         while let Some(message) = inbox.try_recv() {
             Stats::bump(&shard.stats.mesh_received);
-            inbox::handle(&shard, message).await;
+            inbox::handle(&shard, message);
             handled += 1;
-            if handled == INBOX_BATCH_MAX {
+            if crate::connection::outbox::take_pressure() {
+                // A recipient's queue passed half its cap: let writers run.
+                crate::connection::outbox::relieve_pressure().await;
+                handled = 0;
+            } else if handled == INBOX_BATCH_MAX {
                 ringcast_shards::mesh::yield_now().await;
                 handled = 0;
             }

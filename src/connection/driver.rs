@@ -24,7 +24,7 @@ use monoio::io::{
 use monoio::net::TcpStream;
 use tracing::Instrument;
 
-use crate::connection::outbox::{CloseReason, Outbox};
+use crate::connection::outbox::{self, CloseReason, Outbox};
 use crate::fanout::text_frame;
 use crate::http::{api, route, Route};
 use crate::metrics::Stats;
@@ -90,7 +90,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     shard.sockets.borrow_mut().remove(socket);
     if let Some(key) = session.member {
         if let Some(member) = shard.unregister(key) {
-            Box::pin(events::disconnected(&shard, member)).await;
+            events::disconnected(&shard, member);
         }
     }
 }
@@ -370,11 +370,14 @@ impl Session<'_> {
                         return protocol_error(code);
                     }
                 };
-                if let Err(reason) = self.on_message(message).await {
+                if let Err(reason) = self.on_message(message) {
                     return reason;
                 }
                 handled += 1;
-                if handled % MESSAGES_PER_TURN == 0 {
+                if outbox::take_pressure() {
+                    // A recipient's queue passed half its cap: let writers run.
+                    Box::pin(outbox::relieve_pressure()).await;
+                } else if handled % MESSAGES_PER_TURN == 0 {
                     // A client flooding the server must not starve the other
                     // connections of this shard.
                     ringcast_shards::mesh::yield_now().await;
@@ -393,6 +396,9 @@ impl Session<'_> {
                 // A full buffer means a busy sender: read more at a time.
                 buf.reserve(buf.capacity());
             }
+            // Messages for busy shards are queued here: read no more until
+            // they are through (the backpressure to a publishing client).
+            self.shard.backpressure().await;
             let (n, back) = read_more(reader, buf).await;
             buf = back;
             if n == 0 {
@@ -406,10 +412,10 @@ impl Session<'_> {
         self.outbox.push(websocket::close_frame(code, ""));
     }
 
-    async fn on_message(&mut self, message: Message<'_>) -> Flow {
+    fn on_message(&mut self, message: Message<'_>) -> Flow {
         match message {
-            Message::Text(text) => self.on_text(text).await,
-            Message::Binary(data) => self.on_attachment(data).await,
+            Message::Text(text) => self.on_text(text),
+            Message::Binary(data) => self.on_attachment(data),
             Message::Ping(payload) => {
                 let mut frame = bytes::BytesMut::with_capacity(2 + payload.len());
                 websocket::encode_frame(&mut frame, Opcode::Pong, payload);
@@ -424,7 +430,7 @@ impl Session<'_> {
         }
     }
 
-    async fn on_text(&mut self, text: &str) -> Flow {
+    fn on_text(&mut self, text: &str) -> Flow {
         if self.pending.is_some() {
             // Attachments must follow their packet directly.
             self.send_close(1002);
@@ -442,7 +448,7 @@ impl Session<'_> {
                 self.outbox.push(text_frame(&reply));
                 Ok(())
             }
-            Ok(engineio::Packet::Message(body)) => self.on_socketio(body).await,
+            Ok(engineio::Packet::Message(body)) => self.on_socketio(body),
             Ok(engineio::Packet::Close) => Err(CloseReason::ClientDisconnect),
             Ok(engineio::Packet::Noop) => Ok(()),
             Ok(engineio::Packet::Open | engineio::Packet::Upgrade) | Err(_) => {
@@ -453,7 +459,7 @@ impl Session<'_> {
         }
     }
 
-    async fn on_socketio(&mut self, body: &str) -> Flow {
+    fn on_socketio(&mut self, body: &str) -> Flow {
         let packet = match socketio::decode(body) {
             Ok(p) => p,
             Err(e) => {
@@ -484,7 +490,7 @@ impl Session<'_> {
             T::Connect => self.on_connect(packet.namespace, packet.data),
             T::Disconnect => Err(CloseReason::ClientDisconnect),
             T::Ack | T::ConnectError => Ok(()),
-            T::Event => self.on_event(packet.data, packet.ack_id, &[]).await,
+            T::Event => self.on_event(packet.data, packet.ack_id, &[]),
             T::BinaryEvent | T::BinaryAck => {
                 if packet.attachments > ATTACHMENTS_MAX {
                     self.send_close(1009);
@@ -496,7 +502,7 @@ impl Session<'_> {
                 }
                 if packet.attachments == 0 {
                     return if packet.kind == T::BinaryEvent {
-                        self.on_event(packet.data, packet.ack_id, &[]).await
+                        self.on_event(packet.data, packet.ack_id, &[])
                     } else {
                         Ok(())
                     };
@@ -513,7 +519,7 @@ impl Session<'_> {
         }
     }
 
-    async fn on_attachment(&mut self, data: &[u8]) -> Flow {
+    fn on_attachment(&mut self, data: &[u8]) -> Flow {
         let Some(pending) = self.pending.as_mut() else {
             // A binary message that no packet announced.
             self.send_close(1002);
@@ -529,10 +535,9 @@ impl Session<'_> {
             return Ok(());
         }
         self.on_event(&pending.data, pending.ack_id, &pending.attachments)
-            .await
     }
 
-    async fn on_event(&mut self, data: &str, ack_id: Option<u64>, attachments: &[Bytes]) -> Flow {
+    fn on_event(&mut self, data: &str, ack_id: Option<u64>, attachments: &[Bytes]) -> Flow {
         let Some(key) = self.member else {
             return Ok(());
         };
@@ -551,9 +556,7 @@ impl Session<'_> {
             ack_id,
             attachments,
         };
-        // Boxed: event handling is a large future, and keeping it out of the
-        // reader's own state keeps every idle connection small.
-        match Box::pin(events::handle(self.shard, key, incoming)).await {
+        match events::handle(self.shard, key, incoming) {
             Ok(()) => Ok(()),
             Err(e) => {
                 // `41` first: socket.io-client then reports "io server
@@ -679,6 +682,7 @@ async fn flush(
         let (result, back) = writer.writev(owned).await;
         owned = back;
         Stats::bump(&stats.writes);
+        outbox::note_write_done();
         match result {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
             Ok(n) => {
@@ -747,8 +751,9 @@ mod tests {
 
     /// Every connection keeps one reader and one writer future alive for its
     /// whole life, so their sizes are per-connection memory. Rarely used
-    /// paths (the HTTP phase, event handling, the final flush) are boxed to
-    /// keep them out; this guards against a change pulling one back in.
+    /// paths (the HTTP phase, the final flush) are boxed and event handling
+    /// is synchronous to keep them out; this guards against a change pulling
+    /// one back in.
     #[test]
     fn connection_futures_stay_small() {
         fn size<F: std::future::Future>(_: &F) -> usize {
@@ -769,8 +774,8 @@ mod tests {
             let reader = serve(shard.clone(), server, addr);
             let (_, write_half) = client.into_split();
             let writer = write_loop(write_half, Rc::new(Outbox::new(1, -1)), shard);
-            assert!(size(&reader) <= 1536, "reader future is {} bytes", size(&reader));
-            assert!(size(&writer) <= 640, "writer future is {} bytes", size(&writer));
+            assert!(size(&reader) <= 1024, "reader future is {} bytes", size(&reader));
+            assert!(size(&writer) <= 448, "writer future is {} bytes", size(&writer));
         });
     }
 

@@ -18,6 +18,53 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+thread_local! {
+    /// Set when some outbox on this thread passed half its cap.
+    static PRESSURE: Cell<bool> = const { Cell::new(false) };
+}
+
+thread_local! {
+    /// Vectored writes completed on this thread, and the producers waiting
+    /// for the next one.
+    static WRITES_DONE: Cell<u64> = const { Cell::new(0) };
+    static RELIEF_WAITERS: RefCell<Vec<Waker>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Whether an outbox on this shard passed half its cap since the last call
+/// (and clears the flag). Producers (a connection's reader, the inbox drain)
+/// then call [`relieve_pressure`] so writers run before queues reach their
+/// caps.
+pub fn take_pressure() -> bool {
+    PRESSURE.with(|p| p.replace(false))
+}
+
+/// A writer finished a vectored write: wake the producers waiting in
+/// [`relieve_pressure`].
+pub fn note_write_done() {
+    WRITES_DONE.with(|w| w.set(w.get() + 1));
+    RELIEF_WAITERS.with(|r| {
+        for waker in r.borrow_mut().drain(..) {
+            waker.wake();
+        }
+    });
+}
+
+/// Waits until some writer on this shard completes a write, or 1 ms: long
+/// enough for writers of clients that read to drain their queues, short
+/// enough that a client that does not read only delays the others briefly
+/// (it is closed once its queue reaches the cap).
+pub async fn relieve_pressure() {
+    let start = WRITES_DONE.with(|w| w.get());
+    let progressed = std::future::poll_fn(|cx| {
+        if WRITES_DONE.with(|w| w.get()) != start {
+            return Poll::Ready(());
+        }
+        RELIEF_WAITERS.with(|r| r.borrow_mut().push(cx.waker().clone()));
+        Poll::Pending
+    });
+    let _ = monoio::time::timeout(Duration::from_millis(1), progressed).await;
+}
+
 /// Why a connection ends; the single vocabulary for logs and close codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
@@ -132,6 +179,11 @@ impl Outbox {
     }
 
     /// Queues one frame (or several concatenated) for the writer.
+    ///
+    /// Past half the cap the shard is asked to yield ([`take_pressure`]) so
+    /// the writer gets to run before more is queued: a client that reads is
+    /// never closed just because a burst arrived faster than one scheduling
+    /// turn. Past the cap the connection is closed as a slow consumer.
     // PERF: called once per recipient on the fan-out path: no allocation
     // beyond the queue slot, no copying of `frame`'s bytes.
     #[inline]
@@ -143,6 +195,9 @@ impl Outbox {
         if queued > self.queued_bytes_max {
             self.close(CloseReason::SlowConsumer);
             return;
+        }
+        if queued > self.queued_bytes_max / 2 {
+            PRESSURE.with(|p| p.set(true));
         }
         self.queued_bytes.set(queued);
         self.queue.borrow_mut().push_back(frame);

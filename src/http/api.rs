@@ -149,14 +149,14 @@ struct SendBody<'a> {
 async fn send(shard: &Shard, body: &[u8]) -> Result<String, ApiError> {
     let b: SendBody = parse(body)?;
     let env = env(shard, Some(&b.env_id))?;
-    events::send(shard, env, &b.channel, &b.event_name, raw(&b.message), &[]).await?;
+    events::send(shard, env, &b.channel, &b.event_name, raw(&b.message), &[])?;
     Ok(OK.into())
 }
 
 async fn broadcast(shard: &Shard, body: &[u8]) -> Result<String, ApiError> {
     let b: BroadcastArgs = parse(body)?;
     let env = env(shard, b.env_id.as_deref())?;
-    events::broadcast(shard, env, &b.event_name, raw(&b.message), &[]).await?;
+    events::broadcast(shard, env, &b.event_name, raw(&b.message), &[])?;
     Ok(OK.into())
 }
 
@@ -175,7 +175,7 @@ async fn user_event(shard: &Shard, body: &[u8]) -> Result<String, ApiError> {
         return Err(ApiError::new(400, "bad_request", "userId is empty"));
     }
     let (session, user) = (raw(&b.session), raw(&b.user));
-    events::user_event(shard, env, &b.user_id, &b.event_name, session, user, &[]).await?;
+    events::user_event(shard, env, &b.user_id, &b.event_name, session, user, &[])?;
     Ok(OK.into())
 }
 
@@ -226,9 +226,7 @@ async fn put_environment(shard: &Shard, id: &str, body: &[u8]) -> Result<String,
         .map_err(|e| ApiError::new(400, "bad_request", format!("bad environment: {e}")))?;
     env.validate().map_err(|e| ApiError::new(400, "bad_request", e))?;
     let stored = shard.shared.change_settings(|current| current.with(env));
-    shard
-        .broadcast(|| crate::inbox::ShardMessage::SettingsChanged(stored.clone()))
-        .await;
+    shard.broadcast(|| crate::inbox::ShardMessage::SettingsChanged(stored.clone()));
     tracing::info!(
         env = id,
         version = stored.version,

@@ -53,3 +53,6 @@ pub fn upgrade_request(data: &[u8]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -12,6 +12,7 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
+use sonic_rs::LazyValue;
 
 use crate::protocol::socketio::{validate_json, write_json_str};
 use crate::realtime::settings::{EnvKey, EnvSettings, Rule, Settings};
@@ -20,15 +21,40 @@ use crate::realtime::settings::{EnvKey, EnvSettings, Rule, Settings};
 #[derive(Debug, Default, Deserialize)]
 pub struct Handshake<'a> {
     #[serde(borrow, rename = "envId")]
-    pub env_id: Option<Cow<'a, str>>,
+    pub env_id: Option<LazyValue<'a>>,
     #[serde(borrow, rename = "apiKey")]
-    pub api_key: Option<Cow<'a, str>>,
+    pub api_key: Option<LazyValue<'a>>,
     #[serde(borrow)]
-    pub session: Option<Cow<'a, str>>,
-    #[serde(rename = "echoMessages")]
-    pub echo_messages: Option<bool>,
+    pub session: Option<LazyValue<'a>>,
+    #[serde(borrow, rename = "echoMessages")]
+    pub echo_messages: Option<LazyValue<'a>>,
     #[serde(borrow, rename = "accessToken")]
-    pub access_token: Option<Cow<'a, str>>,
+    pub access_token: Option<LazyValue<'a>>,
+}
+
+/// An `auth` field as Agnost's server reads it: absent (or `null`), a
+/// string, or something else (which no check accepts).
+enum Field<'a> {
+    Absent,
+    Text(Cow<'a, str>),
+    Other,
+}
+
+fn field<'a>(value: &Option<LazyValue<'a>>) -> Field<'a> {
+    let Some(value) = value else {
+        return Field::Absent;
+    };
+    let raw = value.as_raw_str();
+    if raw == "null" {
+        return Field::Absent;
+    }
+    if !raw.starts_with('"') {
+        return Field::Other;
+    }
+    match sonic_rs::from_str::<String>(raw) {
+        Ok(text) => Field::Text(Cow::Owned(text)),
+        Err(_) => Field::Other,
+    }
 }
 
 /// What an accepted connection is.
@@ -102,12 +128,17 @@ pub fn authenticate(
             Refusal::new(
                 "Invalid handshake",
                 "invalid_handshake",
-                "the auth payload must be an object",
+                "the Socket.IO auth payload must be a JSON object",
             )
         })?
     };
-    if let Some(token) = &handshake.access_token {
-        return if constant_time_eq(token.as_bytes(), master_token.as_bytes()) {
+    let access_token = field(&handshake.access_token);
+    if !matches!(access_token, Field::Absent) {
+        let valid = match &access_token {
+            Field::Text(token) => constant_time_eq(token.as_bytes(), master_token.as_bytes()),
+            _ => false,
+        };
+        return if valid {
             Ok(Identity::Master)
         } else {
             Err(Refusal::new(
@@ -117,7 +148,12 @@ pub fn authenticate(
             ))
         };
     }
-    let env_id = handshake.env_id.as_deref().unwrap_or("default");
+    let env_id = match field(&handshake.env_id) {
+        Field::Absent => Cow::Borrowed("default"),
+        Field::Text(id) => id,
+        Field::Other => return Err(no_environment("(not a string)")),
+    };
+    let env_id = env_id.as_ref();
     let Some(key) = settings.key(env_id) else {
         return Err(no_environment(env_id));
     };
@@ -139,16 +175,19 @@ pub fn authenticate(
         ));
     }
     let api_key = if env.api_key_required {
-        Some(check_api_key(
-            env,
-            handshake.api_key.as_deref(),
-            peer,
-            now_unix_s,
-        )?)
+        Some(check_api_key(env, field(&handshake.api_key), peer, now_unix_s)?)
     } else {
         None
     };
-    let user = match (&handshake.session, &env.session_secret) {
+    // An empty session is no session, as in Agnost's server; a non-string
+    // one is an invalid one.
+    let session = match field(&handshake.session) {
+        Field::Text(t) if t.is_empty() => None,
+        Field::Text(t) => Some(t),
+        Field::Absent => None,
+        Field::Other => Some(Cow::Borrowed("")),
+    };
+    let user = match (&session, &env.session_secret) {
         (Some(token), Some(secret)) => {
             let user = verify_hs256(token, secret.as_bytes(), now_unix_s);
             if user.is_none() && env.session_required {
@@ -169,9 +208,18 @@ pub fn authenticate(
         }
         _ => None,
     };
+    let echo = handshake
+        .echo_messages
+        .as_ref()
+        .and_then(|v| match v.as_raw_str() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        })
+        .unwrap_or(env.echo_messages);
     Ok(Identity::Client {
         env: key,
-        echo: handshake.echo_messages.unwrap_or(env.echo_messages),
+        echo,
         user,
         api_key,
     })
@@ -188,18 +236,23 @@ fn no_environment(env_id: &str) -> Refusal {
 /// The API key checks, in order; returns the accepted key.
 fn check_api_key(
     env: &EnvSettings,
-    presented: Option<&str>,
+    presented: Field<'_>,
     peer: Peer<'_>,
     now_unix_s: u64,
 ) -> Result<Box<str>, Refusal> {
-    let Some(presented) = presented.filter(|k| !k.is_empty()) else {
-        return Err(Refusal::new(
-            "Missing API key",
-            "missing_api_key",
-            "This environment requires an API key",
-        ));
+    let presented = match presented {
+        Field::Text(k) if !k.is_empty() => k,
+        Field::Text(_) | Field::Absent => {
+            return Err(Refusal::new(
+                "Missing API key",
+                "missing_api_key",
+                "This environment requires an API key",
+            ))
+        }
+        Field::Other => Cow::Borrowed(""),
     };
-    let Some(key) = env.api_key(presented) else {
+    let presented = presented.as_ref();
+    let Some(key) = env.api_key(presented).filter(|_| !presented.is_empty()) else {
         return Err(Refusal::new(
             "Invalid API key",
             "invalid_api_key",

@@ -117,7 +117,7 @@ pub struct MembersArgs<'a> {
 }
 
 /// Runs one event from connection `key`.
-pub async fn handle(shard: &Shard, key: SlabKey, event: Incoming<'_>) -> Result<(), Error> {
+pub fn handle(shard: &Shard, key: SlabKey, event: Incoming<'_>) -> Result<(), Error> {
     let (env, echo_default, master) = {
         let state = shard.state.borrow();
         let Some(member) = state.conns.get(key as usize) else {
@@ -132,13 +132,13 @@ pub async fn handle(shard: &Shard, key: SlabKey, event: Incoming<'_>) -> Result<
         }
     }
     let outcome = match (event.name, env) {
-        ("join", Some(env)) => join(shard, key, env, echo_default, &event).await,
-        ("leave", Some(env)) => leave(shard, key, env, echo_default, &event).await,
-        ("update", Some(env)) => update(shard, key, env, echo_default, &event).await,
-        ("message", Some(env)) => message(shard, key, env, echo_default, &event).await,
-        ("members", Some(env)) => members(shard, key, env, &event).await,
+        ("join", Some(env)) => join(shard, key, env, echo_default, &event),
+        ("leave", Some(env)) => leave(shard, key, env, echo_default, &event),
+        ("update", Some(env)) => update(shard, key, env, echo_default, &event),
+        ("message", Some(env)) => message(shard, key, env, echo_default, &event),
+        ("members", Some(env)) => members(shard, key, env, &event),
         ("send_message" | "broadcast_message" | "user_event" | "get_members", None) if master => {
-            master_event(shard, key, &event).await
+            master_event(shard, key, &event)
         }
         ("send_message" | "broadcast_message" | "user_event" | "get_members", _) => {
             tracing::debug!(
@@ -268,13 +268,7 @@ fn presence_frame(name: &str, channel: &str, id: &str, profile: Option<&Profile>
     })
 }
 
-async fn join(
-    shard: &Shard,
-    key: SlabKey,
-    env: EnvKey,
-    echo: bool,
-    event: &Incoming<'_>,
-) -> Result<(), Error> {
+fn join(shard: &Shard, key: SlabKey, env: EnvKey, echo: bool, event: &Incoming<'_>) -> Result<(), Error> {
     let a: JoinArgs = args("join", event.args)?;
     check_channel(shard, &a.channel)?;
     let frame = {
@@ -295,19 +289,11 @@ async fn join(
         )
     };
     let skip = skip_unless(a.echo.unwrap_or(echo), key);
-    shard
-        .publish(env, Target::Channel(Arc::from(a.channel.as_ref())), frame, skip)
-        .await;
+    shard.publish(env, Target::Channel(Arc::from(a.channel.as_ref())), frame, skip);
     Ok(())
 }
 
-async fn leave(
-    shard: &Shard,
-    key: SlabKey,
-    env: EnvKey,
-    echo: bool,
-    event: &Incoming<'_>,
-) -> Result<(), Error> {
+fn leave(shard: &Shard, key: SlabKey, env: EnvKey, echo: bool, event: &Incoming<'_>) -> Result<(), Error> {
     let a: JoinArgs = args("leave", event.args)?;
     check_channel(shard, &a.channel)?;
     let echo = a.echo.unwrap_or(echo);
@@ -339,19 +325,11 @@ async fn leave(
             member.channels.retain(|c| **c != *channel);
         }
     }
-    shard
-        .publish(env, Target::Channel(channel), frame, Some(key))
-        .await;
+    shard.publish(env, Target::Channel(channel), frame, Some(key));
     Ok(())
 }
 
-async fn update(
-    shard: &Shard,
-    key: SlabKey,
-    env: EnvKey,
-    echo: bool,
-    event: &Incoming<'_>,
-) -> Result<(), Error> {
+fn update(shard: &Shard, key: SlabKey, env: EnvKey, echo: bool, event: &Incoming<'_>) -> Result<(), Error> {
     let a: UpdateArgs = args("update", event.args)?;
     let profile = Profile::new(a.data.as_ref().map(|d| d.as_raw_str()), event.attachments);
     let (id, channels) = {
@@ -365,20 +343,12 @@ async fn update(
     let skip = skip_unless(a.echo.unwrap_or(echo), key);
     for channel in channels {
         let frame = presence_frame("channel:update", &channel, id.as_str(), profile.as_ref());
-        shard
-            .publish(env, Target::Channel(Arc::from(channel)), frame, skip)
-            .await;
+        shard.publish(env, Target::Channel(Arc::from(channel)), frame, skip);
     }
     Ok(())
 }
 
-async fn message(
-    shard: &Shard,
-    key: SlabKey,
-    env: EnvKey,
-    echo: bool,
-    event: &Incoming<'_>,
-) -> Result<(), Error> {
+fn message(shard: &Shard, key: SlabKey, env: EnvKey, echo: bool, event: &Incoming<'_>) -> Result<(), Error> {
     let a: MessageArgs = args("message", event.args)?;
     if let Some(channel) = &a.channel {
         check_channel(shard, channel)?;
@@ -390,16 +360,14 @@ async fn message(
         Some(channel) => Target::Channel(Arc::from(channel.as_ref())),
         None => Target::Environment,
     };
-    shard
-        .publish(env, target, frame, skip_unless(a.echo.unwrap_or(echo), key))
-        .await;
+    shard.publish(env, target, frame, skip_unless(a.echo.unwrap_or(echo), key));
     Ok(())
 }
 
 /// A client's own member-list request (the client library's `getMembers`):
 /// `members {channel}` with an ack, answered with `[{id, data}, ...]` from
 /// every shard, within the client's own environment.
-async fn members(shard: &Shard, key: SlabKey, env: EnvKey, event: &Incoming<'_>) -> Result<(), Error> {
+fn members(shard: &Shard, key: SlabKey, env: EnvKey, event: &Incoming<'_>) -> Result<(), Error> {
     #[derive(Deserialize)]
     struct MembersOf<'a> {
         #[serde(borrow)]
@@ -408,7 +376,7 @@ async fn members(shard: &Shard, key: SlabKey, env: EnvKey, event: &Incoming<'_>)
     let a: MembersOf = args("members", event.args)?;
     check_channel(shard, &a.channel)?;
     if let Some(ack_id) = event.ack_id {
-        shard.ack_members(key, ack_id, env, &a.channel).await;
+        shard.ack_members(key, ack_id, env, &a.channel);
     }
     Ok(())
 }
@@ -444,7 +412,7 @@ pub fn env_key(shard: &Shard, env_id: Option<&str>) -> Option<EnvKey> {
 
 /// The app backend's `send`: event `event_name` with
 /// `{channel, message: <raw>}` to every member of `channel`.
-pub async fn send(
+pub fn send(
     shard: &Shard,
     env: EnvKey,
     channel: &str,
@@ -455,15 +423,13 @@ pub async fn send(
     check_channel(shard, channel)?;
     deliverable(shard, event_name)?;
     let frame = message_frame(event_name, Some(channel), message_raw, attachments);
-    shard
-        .publish(env, Target::Channel(Arc::from(channel)), frame, None)
-        .await;
+    shard.publish(env, Target::Channel(Arc::from(channel)), frame, None);
     Ok(())
 }
 
 /// The app backend's `broadcast`: event `event_name` with
 /// `{channel: null, message: <raw>}` to the whole environment.
-pub async fn broadcast(
+pub fn broadcast(
     shard: &Shard,
     env: EnvKey,
     event_name: &str,
@@ -472,13 +438,13 @@ pub async fn broadcast(
 ) -> Result<(), Error> {
     deliverable(shard, event_name)?;
     let frame = message_frame(event_name, None, message_raw, attachments);
-    shard.publish(env, Target::Environment, frame, None).await;
+    shard.publish(env, Target::Environment, frame, None);
     Ok(())
 }
 
 /// A user event: every connection of `user_id` in `env` gets event
 /// `event_name` with arguments `(event_name, session, user)`.
-pub async fn user_event(
+pub fn user_event(
     shard: &Shard,
     env: EnvKey,
     user_id: &str,
@@ -496,15 +462,13 @@ pub async fn user_event(
         out.push(b',');
         out.extend_from_slice(user_raw.as_bytes());
     });
-    shard
-        .publish(env, Target::User(Arc::from(user_id)), frame, None)
-        .await;
+    shard.publish(env, Target::User(Arc::from(user_id)), frame, None);
     Ok(())
 }
 
 /// The master connection's events. An unknown environment makes them no-ops
 /// (and `get_members` answers an empty list).
-async fn master_event(shard: &Shard, key: SlabKey, event: &Incoming<'_>) -> Result<(), Error> {
+fn master_event(shard: &Shard, key: SlabKey, event: &Incoming<'_>) -> Result<(), Error> {
     let raw =
         |v: &Option<LazyValue<'_>>| -> String { v.as_ref().map_or("null", |m| m.as_raw_str()).to_owned() };
     match event.name {
@@ -519,15 +483,14 @@ async fn master_event(shard: &Shard, key: SlabKey, event: &Incoming<'_>) -> Resu
                     &a.event_name,
                     &message,
                     event.attachments,
-                )
-                .await?;
+                )?;
             }
         }
         "broadcast_message" => {
             let a: BroadcastArgs = args("broadcast_message", event.args)?;
             if let Some(env) = env_key(shard, a.env_id.as_deref()) {
                 let message = raw(&a.message);
-                broadcast(shard, env, &a.event_name, &message, event.attachments).await?;
+                broadcast(shard, env, &a.event_name, &message, event.attachments)?;
             }
         }
         "user_event" => {
@@ -535,7 +498,7 @@ async fn master_event(shard: &Shard, key: SlabKey, event: &Incoming<'_>) -> Resu
             if let Some(env) = env_key(shard, a.env_id.as_deref()) {
                 let (session, user) = (raw(&a.session), raw(&a.user));
                 let name = &a.event_name;
-                user_event(shard, env, &a.user_id, name, &session, &user, event.attachments).await?;
+                user_event(shard, env, &a.user_id, name, &session, &user, event.attachments)?;
             }
         }
         "get_members" => {
@@ -544,7 +507,7 @@ async fn master_event(shard: &Shard, key: SlabKey, event: &Incoming<'_>) -> Resu
                 return Ok(());
             };
             match env_key(shard, a.env_id.as_deref()) {
-                Some(env) => shard.ack_members(key, ack_id, env, &a.channel).await,
+                Some(env) => shard.ack_members(key, ack_id, env, &a.channel),
                 None => {
                     let frame = crate::fanout::text_packet(&[], |out| {
                         out.extend_from_slice(b"43");
@@ -561,7 +524,7 @@ async fn master_event(shard: &Shard, key: SlabKey, event: &Incoming<'_>) -> Resu
 }
 
 /// Tells every channel a departed member had joined that it left.
-pub async fn disconnected(shard: &Shard, member: crate::shard::Member) {
+pub fn disconnected(shard: &Shard, member: crate::shard::Member) {
     let Some(env) = member.env else {
         return;
     };
@@ -573,8 +536,6 @@ pub async fn disconnected(shard: &Shard, member: crate::shard::Member) {
             member.id.as_str(),
             member.profile.as_ref(),
         );
-        shard
-            .publish(env, Target::Channel(Arc::from(channel)), frame, None)
-            .await;
+        shard.publish(env, Target::Channel(Arc::from(channel)), frame, None);
     }
 }

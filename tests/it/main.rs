@@ -7,10 +7,17 @@
 
 mod support;
 
+mod bad_input;
 mod cross_shard;
 mod engineio;
 mod handshake;
+mod inbound_flood;
+mod limits;
 mod master;
+mod metrics;
 mod realtime;
+mod shutdown;
+mod slow_consumer;
+mod slowloris;
 mod socketio;
 mod websocket;

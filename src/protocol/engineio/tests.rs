@@ -64,3 +64,5 @@ fn open_packet_is_exact() {
     let value: sonic_rs::Value = sonic_rs::from_str(json).unwrap();
     assert_eq!(sonic_rs::to_string(&value).unwrap(), json);
 }
+
+mod proptests;

@@ -274,3 +274,5 @@ fn fuzz_entry_survives_prefixes() {
         crate::protocol::fuzzing::upgrade_request(&UPGRADE.as_bytes()[..n]);
     }
 }
+
+mod proptests;

@@ -407,3 +407,5 @@ fn fuzz_entry_survives_prefixes() {
         crate::protocol::fuzzing::socketio_packet(&input.as_bytes()[..n]);
     }
 }
+
+mod proptests;

@@ -480,3 +480,5 @@ fn fuzz_entry_survives_garbage() {
         crate::protocol::fuzzing::websocket_frame(&stream[..n]);
     }
 }
+
+mod proptests;

@@ -43,9 +43,12 @@ let serverCount = 0;
  * @param {object} [options]
  * @param {number} [options.shards=2]
  * @param {string} [options.config] fixture file name (tests/interop/fixtures/...)
+ * @param {string} [options.listen="127.0.0.1:0"] listen address (a fixed port, e.g. to restart
+ *   a server in place)
  * @param {string[]} [options.args] extra CLI arguments
  * @returns {Promise<{url: string, origin: string, path: string, port: number,
- *   shards: number, masterToken: string, stop: () => Promise<void>,
+ *   shards: number, masterToken: string, pid: number, signal: (name: string) => boolean,
+ *   stop: () => Promise<void>,
  *   stderr: () => string, exited: Promise<{code: number|null, signal: string|null}>}>}
  */
 export async function startServer(options = {}) {
@@ -53,11 +56,12 @@ export async function startServer(options = {}) {
   const masterToken = randomBytes(18).toString("base64url");
   const args = [
     "--listen",
-    "127.0.0.1:0",
+    options.listen ?? "127.0.0.1:0",
     "--shards",
     String(shards),
-    "--master-token",
-    masterToken,
+    // One argument with `=`: a base64url token may start with `-`, which
+    // would otherwise be parsed as a flag (1 start in 64 failed that way).
+    `--master-token=${masterToken}`,
   ];
   if (options.config) args.push("--config", fixture(options.config));
   args.push(...(options.args ?? []));
@@ -139,6 +143,10 @@ export async function startServer(options = {}) {
     shards: listening.shards,
     masterToken,
     logPath,
+    /** Process id of the server (e.g. to send it SIGHUP). */
+    pid: child.pid,
+    /** Sends `signal` (e.g. "SIGHUP") to the server process. */
+    signal: (signal) => child.kill(signal),
     exited,
     stderr: () => stderrTail,
     async stop() {

@@ -130,6 +130,12 @@ pub(crate) fn upgrade(addr: SocketAddr, method: &str, target: &str, omit: &[&str
     request(addr, &head, "")
 }
 
+/// The response at the front of `bytes` once its head and its
+/// Content-Length worth of body are complete; `None` until then.
+pub(crate) fn parse_response(bytes: &[u8]) -> Option<Response> {
+    parse_complete(bytes)
+}
+
 fn parse_complete(bytes: &[u8]) -> Option<Response> {
     let end = find(bytes, b"\r\n\r\n")?;
     let (status, headers) = parse_head(&bytes[..end]);

@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -110,6 +110,46 @@ impl TestServer {
     pub(crate) fn path(&self) -> &str {
         &self.path
     }
+
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`) to the server process.
+    pub(crate) fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.pid()).expect("pid fits pid_t");
+        // SAFETY: kill(2) has no memory-safety preconditions; the pid is our
+        // own child, which is not reaped before `Drop` (or `wait_exit`), so
+        // it cannot name an unrelated process.
+        let result = unsafe { libc::kill(pid, signal) };
+        assert_eq!(
+            result,
+            0,
+            "kill({pid}, {signal}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// Waits up to `timeout` for the process to exit; its exit status, or
+    /// `None` if it is still running then.
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll the server process") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The server's resident set size in KiB.
+    pub(crate) fn rss_kib(&self) -> u64 {
+        rss_kib_of(self.pid()).unwrap_or_else(|| panic!("no VmRSS for pid {}", self.pid()))
+    }
 }
 
 impl Drop for TestServer {
@@ -120,6 +160,17 @@ impl Drop for TestServer {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+/// `VmRSS` of `/proc/<pid>/status` in KiB; `None` once the process is gone.
+/// A free function so a sampling thread can use it without the server.
+pub(crate) fn rss_kib_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().strip_suffix("kB"))
+        .and_then(|kib| kib.trim().parse().ok())
 }
 
 fn write_config(toml: &str) -> PathBuf {

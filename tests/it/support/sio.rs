@@ -35,7 +35,12 @@ pub(crate) struct EngineOpen {
 /// Upgrades `{path}?EIO=4&transport=websocket` and reads the open packet.
 pub(crate) fn engine_open(server: &TestServer) -> EngineOpen {
     let target = format!("{}?EIO=4&transport=websocket", server.path());
-    let mut ws = WsClient::connect(server.addr(), &target);
+    engine_open_over(WsClient::connect(server.addr(), &target))
+}
+
+/// Reads the open packet on an already upgraded WebSocket (one made by
+/// `net::upgrade`, say).
+pub(crate) fn engine_open_over(mut ws: WsClient) -> EngineOpen {
     let frame = ws.read_frame();
     let packet = frame.text().to_string();
     let json = packet
@@ -253,4 +258,35 @@ pub(crate) fn hs256_jwt(secret: &str, claims_json: &str) -> String {
     mac.update(signing_input.as_bytes());
     let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
     format!("{signing_input}.{signature}")
+}
+
+/// `{path}?EIO=4&transport=websocket`: where a WebSocket client upgrades.
+pub(crate) fn engine_target(server: &TestServer) -> String {
+    format!("{}?EIO=4&transport=websocket", server.path())
+}
+
+/// Two new clients connect and exchange one message each way, environment
+/// wide (reaching every Socket.IO client of the server, so only for tests
+/// with no other clients connected), then each joins a channel of its own
+/// and gets its echo: the server still accepts, handshakes and delivers.
+/// Nothing here depends on the order in which two shards see each other's
+/// traffic, so the frames asserted are exact without a barrier.
+pub(crate) fn assert_fresh_clients_exchange(server: &TestServer, tag: &str) {
+    let mut a = Sio::connect_default(server);
+    let mut b = Sio::connect_default(server);
+    // Both connects were answered, so both are registered on their shards
+    // before either message is published.
+    b.emit(&format!(
+        r#"["message",{{"eventName":"ping","message":"{tag}"}}]"#
+    ));
+    a.expect(&event("ping", None, &format!("\"{tag}\"")));
+    a.emit(&format!(
+        r#"["message",{{"eventName":"pong","message":"{tag}"}}]"#
+    ));
+    b.expect(&event("pong", None, &format!("\"{tag}\"")));
+    for (sio, side) in [(&mut a, "a"), (&mut b, "b")] {
+        let channel = format!("{tag}-{side}");
+        sio.join(&channel);
+        sio.sentinel(&channel, "joined");
+    }
 }

@@ -127,6 +127,22 @@ impl WsClient {
         client
     }
 
+    /// Wraps a stream whose upgrade already succeeded (see `net::upgrade`);
+    /// `buffer` holds the bytes read past the response head.
+    pub(crate) fn from_upgraded(stream: TcpStream, buffer: Vec<u8>) -> Self {
+        Self {
+            stream,
+            buffer,
+            eof: false,
+        }
+    }
+
+    /// The underlying socket, for tests that read or write around the
+    /// frame layer (a stalled consumer draining raw bytes, say).
+    pub(crate) fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
     /// Reads up to and including the blank line; keeps any bytes after it (early frames).
     fn read_response_head(&mut self) -> Vec<u8> {
         let deadline = Instant::now() + READ_TIMEOUT;
