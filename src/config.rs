@@ -166,16 +166,19 @@ pub enum Error {
 impl Config {
     /// Builds the configuration from flags (and the file they name).
     pub fn load(cli: &Cli) -> Result<Self, Error> {
-        let file = match &cli.config {
-            Some(path) => read_file(path)?,
-            None => FileConfig::default(),
-        };
-        Self::merge(cli, file)
+        match &cli.config {
+            Some(path) => {
+                let (shown, text) = read_text(path)?;
+                Self::from_toml(cli, &shown, &text)
+            }
+            None => Self::merge(cli, FileConfig::default()),
+        }
     }
 
     /// Parses a configuration file's text; `path` is used in messages only.
+    /// Errors found after parsing also name the file and the line.
     pub fn from_toml(cli: &Cli, path: &str, text: &str) -> Result<Self, Error> {
-        Self::merge(cli, parse_file(path, text)?)
+        Self::merge(cli, parse_file(path, text)?).map_err(|e| locate(e, path, text))
     }
 
     fn merge(cli: &Cli, file: FileConfig) -> Result<Self, Error> {
@@ -249,7 +252,50 @@ impl Config {
 /// Re-reads only the environments of configuration file `path` (SIGHUP).
 /// Server-wide settings need a restart and are not looked at.
 pub fn reload_environments(path: &Path) -> Result<Vec<EnvSettings>, Error> {
-    validate_environments(read_file(path)?.environments)
+    let (shown, text) = read_text(path)?;
+    let file = parse_file(&shown, &text)?;
+    validate_environments(file.environments).map_err(|e| locate(e, &shown, &text))
+}
+
+/// Gives an error found after parsing the file's line: the line where the
+/// value it names (in backticks) appears, the second one for a duplicate.
+fn locate(error: Error, path: &str, text: &str) -> Error {
+    let Error::Invalid(reason) = error else {
+        return error;
+    };
+    let names: Vec<&str> = reason.split('`').skip(1).step_by(2).collect();
+    let occurrence = if reason.contains("defined twice") || reason.contains("listed twice") {
+        2
+    } else {
+        1
+    };
+    let line = names
+        .iter()
+        .rev()
+        .find_map(|name| nth_line_quoting(text, name, occurrence))
+        .or_else(|| {
+            reason
+                .contains("trusted proxy")
+                .then(|| nth_line_containing(text, "trusted_proxies", 1))
+                .flatten()
+        })
+        .unwrap_or(1);
+    Error::Parse {
+        path: path.to_owned(),
+        line,
+        column: 1,
+        reason,
+    }
+}
+
+/// The 1-based line of the `n`-th `"name"` in `text`.
+fn nth_line_quoting(text: &str, name: &str, n: usize) -> Option<usize> {
+    nth_line_containing(text, &format!("\"{name}\""), n)
+}
+
+fn nth_line_containing(text: &str, needle: &str, n: usize) -> Option<usize> {
+    let (offset, _) = text.match_indices(needle).nth(n - 1)?;
+    Some(line_column(text, offset).0)
 }
 
 fn validate_environments(envs: Option<Vec<EnvSettings>>) -> Result<Vec<EnvSettings>, Error> {
@@ -266,13 +312,13 @@ fn validate_environments(envs: Option<Vec<EnvSettings>>) -> Result<Vec<EnvSettin
     Ok(environments)
 }
 
-fn read_file(path: &Path) -> Result<FileConfig, Error> {
+fn read_text(path: &Path) -> Result<(String, String), Error> {
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
         path: shown.clone(),
         source,
     })?;
-    parse_file(&shown, &text)
+    Ok((shown, text))
 }
 
 fn parse_file(path: &str, text: &str) -> Result<FileConfig, Error> {

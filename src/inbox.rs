@@ -48,8 +48,16 @@ pub enum ShardMessage {
         request: u32,
         members: Vec<MemberEntry>,
     },
-    /// New settings (SIGHUP or the admin API).
-    SettingsChanged(Arc<Settings>),
+    /// New settings (SIGHUP or the admin API); when `ack` is set, the shard
+    /// confirms to `ack.0` with request id `ack.1` once applied.
+    SettingsChanged {
+        settings: Arc<Settings>,
+        ack: Option<(ShardId, u32)>,
+    },
+    /// A shard applied the settings of request `request`.
+    SettingsApplied {
+        request: u32,
+    },
     /// Send this shard's metrics snapshot to `reply_to`.
     StatsRequest {
         reply_to: ShardId,
@@ -94,7 +102,13 @@ pub fn handle(shard: &Shard, message: ShardMessage) {
         ShardMessage::MembersReply { request, members } => {
             shard.gather_part(request, members);
         }
-        ShardMessage::SettingsChanged(settings) => shard.apply_settings(settings),
+        ShardMessage::SettingsChanged { settings, ack } => {
+            shard.apply_settings(settings);
+            if let Some((reply_to, request)) = ack {
+                shard.send_to(reply_to, ShardMessage::SettingsApplied { request });
+            }
+        }
+        ShardMessage::SettingsApplied { request } => shard.settings_applied(request),
         ShardMessage::StatsRequest { reply_to, request } => {
             let snapshot = Box::new(shard.snapshot());
             shard.send_to(reply_to, ShardMessage::StatsReply { request, snapshot });

@@ -76,7 +76,10 @@ fn reload(shared: &Shared) {
     match reload_environments(&path) {
         Ok(envs) => {
             let settings = shared.change_settings(|current| current.replaced_by(envs));
-            shared.broadcast(|| ShardMessage::SettingsChanged(settings.clone()));
+            shared.broadcast(|| ShardMessage::SettingsChanged {
+                settings: settings.clone(),
+                ack: None,
+            });
             tracing::info!(version = settings.version, "settings reloaded on SIGHUP");
         }
         Err(e) => tracing::error!(error = %e, "SIGHUP reload refused; keeping the running settings"),

@@ -294,6 +294,8 @@ pub struct State {
     next_generation: u32,
     gathers: Slab<Gather>,
     stats_gathers: Slab<StatsGather>,
+    /// Settings changes awaiting every shard's confirmation.
+    settings_acks: Slab<(usize, Rc<LocalReply<()>>)>,
 }
 
 pub struct Shard {
@@ -343,6 +345,7 @@ impl Shard {
                 next_generation: 0,
                 gathers: Slab::new(),
                 stats_gathers: Slab::new(),
+                settings_acks: Slab::new(),
             }),
             sockets: RefCell::new(Slab::new()),
             stats: Stats::default(),
@@ -461,6 +464,36 @@ impl Shard {
             }
         }
         self.sweep_members();
+    }
+
+    /// Sends `settings` to every shard (this one included) and resolves once
+    /// all of them applied it.
+    pub async fn apply_everywhere(&self, settings: Arc<Settings>) {
+        let shard_count = self.shared.mesh.shard_count();
+        let reply = Rc::new(LocalReply::default());
+        let request = self
+            .state
+            .borrow_mut()
+            .settings_acks
+            .insert((shard_count, reply.clone())) as u32;
+        self.broadcast(|| ShardMessage::SettingsChanged {
+            settings: settings.clone(),
+            ack: Some((self.id, request)),
+        });
+        reply.take().await;
+    }
+
+    /// One shard confirmed settings change `request`.
+    pub fn settings_applied(&self, request: u32) {
+        let mut state = self.state.borrow_mut();
+        let Some((remaining, _)) = state.settings_acks.get_mut(request as usize) else {
+            return;
+        };
+        *remaining -= 1;
+        if *remaining == 0 {
+            let (_, reply) = state.settings_acks.remove(request as usize);
+            reply.set(());
+        }
     }
 
     /// Disconnects the clients the current settings no longer allow (see

@@ -81,3 +81,24 @@ fn example_file_loads() {
     assert_eq!(cfg.master_token, "change-me");
     assert_eq!(cfg.channel_name_bytes_max, 256);
 }
+
+#[test]
+fn invalid_values_name_file_and_line() {
+    let text =
+        "[[environments]]\nid = \"a\"\n[[environments.api_keys]]\nkey = \"k\"\nips = [\"300.1.2.3\"]\n";
+    let err = Config::from_toml(&cli(), "bad-ip.toml", text)
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("bad-ip.toml:5:1: "), "{err}");
+    assert!(err.contains("300.1.2.3"), "{err}");
+    let dup = "[[environments]]\nid = \"a\"\n\n[[environments]]\nid = \"a\"\n";
+    let err = Config::from_toml(&cli(), "dup.toml", dup)
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("dup.toml:5:1: "), "{err}");
+    let proxy = "[server]\ntrusted_proxies = [\"nope\"]\n";
+    let err = Config::from_toml(&cli(), "p.toml", proxy)
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("p.toml:2:1: "), "{err}");
+}

@@ -226,7 +226,9 @@ async fn put_environment(shard: &Shard, id: &str, body: &[u8]) -> Result<String,
         .map_err(|e| ApiError::new(400, "bad_request", format!("bad environment: {e}")))?;
     env.validate().map_err(|e| ApiError::new(400, "bad_request", e))?;
     let stored = shard.shared.change_settings(|current| current.with(env));
-    shard.broadcast(|| crate::inbox::ShardMessage::SettingsChanged(stored.clone()));
+    // Answer only once every shard applies the change, so the caller's
+    // next connect or event is judged by the new settings.
+    shard.apply_everywhere(stored.clone()).await;
     tracing::info!(
         env = id,
         version = stored.version,
