@@ -319,7 +319,7 @@ struct Session<'a> {
     outbox: Rc<Outbox>,
     /// Slab key once the Socket.IO connect succeeded.
     member: Option<SlabKey>,
-    pending: Option<PendingBinary>,
+    pending: Option<Box<PendingBinary>>,
     /// The upgrade request's `Origin`.
     origin: Option<Box<str>>,
     client_ip: Option<IpAddr>,
@@ -507,13 +507,13 @@ impl Session<'_> {
                         Ok(())
                     };
                 }
-                self.pending = Some(PendingBinary {
+                self.pending = Some(Box::new(PendingBinary {
                     kind: packet.kind,
                     ack_id: packet.ack_id,
                     data: packet.data.to_owned(),
                     expected: packet.attachments,
                     attachments: Vec::with_capacity(packet.attachments),
-                });
+                }));
                 Ok(())
             }
         }
@@ -692,11 +692,10 @@ async fn flush(
             Err(e) => return Err(e),
         }
     }
-    owned.iovecs.clear();
-    if owned.frames.capacity() > 64 {
-        owned = FrameBatch::default();
-    }
-    *batch = owned;
+    // An idle connection keeps no batch memory: the vectors are made again
+    // for the next burst (two small allocations per flush, against a
+    // system call's worth of work).
+    *batch = FrameBatch::default();
     Ok(())
 }
 

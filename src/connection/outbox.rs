@@ -287,8 +287,8 @@ impl Outbox {
             batch.push(frame);
         }
         self.queued_bytes.set(self.queued_bytes.get() - bytes);
-        if queue.is_empty() && queue.capacity() > 64 {
-            // A burst is over: give the memory back so idle connections stay small.
+        if queue.is_empty() {
+            // Give the memory back so idle connections stay small.
             *queue = VecDeque::new();
         }
     }
