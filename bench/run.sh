@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The benchmark suite in one command: builds ringcast (release), the load
+# generator and the peers, then runs `suite` (ringcast at shard counts 1..cores,
+# Node socket.io, socketioxide; every scenario) and writes tables + charts to
+# bench/results/<timestamp>/ and bench/results/latest/.
+#
+#   bench/run.sh                 # the full suite (minutes)
+#   bench/run.sh --smoke         # seconds, ringcast with 1 shard only (CI)
+#   bench/run.sh --scenarios fanout-s1000,rooms --peers node   # a subset
+#
+# Any flag is passed to `suite` (see `target/release/suite --help`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+peers="node,socketioxide"
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+  case "${args[$i]}" in
+    --smoke) peers="" ;;
+    --peers) peers="${args[$((i + 1))]:-}" ;;
+    --peers=*) peers="${args[$i]#--peers=}" ;;
+  esac
+done
+
+echo "[run.sh] building ringcast and the bench (release)" >&2
+cargo build --release --quiet -p ringcast -p ringcast-bench
+
+if [[ "$peers" == *node* ]]; then
+  if ! command -v node >/dev/null; then
+    echo "[run.sh] node is not installed (apt-get install nodejs npm)" >&2
+    exit 1
+  fi
+  if [[ ! -d bench/peers/node/node_modules/socket.io ]]; then
+    echo "[run.sh] installing the node peer's packages" >&2
+    (cd bench/peers/node && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+fi
+if [[ "$peers" == *socketioxide* ]]; then
+  echo "[run.sh] building the socketioxide peer (release, its own cargo project)" >&2
+  CARGO_TARGET_DIR="$PWD/target/peer-socketioxide" \
+    cargo build --release --quiet --manifest-path bench/peers/socketioxide/Cargo.toml
+fi
+
+# With --smoke the results go to the ignored bench/results/tmp/.
+exec target/release/suite "$@"
