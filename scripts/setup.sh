@@ -89,9 +89,9 @@ else
     step npm-install npm install --prefix "$interop_dir" --no-audit --no-fund
 fi
 
-# --- npm packages of clients/js (the client library) and clients/demo --------
+# --- npm packages of clients/js, clients/demo and tests/soak -----------------
 # Same stamp rule as tests/interop: `npm ci` only when the lock file changed.
-for client_dir in "$repo_root/clients/js" "$repo_root/clients/demo"; do
+for client_dir in "$repo_root/clients/js" "$repo_root/clients/demo" "$repo_root/tests/soak"; do
     client_lock="$client_dir/package-lock.json"
     client_hash="$(sha256sum "$client_lock" | cut -d' ' -f1)"
     client_stamp="$client_dir/node_modules/.ringcast-lock-sha256"

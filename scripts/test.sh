@@ -11,14 +11,18 @@
 #   interop   node --test in tests/interop against target/release/ringcast
 #   clients   node --test in clients/js (client + server libraries) and clients/demo
 #             (chat page in headless Chromium), against target/release/ringcast
+#   soak      tests/soak/soak.mjs --duration-s 60: a 1-minute mixed load (good,
+#             churning, slow and bad clients) against target/release/ringcast
+#   bench     bench/run.sh --smoke: every benchmark scenario for seconds, ringcast only
 #
 # Every step runs even when an earlier one failed (so one run shows every
 # problem), except that nothing runs without setup and interop needs the
 # build. The output ends with one line per step and a closing
 #   summary: N passed, M failed
-# line, where N/M count the tests of cargo test and node --test, and every
-# failed step that has no failing test of its own (fmt, clippy, a build or a
-# timeout) counts as one more failure. Exit status is 0 only if every step passed.
+# line, where N/M count the tests of cargo test and node --test (the soak counts
+# as one test), and every failed step that has no failing test of its own (fmt,
+# clippy, a build or a timeout) counts as one more failure. Exit status is 0
+# only if every step passed.
 set -uo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,6 +35,8 @@ export RINGCAST_BIN="${RINGCAST_BIN:-$target_dir/release/ringcast}"
 CARGO_TEST_TIMEOUT_S=1200
 INTEROP_TIMEOUT_S=900
 CLIENTS_TIMEOUT_S=300
+SOAK_TIMEOUT_S=300
+BENCH_TIMEOUT_S=900
 
 log_dir="$(mktemp -d)"
 trap 'rm -rf "$log_dir"' EXIT
@@ -91,6 +97,16 @@ count_tests() {
             passed=$(grep -oE '^ℹ pass [0-9]+' "$log" | awk '{s+=$3} END {print s+0}')
             failed=$(grep -oE '^ℹ fail [0-9]+' "$log" | awk '{s+=$3} END {print s+0}')
             ;;
+        bench)
+            # its closing line: "bench smoke: N passed, M failed"
+            passed=$(grep -oE '^bench smoke: [0-9]+ passed' "$log" | grep -oE '[0-9]+' | awk '{s+=$1} END {print s+0}')
+            failed=$(grep -oE '^bench smoke: [0-9]+ passed, [0-9]+ failed' "$log" | grep -oE '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
+            ;;
+        soak)
+            # its verdict line: "soak PASSED: ..." / "soak FAILED: ..."
+            passed=$(grep -cE '^soak PASSED' "$log")
+            failed=$(grep -cE '^soak FAILED' "$log")
+            ;;
     esac
     if [ "$step_failed" -ne 0 ] && [ "$failed" -eq 0 ]; then
         failed=1
@@ -109,6 +125,7 @@ print_summary() {
     if [ "$total_failed" -ne 0 ]; then
         echo "  interop server logs: tests/interop/artifacts/"
         echo "  client test server logs and screenshots: clients/artifacts/"
+        echo "  soak reports and server logs: tests/soak/artifacts/"
     fi
     echo "summary: $total_passed passed, $total_failed failed"
 }
@@ -147,11 +164,24 @@ if run_step build cargo build --release -p ringcast; then
                 --test-reporter=spec --test-timeout=180000 ./test/*.test.mjs) || status=1
             exit $status'
     count_tests clients $?
+    # setup.sh installs the soak's npm packages; installed here too when
+    # missing, so the step also runs alone.
+    run_step soak timeout -k 10 "$SOAK_TIMEOUT_S" \
+        bash -c 'cd tests/soak && { [ -d node_modules/socket.io-client ] ||
+            npm ci --no-audit --no-fund; } && exec node soak.mjs --duration-s 60'
+    count_tests soak $?
+    # A smoke run of the benchmark suite: seconds per scenario, ringcast only.
+    run_step bench timeout -k 10 "$BENCH_TIMEOUT_S" bash bench/run.sh --smoke
+    count_tests bench $?
 else
     count_tests build 1
     skip_step interop "no release build"
     total_failed=$((total_failed + 1))
     skip_step clients "no release build"
+    total_failed=$((total_failed + 1))
+    skip_step soak "no release build"
+    total_failed=$((total_failed + 1))
+    skip_step bench "no release build"
     total_failed=$((total_failed + 1))
 fi
 
