@@ -96,8 +96,7 @@ fn authorized(header: Option<&str>, token: &str) -> bool {
     else {
         return false;
     };
-    let (a, b) = (presented.trim().as_bytes(), token.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    crate::realtime::auth::constant_time_eq(presented.trim().as_bytes(), token.as_bytes())
 }
 
 /// Parses a JSON body into `T`, depth-checked first (sonic-rs recurses

@@ -356,7 +356,8 @@ pub fn verify_hs256(token: &str, secret: &[u8], now_unix_s: u64) -> Option<Box<s
     (!sub.is_empty()).then(|| sub.as_ref().into())
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Compares secrets without an early exit that would time their prefix.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
