@@ -36,7 +36,12 @@ pub struct Cli {
     pub path: Option<String>,
     /// Token of the app backend's master connection and HTTP API. Generated
     /// and printed once when not given anywhere.
-    #[arg(long, env = "RINGCAST_MASTER_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "RINGCAST_MASTER_TOKEN",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     pub master_token: Option<String>,
     /// Engine.IO ping interval in milliseconds [default: 25000].
     #[arg(long)]

@@ -102,3 +102,10 @@ fn invalid_values_name_file_and_line() {
         .to_string();
     assert!(err.starts_with("p.toml:2:1: "), "{err}");
 }
+
+#[test]
+fn master_token_may_start_with_a_hyphen() {
+    // Random url-safe tokens start with `-` one time in 64.
+    let cli = Cli::try_parse_from(["ringcast", "--master-token", "-Ab_c", "--shards", "1"]).unwrap();
+    assert_eq!(cli.master_token.as_deref(), Some("-Ab_c"));
+}

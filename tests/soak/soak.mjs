@@ -136,7 +136,7 @@ async function startServer() {
   ].join("\n"));
   // Hex: a base64url token may start with "-", which the CLI would take for a flag.
   const masterToken = randomBytes(18).toString("hex");
-  const args = ["--listen", "127.0.0.1:0", "--shards", "2", "--master-token", masterToken, "--config", configPath];
+  const args = ["--listen", "127.0.0.1:0", "--shards", "2", `--master-token=${masterToken}`, "--config", configPath];
   const log = createWriteStream(serverLogPath);
   log.write(`$ ${serverBin} ${args.join(" ")}\n`);
   const env = { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "info" };

@@ -47,7 +47,7 @@ export async function startServer(options = {}) {
   const masterToken = randomBytes(18).toString("base64url");
   const baseArgs = [
     "--shards", String(options.shards ?? 2),
-    "--master-token", masterToken,
+    `--master-token=${masterToken}`,
     ...(options.config ? ["--config", fixture(options.config)] : []),
     ...(options.args ?? []),
   ];
