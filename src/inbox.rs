@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::fanout::deliver;
 use crate::metrics::Snapshot;
 use crate::realtime::profile::Profile;
 use crate::realtime::settings::Settings;
@@ -74,21 +73,7 @@ pub enum ShardMessage {
 /// Runs `message` on `shard`.
 pub fn handle(shard: &Shard, message: ShardMessage) {
     match message {
-        ShardMessage::Publish { env, target, frame } => {
-            let state = shard.state.borrow();
-            let Some(index) = state.envs.get(env as usize) else {
-                return;
-            };
-            let members = match &target {
-                Target::Channel(name) => index.channel(name),
-                Target::Environment => Some(&index.members),
-                Target::User(user) => index.user(user),
-            };
-            if let Some(members) = members {
-                let n = deliver(&state.conns, members, &frame, None);
-                shard.stats.add_deliveries(n);
-            }
-        }
+        ShardMessage::Publish { env, target, frame } => shard.deliver_local(env, &target, &frame, None),
         ShardMessage::MembersRequest {
             env,
             channel,

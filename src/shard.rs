@@ -412,32 +412,41 @@ impl Shard {
         Some(member)
     }
 
+    /// Every shard but this one.
+    fn other_shards(&self) -> impl Iterator<Item = ShardId> {
+        let own = self.id;
+        // unwrap: shard_count <= SHARDS_MAX = 255.
+        (0..self.shared.mesh.shard_count())
+            .map(|s| ShardId::try_from(s).unwrap())
+            .filter(move |&s| s != own)
+    }
+
+    /// Queues `frame` on this shard's connections in `target` (except
+    /// `skip`): the local half of a publish, and all of one from another shard.
+    pub fn deliver_local(&self, env: EnvKey, target: &Target, frame: &Bytes, skip: Option<SlabKey>) {
+        let state = self.state.borrow();
+        let Some(index) = state.envs.get(env as usize) else {
+            return;
+        };
+        let members = match target {
+            Target::Channel(name) => index.channel(name),
+            Target::Environment => Some(&index.members),
+            Target::User(user) => index.user(user),
+        };
+        if let Some(members) = members {
+            let n = deliver(&state.conns, members, frame, skip);
+            self.stats.add_deliveries(n);
+        }
+    }
+
     /// Delivers `frame` to `target` on this shard (except `skip`) and hands
     /// it to every other shard. Waits (without blocking the thread) when a
     /// shard's inbox is full, so nothing is dropped and per-sender order
     /// holds.
     pub fn publish(&self, env: EnvKey, target: Target, frame: Bytes, skip: Option<SlabKey>) {
         Stats::bump(&self.stats.publishes);
-        {
-            let state = self.state.borrow();
-            let index = &state.envs[env as usize];
-            let members = match &target {
-                Target::Channel(name) => index.channel(name),
-                Target::Environment => Some(&index.members),
-                Target::User(user) => index.user(user),
-            };
-            if let Some(members) = members {
-                let n = deliver(&state.conns, members, &frame, skip);
-                self.stats.add_deliveries(n);
-            }
-        }
-        let shard_count = self.shared.mesh.shard_count();
-        for other in 0..shard_count {
-            // unwrap: shard_count <= SHARDS_MAX = 255.
-            let other = ShardId::try_from(other).unwrap();
-            if other == self.id {
-                continue;
-            }
+        self.deliver_local(env, &target, &frame, skip);
+        for other in self.other_shards() {
             let message = ShardMessage::Publish {
                 env,
                 target: target.clone(),
@@ -572,16 +581,12 @@ impl Shard {
             snapshots: Vec::with_capacity(shard_count),
             reply: reply.clone(),
         }) as u32;
-        for other in 0..shard_count {
-            // unwrap: shard_count <= SHARDS_MAX = 255.
-            let other = ShardId::try_from(other).unwrap();
-            if other != self.id {
-                let message = ShardMessage::StatsRequest {
-                    reply_to: self.id,
-                    request,
-                };
-                self.send_to(other, message);
-            }
+        for other in self.other_shards() {
+            let message = ShardMessage::StatsRequest {
+                reply_to: self.id,
+                request,
+            };
+            self.send_to(other, message);
         }
         self.stats_part(request, self.snapshot());
         let mut snapshots = reply.take().await;
@@ -709,12 +714,7 @@ impl Shard {
             }) as u32
         };
         let channel: Arc<str> = Arc::from(channel);
-        for other in 0..shard_count {
-            // unwrap: shard_count <= SHARDS_MAX = 255.
-            let other = ShardId::try_from(other).unwrap();
-            if other == self.id {
-                continue;
-            }
+        for other in self.other_shards() {
             let message = ShardMessage::MembersRequest {
                 env,
                 channel: channel.clone(),

@@ -15,7 +15,9 @@ use sonic_rs::LazyValue;
 
 use crate::protocol::http::{json_error, json_response};
 use crate::protocol::socketio::validate_json;
-use crate::realtime::events::{self, BroadcastArgs, Error as EventError, MembersArgs, UserEventArgs};
+use crate::realtime::events::{
+    self, raw_or_null as raw, BroadcastArgs, Error as EventError, MembersArgs, UserEventArgs,
+};
 use crate::realtime::settings::EnvSettings;
 use crate::shard::Shard;
 
@@ -125,10 +127,6 @@ fn env(shard: &Shard, env_id: Option<&str>) -> Result<crate::shard::EnvKey, ApiE
             format!("No environment with id '{env_id}' exists"),
         )
     })
-}
-
-fn raw<'a>(v: &'a Option<LazyValue<'_>>) -> &'a str {
-    v.as_ref().map_or("null", |v| v.as_raw_str())
 }
 
 const OK: &str = r#"{"ok":true}"#;

@@ -354,8 +354,12 @@ fn message(shard: &Shard, key: SlabKey, env: EnvKey, echo: bool, event: &Incomin
         check_channel(shard, channel)?;
     }
     deliverable(shard, &a.event_name)?;
-    let raw = a.message.as_ref().map_or("null", |m| m.as_raw_str());
-    let frame = message_frame(&a.event_name, a.channel.as_deref(), raw, event.attachments);
+    let frame = message_frame(
+        &a.event_name,
+        a.channel.as_deref(),
+        raw_or_null(&a.message),
+        event.attachments,
+    );
     let target = match &a.channel {
         Some(channel) => Target::Channel(Arc::from(channel.as_ref())),
         None => Target::Environment,
@@ -466,11 +470,15 @@ pub fn user_event(
     Ok(())
 }
 
+/// The raw JSON text of an optional payload field; `null` when absent.
+pub fn raw_or_null<'a>(value: &'a Option<LazyValue<'_>>) -> &'a str {
+    value.as_ref().map_or("null", |v| v.as_raw_str())
+}
+
 /// The master connection's events. An unknown environment makes them no-ops
 /// (and `get_members` answers an empty list).
 fn master_event(shard: &Shard, key: SlabKey, event: &Incoming<'_>) -> Result<(), Error> {
-    let raw =
-        |v: &Option<LazyValue<'_>>| -> String { v.as_ref().map_or("null", |m| m.as_raw_str()).to_owned() };
+    let raw = raw_or_null;
     match event.name {
         "send_message" => {
             let a: SendMessageArgs = args("send_message", event.args)?;
@@ -481,7 +489,7 @@ fn master_event(shard: &Shard, key: SlabKey, event: &Incoming<'_>) -> Result<(),
                     env,
                     &a.channel_name,
                     &a.event_name,
-                    &message,
+                    message,
                     event.attachments,
                 )?;
             }
@@ -490,7 +498,7 @@ fn master_event(shard: &Shard, key: SlabKey, event: &Incoming<'_>) -> Result<(),
             let a: BroadcastArgs = args("broadcast_message", event.args)?;
             if let Some(env) = env_key(shard, a.env_id.as_deref()) {
                 let message = raw(&a.message);
-                broadcast(shard, env, &a.event_name, &message, event.attachments)?;
+                broadcast(shard, env, &a.event_name, message, event.attachments)?;
             }
         }
         "user_event" => {
@@ -498,7 +506,7 @@ fn master_event(shard: &Shard, key: SlabKey, event: &Incoming<'_>) -> Result<(),
             if let Some(env) = env_key(shard, a.env_id.as_deref()) {
                 let (session, user) = (raw(&a.session), raw(&a.user));
                 let name = &a.event_name;
-                user_event(shard, env, &a.user_id, name, &session, &user, event.attachments)?;
+                user_event(shard, env, &a.user_id, name, session, user, event.attachments)?;
             }
         }
         "get_members" => {
