@@ -92,6 +92,9 @@ pub struct Config {
     /// Bytes queued for one connection beyond which it is closed as a slow
     /// consumer.
     pub send_queue_bytes_max: usize,
+    /// A connection whose writes made no progress this long has stopped
+    /// reading: producers stop pacing themselves to it.
+    pub send_stall_timeout: Duration,
     /// WebSocket connections the server holds at once (0: no limit beyond
     /// file descriptors); over it, upgrades get 503.
     pub connections_max: usize,
@@ -104,6 +107,9 @@ pub struct Config {
     pub shutdown_deadline: Duration,
     /// Slots in each shard's inbound mesh queue, in messages.
     pub mesh_queue_messages_max: usize,
+    /// Messages for other shards a shard may hold back while their inboxes
+    /// are full; at this many its readers stop reading until they drain.
+    pub mesh_backlog_messages_max: usize,
     /// Longest channel name accepted, in bytes.
     pub channel_name_bytes_max: usize,
     /// Proxies whose `X-Forwarded-For` is believed when finding a client's IP.
@@ -113,7 +119,7 @@ pub struct Config {
     pub rate_limit_slots: usize,
     /// The file the configuration came from, re-read on SIGHUP.
     pub file: Option<PathBuf>,
-    pub environments: Vec<EnvSettings>,
+    pub(crate) environments: Vec<EnvSettings>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -138,6 +144,7 @@ struct FileServer {
     backlog: Option<i32>,
     ring_entries: Option<u32>,
     mesh_queue_messages_max: Option<usize>,
+    mesh_backlog_messages_max: Option<usize>,
     channel_name_bytes_max: Option<usize>,
     trusted_proxies: Option<Vec<String>>,
     rate_limit_slots: Option<usize>,
@@ -145,6 +152,7 @@ struct FileServer {
     http_head_timeout_ms: Option<u64>,
     connect_timeout_ms: Option<u64>,
     send_queue_bytes_max: Option<usize>,
+    send_stall_timeout_ms: Option<u64>,
     connections_max: Option<usize>,
     connections_per_ip_max: Option<usize>,
     drain_window_ms: Option<u64>,
@@ -240,11 +248,13 @@ impl Config {
             http_head_timeout: Duration::from_millis(s.http_head_timeout_ms.unwrap_or(10_000).max(1)),
             connect_timeout: Duration::from_millis(s.connect_timeout_ms.unwrap_or(10_000).max(1)),
             send_queue_bytes_max: s.send_queue_bytes_max.unwrap_or(4 << 20).max(4096),
+            send_stall_timeout: Duration::from_millis(s.send_stall_timeout_ms.unwrap_or(100).max(1)),
             connections_max: s.connections_max.unwrap_or(0),
             connections_per_ip_max: s.connections_per_ip_max.unwrap_or(0),
             drain_window: Duration::from_millis(s.drain_window_ms.unwrap_or(5_000)),
             shutdown_deadline: Duration::from_millis(s.shutdown_deadline_ms.unwrap_or(10_000)),
-            mesh_queue_messages_max: s.mesh_queue_messages_max.unwrap_or(65_536),
+            mesh_queue_messages_max: s.mesh_queue_messages_max.unwrap_or(65_536).max(1),
+            mesh_backlog_messages_max: s.mesh_backlog_messages_max.unwrap_or(4096).max(1),
             channel_name_bytes_max: s.channel_name_bytes_max.unwrap_or(256),
             trusted_proxies,
             rate_limit_slots: s.rate_limit_slots.unwrap_or(1 << 18).next_power_of_two(),
@@ -256,7 +266,7 @@ impl Config {
 
 /// Re-reads only the environments of configuration file `path` (SIGHUP).
 /// Server-wide settings need a restart and are not looked at.
-pub fn reload_environments(path: &Path) -> Result<Vec<EnvSettings>, Error> {
+pub(crate) fn reload_environments(path: &Path) -> Result<Vec<EnvSettings>, Error> {
     let (shown, text) = read_text(path)?;
     let file = parse_file(&shown, &text)?;
     validate_environments(file.environments).map_err(|e| locate(e, &shown, &text))

@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use bytes::{Bytes, BytesMut};
 use slab::Slab;
 
-pub use crate::protocol::socketio::push_decimal;
+pub(crate) use crate::protocol::socketio::push_decimal;
 use crate::protocol::socketio::write_json_str;
 use crate::protocol::websocket::{encode_frame, header_len, Opcode};
 use crate::realtime::channels::{Members, SlabKey};
@@ -27,7 +27,7 @@ thread_local! {
 /// Builds the frame(s) of Socket.IO event `name`: `42["name",<args>]`, or
 /// `45<n>-["name",<args>]` followed by `n` binary frames when there are
 /// attachments. `write_args` appends the arguments, each starting with `,`.
-pub fn event_frame(name: &str, attachments: &[Bytes], write_args: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+pub(crate) fn event_frame(name: &str, attachments: &[Bytes], write_args: impl FnOnce(&mut Vec<u8>)) -> Bytes {
     text_packet(attachments, |out| {
         if attachments.is_empty() {
             out.extend_from_slice(b"42[");
@@ -45,7 +45,7 @@ pub fn event_frame(name: &str, attachments: &[Bytes], write_args: impl FnOnce(&m
 /// Frames an arbitrary Engine.IO text packet built by `write` (which must
 /// include the Engine.IO type prefix), followed by `attachments` as binary
 /// frames, all in one buffer.
-pub fn text_packet(attachments: &[Bytes], write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+pub(crate) fn text_packet(attachments: &[Bytes], write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
     SCRATCH.with(|scratch| {
         let mut text = scratch.borrow_mut();
         text.clear();
@@ -69,14 +69,14 @@ pub fn text_packet(attachments: &[Bytes], write: impl FnOnce(&mut Vec<u8>)) -> B
 }
 
 /// A single text frame holding `text` verbatim.
-pub fn text_frame(text: &str) -> Bytes {
+pub(crate) fn text_frame(text: &str) -> Bytes {
     text_packet(&[], |out| out.extend_from_slice(text.as_bytes()))
 }
 
 /// Queues `frame` on every connection in `members` except `skip`.
 // PERF: the per-recipient loop. No JSON, no allocation, no formatting here:
 // a refcount increment and a queue push per recipient.
-pub fn deliver(conns: &Slab<Member>, members: &Members, frame: &Bytes, skip: Option<SlabKey>) -> u64 {
+pub(crate) fn deliver(conns: &Slab<Member>, members: &Members, frame: &Bytes, skip: Option<SlabKey>) -> u64 {
     let mut delivered = 0;
     for &key in members {
         if Some(key) == skip {

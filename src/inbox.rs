@@ -17,7 +17,7 @@ use ringcast_shards::ShardId;
 
 /// Who inside an environment a publish goes to.
 #[derive(Debug, Clone)]
-pub enum Target {
+pub(crate) enum Target {
     Channel(Arc<str>),
     /// Every client connection of the environment.
     Environment,
@@ -25,10 +25,10 @@ pub enum Target {
 }
 
 /// One profile in a member list: the socket id and its profile.
-pub type MemberEntry = (Box<str>, Option<Profile>);
+pub(crate) type MemberEntry = (Box<str>, Option<Profile>);
 
 /// A request or reply between shards.
-pub enum ShardMessage {
+pub(crate) enum ShardMessage {
     /// Deliver `frame` to this shard's connections in `target`.
     Publish {
         env: EnvKey,
@@ -71,7 +71,7 @@ pub enum ShardMessage {
 }
 
 /// Runs `message` on `shard`.
-pub fn handle(shard: &Shard, message: ShardMessage) {
+pub(crate) fn handle(shard: &Shard, message: ShardMessage) {
     match message {
         ShardMessage::Publish { env, target, frame } => shard.deliver_local(env, &target, &frame, None),
         ShardMessage::MembersRequest {

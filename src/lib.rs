@@ -20,12 +20,12 @@
 //! nothing about any of the protocols here.
 
 pub mod config;
-pub mod connection;
-pub mod fanout;
-pub mod http;
-pub mod inbox;
-pub mod metrics;
+pub(crate) mod connection;
+pub(crate) mod fanout;
+pub(crate) mod http;
+pub(crate) mod inbox;
+pub(crate) mod metrics;
 pub mod protocol;
-pub mod realtime;
+pub(crate) mod realtime;
 pub mod server;
-pub mod shard;
+pub(crate) mod shard;

@@ -43,7 +43,7 @@ fn main() -> anyhow::Result<()> {
     let path = config.path.clone();
     let shard_count = config.shard_count;
     let server = ringcast::server::start(config)?;
-    ringcast::server::handle_signals(server.shared.clone())?;
+    server.handle_signals()?;
     let running = server.running;
     let driver = if running.uring { "io_uring" } else { "epoll" };
     tracing::info!(addr = %running.local_addr, shards = shard_count, driver, "ringcast started");

@@ -8,30 +8,30 @@
 use std::cell::Cell;
 use std::fmt::Write as _;
 
-use crate::connection::outbox::CloseReason;
+use crate::connection::close::CloseReason;
 
 macro_rules! counters {
     ($( $field:ident => $name:literal, $help:literal; )*) => {
         /// Shard-local counters.
         #[derive(Default)]
-        pub struct Stats {
-            $( pub $field: Cell<u64>, )*
+        pub(crate) struct Stats {
+            $( pub(crate) $field: Cell<u64>, )*
             /// Disconnects, indexed by [`CloseReason::index`].
-            pub disconnects: [Cell<u64>; CloseReason::COUNT],
+            pub(crate) disconnects: [Cell<u64>; CloseReason::COUNT],
         }
 
         /// One shard's counters and gauges at one moment (crosses threads).
         #[derive(Debug, Clone, Default)]
-        pub struct Snapshot {
-            pub shard: u8,
-            $( pub $field: u64, )*
-            pub disconnects: [u64; CloseReason::COUNT],
-            pub gauges: Gauges,
+        pub(crate) struct Snapshot {
+            pub(crate) shard: u8,
+            $( pub(crate) $field: u64, )*
+            pub(crate) disconnects: [u64; CloseReason::COUNT],
+            pub(crate) gauges: Gauges,
         }
 
         impl Stats {
             /// The counters' current values.
-            pub fn snapshot(&self, shard: u8, gauges: Gauges) -> Snapshot {
+            pub(crate) fn snapshot(&self, shard: u8, gauges: Gauges) -> Snapshot {
                 Snapshot {
                     shard,
                     $( $field: self.$field.get(), )*
@@ -71,46 +71,50 @@ counters! {
     reserved_event_names => "ringcast_reserved_event_names_total", "Messages with a reserved event name, not delivered.";
     mesh_sent => "ringcast_mesh_sent_total", "Messages this shard sent to other shards.";
     mesh_received => "ringcast_mesh_received_total", "Messages this shard received from other shards.";
+    paced_waits => "ringcast_paced_waits_total", "Times a producer waited for a client that reads but was half its queue cap behind.";
+    mesh_backlog_stalls => "ringcast_mesh_backlog_stalls_total", "Times a connection stopped reading because messages for other shards were backed up to their bound.";
     accept_errors => "ringcast_accept_errors_total", "Failed accepts (e.g. out of file descriptors), each followed by a back-off.";
 }
 
 impl Stats {
-    pub fn add(cell: &Cell<u64>, n: u64) {
+    pub(crate) fn add(cell: &Cell<u64>, n: u64) {
         cell.set(cell.get() + n);
     }
 
-    pub fn bump(cell: &Cell<u64>) {
+    pub(crate) fn bump(cell: &Cell<u64>) {
         cell.set(cell.get() + 1);
     }
 
-    pub fn add_deliveries(&self, n: u64) {
+    pub(crate) fn add_deliveries(&self, n: u64) {
         Self::add(&self.deliveries, n);
     }
 
-    pub fn disconnected(&self, reason: CloseReason) {
+    pub(crate) fn disconnected(&self, reason: CloseReason) {
         Self::bump(&self.disconnects[reason.index()]);
     }
 }
 
 /// Values read off a shard's state at snapshot time.
 #[derive(Debug, Clone, Default)]
-pub struct Gauges {
+pub(crate) struct Gauges {
     /// Upgraded WebSocket connections.
-    pub sockets: u64,
+    pub(crate) sockets: u64,
     /// Socket.IO clients per environment id.
-    pub clients: Vec<(String, u64)>,
+    pub(crate) clients: Vec<(String, u64)>,
     /// Master connections.
-    pub masters: u64,
+    pub(crate) masters: u64,
     /// Channels with at least one member on this shard, per environment id.
-    pub channels: Vec<(String, u64)>,
+    pub(crate) channels: Vec<(String, u64)>,
     /// Messages waiting in this shard's inbox.
-    pub inbox_depth: u64,
+    pub(crate) inbox_depth: u64,
     /// Bytes queued to clients and not yet written.
-    pub queued_bytes: u64,
+    pub(crate) queued_bytes: u64,
+    /// Messages held back for other shards whose inboxes were full.
+    pub(crate) mesh_backlog: u64,
 }
 
 /// Renders every shard's snapshot as Prometheus text.
-pub fn render(shards: &[Snapshot], rate_table_saturated: u64) -> String {
+pub(crate) fn render(shards: &[Snapshot], rate_table_saturated: u64) -> String {
     let mut out = String::with_capacity(8192);
     render_counters(&mut out, shards);
     header(
@@ -150,6 +154,13 @@ pub fn render(shards: &[Snapshot], rate_table_saturated: u64) -> String {
         "ringcast_inbox_depth",
         "Messages waiting in the shard's inbox.",
         |g| g.inbox_depth,
+    );
+    gauge(
+        &mut out,
+        shards,
+        "ringcast_mesh_backlog_messages",
+        "Messages held back for other shards whose inboxes are full.",
+        |g| g.mesh_backlog,
     );
     gauge(
         &mut out,

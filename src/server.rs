@@ -12,7 +12,7 @@ use crate::shard::{run_shard, Shared};
 /// The running server.
 pub struct Server {
     pub running: Running,
-    pub shared: Arc<Shared>,
+    shared: Arc<Shared>,
 }
 
 /// Binds every shard's listener and starts the shards; returns once all of
@@ -34,13 +34,20 @@ pub fn start(config: Config) -> std::io::Result<Server> {
     Ok(Server { running, shared })
 }
 
+impl Server {
+    /// Handles SIGHUP, SIGTERM and SIGINT (see [`handle_signals`]).
+    pub fn handle_signals(&self) -> std::io::Result<()> {
+        handle_signals(self.shared.clone())
+    }
+}
+
 /// Handles signals on a thread of its own: SIGHUP re-reads the
 /// configuration file's environments and hands them to the shards (a bad
 /// file is logged with file, line and reason, and the running settings
 /// stay); the first SIGTERM or SIGINT starts the graceful shutdown (every
 /// shard stops accepting and drains its clients over the drain window); a
 /// second one exits at once.
-pub fn handle_signals(shared: Arc<Shared>) -> std::io::Result<()> {
+fn handle_signals(shared: Arc<Shared>) -> std::io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])?;
     std::thread::Builder::new()

@@ -23,29 +23,31 @@ use bytes::Bytes;
 use slab::Slab;
 
 use crate::config::Config;
-use crate::connection::outbox::{CloseReason, Outbox};
+use crate::connection::outbox::{CloseReason, Egress, Outbox};
 use crate::fanout::{deliver, push_decimal, text_packet};
 use crate::inbox::{self, MemberEntry, ShardMessage, Target};
-pub use crate::metrics::Stats;
+pub(crate) use crate::metrics::Stats;
 use crate::metrics::{Gauges, Snapshot};
 use crate::protocol::socketio::write_json_str;
 use crate::realtime::channels::{EnvIndex, SlabKey};
 use crate::realtime::profile::{write_buffers_inline, write_renumbered, Profile};
 use crate::realtime::rate_limit::RateTable;
-pub use crate::realtime::settings::EnvKey;
+pub(crate) use crate::realtime::settings::EnvKey;
 use crate::realtime::settings::Settings;
 use ringcast_shards::conn_id::ConnIdText;
+use ringcast_shards::wait::WaitList;
+use ringcast_shards::yielder::Yielder;
 use ringcast_shards::{ConnId, Mesh, ShardId};
 
 /// State every shard shares. Read-only but for the two places that are
 /// written from any thread without locks on the hot path: the rate-limit
 /// table (atomics) and the settings writers' lock (taken only by SIGHUP and
 /// the admin API, never by a shard reading settings).
-pub struct Shared {
-    pub config: Config,
-    pub mesh: Mesh<ShardMessage>,
-    pub rates: RateTable,
-    pub limits: ConnLimits,
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) mesh: Mesh<ShardMessage>,
+    pub(crate) rates: RateTable,
+    pub(crate) limits: ConnLimits,
     /// The latest settings, for writers: a change is computed from this,
     /// stored here, then sent to every shard.
     settings: Mutex<Arc<Settings>>,
@@ -54,7 +56,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: Config) -> Self {
+    pub(crate) fn new(config: Config) -> Self {
         let mesh = Mesh::new(config.shard_count, config.mesh_queue_messages_max);
         let settings = Arc::new(Settings::new(config.environments.clone()));
         Self {
@@ -69,7 +71,7 @@ impl Shared {
 
     /// The latest settings (for writers and start-up; shards use their own
     /// copy, [`Shard::settings`]).
-    pub fn settings(&self) -> Arc<Settings> {
+    pub(crate) fn settings(&self) -> Arc<Settings> {
         // A poisoned lock only means a writer panicked mid-change; the
         // stored value is still a complete Settings.
         self.settings.lock().unwrap_or_else(|e| e.into_inner()).clone()
@@ -79,7 +81,7 @@ impl Shared {
     /// the caller sends to every shard ([`Shared::broadcast`] from a plain
     /// thread, [`Shard::broadcast`] from a shard). Writers are serialized by
     /// the lock; shards never take it to read settings.
-    pub fn change_settings(&self, change: impl FnOnce(&Settings) -> Settings) -> Arc<Settings> {
+    pub(crate) fn change_settings(&self, change: impl FnOnce(&Settings) -> Settings) -> Arc<Settings> {
         let mut guard = self.settings.lock().unwrap_or_else(|e| e.into_inner());
         let next = Arc::new(change(&guard));
         *guard = next.clone();
@@ -90,7 +92,7 @@ impl Shared {
     /// Sends `make()` to every shard from a thread that is not a shard's.
     /// For rare control messages that must not be lost: sleeps this thread
     /// while an inbox is full (a shard must use [`Shard::broadcast`]).
-    pub fn broadcast(&self, make: impl Fn() -> ShardMessage) {
+    pub(crate) fn broadcast(&self, make: impl Fn() -> ShardMessage) {
         for shard in 0..self.mesh.shard_count() {
             // unwrap: shard_count <= SHARDS_MAX = 255.
             let shard = ShardId::try_from(shard).unwrap();
@@ -103,7 +105,7 @@ impl Shared {
     }
 
     /// Seconds on the rate-limit clock.
-    pub fn now_s(&self) -> u64 {
+    pub(crate) fn now_s(&self) -> u64 {
         self.started.elapsed().as_secs()
     }
 }
@@ -112,7 +114,7 @@ impl Shared {
 /// connection (upgrade and close), never per message: the global count is an
 /// atomic, the per-IP counts a map behind a lock used only when a per-IP cap
 /// is set.
-pub struct ConnLimits {
+pub(crate) struct ConnLimits {
     total: AtomicUsize,
     total_max: usize,
     per_ip: Mutex<AHashMap<IpAddr, usize>>,
@@ -121,13 +123,13 @@ pub struct ConnLimits {
 
 /// Why an upgrade was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LimitExceeded {
+pub(crate) enum LimitExceeded {
     Total,
     PerIp,
 }
 
 impl ConnLimits {
-    pub fn new(total_max: usize, per_ip_max: usize) -> Self {
+    pub(crate) fn new(total_max: usize, per_ip_max: usize) -> Self {
         Self {
             total: AtomicUsize::new(0),
             total_max,
@@ -137,7 +139,7 @@ impl ConnLimits {
     }
 
     /// Counts one more connection from `ip`, or refuses it.
-    pub fn acquire(&self, ip: IpAddr) -> Result<(), LimitExceeded> {
+    pub(crate) fn acquire(&self, ip: IpAddr) -> Result<(), LimitExceeded> {
         let total = self.total.fetch_add(1, Ordering::AcqRel) + 1;
         if self.total_max > 0 && total > self.total_max {
             self.total.fetch_sub(1, Ordering::AcqRel);
@@ -157,7 +159,7 @@ impl ConnLimits {
     }
 
     /// Undoes one [`ConnLimits::acquire`] of `ip`.
-    pub fn release(&self, ip: IpAddr) {
+    pub(crate) fn release(&self, ip: IpAddr) {
         self.total.fetch_sub(1, Ordering::AcqRel);
         if self.per_ip_max > 0 {
             let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
@@ -172,13 +174,13 @@ impl ConnLimits {
 }
 
 /// One counted connection; released when dropped.
-pub struct ConnPermit {
+pub(crate) struct ConnPermit {
     shared: Arc<Shared>,
     ip: IpAddr,
 }
 
 impl ConnPermit {
-    pub fn acquire(shared: &Arc<Shared>, ip: IpAddr) -> Result<Self, LimitExceeded> {
+    pub(crate) fn acquire(shared: &Arc<Shared>, ip: IpAddr) -> Result<Self, LimitExceeded> {
         shared.limits.acquire(ip)?;
         Ok(Self {
             shared: shared.clone(),
@@ -194,27 +196,27 @@ impl Drop for ConnPermit {
 }
 
 /// One connected Socket.IO client (after its `40` connect).
-pub struct Member {
-    pub outbox: Rc<Outbox>,
-    pub id: ConnIdText,
-    pub generation: u32,
+pub(crate) struct Member {
+    pub(crate) outbox: Rc<Outbox>,
+    pub(crate) id: ConnIdText,
+    pub(crate) generation: u32,
     /// `None` for the app backend's master connection.
-    pub env: Option<EnvKey>,
-    pub echo: bool,
-    pub user: Option<Box<str>>,
+    pub(crate) env: Option<EnvKey>,
+    pub(crate) echo: bool,
+    pub(crate) user: Option<Box<str>>,
     /// Channels joined, in join order.
-    pub channels: Vec<Box<str>>,
+    pub(crate) channels: Vec<Box<str>>,
     /// Profile set by `update`; `None` shows as `null`.
-    pub profile: Option<Profile>,
+    pub(crate) profile: Option<Profile>,
     /// The API key it connected with (checked again when settings change).
-    pub api_key: Option<Box<str>>,
-    pub client_ip: Option<IpAddr>,
+    pub(crate) api_key: Option<Box<str>>,
+    pub(crate) client_ip: Option<IpAddr>,
     /// Until when (rate-limit clock) no further rate-limit error is sent.
-    pub rate_error_until_s: u64,
+    pub(crate) rate_error_until_s: u64,
 }
 
 impl Member {
-    pub fn is_master(&self) -> bool {
+    pub(crate) fn is_master(&self) -> bool {
         self.env.is_none()
     }
 }
@@ -231,7 +233,7 @@ struct Gather {
 }
 
 /// Where a gathered member list goes.
-pub enum GatherReply {
+pub(crate) enum GatherReply {
     /// Socket.IO ack `ack_id` on connection `conn` (if it is still the same
     /// connection: `generation`), with Buffers as attachments.
     Ack {
@@ -245,7 +247,7 @@ pub enum GatherReply {
 }
 
 /// A one-shot, shard-local reply slot.
-pub struct LocalReply<T> {
+pub(crate) struct LocalReply<T> {
     value: RefCell<Option<T>>,
     waker: Cell<Option<std::task::Waker>>,
 }
@@ -268,7 +270,7 @@ impl<T> LocalReply<T> {
     }
 
     /// Resolves with the value once set.
-    pub async fn take(&self) -> T {
+    pub(crate) async fn take(&self) -> T {
         std::future::poll_fn(|cx| match self.value.borrow_mut().take() {
             Some(v) => std::task::Poll::Ready(v),
             None => {
@@ -288,9 +290,9 @@ struct StatsGather {
 }
 
 /// Mutable shard state.
-pub struct State {
-    pub conns: Slab<Member>,
-    pub envs: Vec<EnvIndex>,
+pub(crate) struct State {
+    pub(crate) conns: Slab<Member>,
+    pub(crate) envs: Vec<EnvIndex>,
     next_generation: u32,
     gathers: Slab<Gather>,
     stats_gathers: Slab<StatsGather>,
@@ -298,16 +300,23 @@ pub struct State {
     settings_acks: Slab<(usize, Rc<LocalReply<()>>)>,
 }
 
-pub struct Shard {
-    pub id: ShardId,
-    pub shared: Arc<Shared>,
+pub(crate) struct Shard {
+    pub(crate) id: ShardId,
+    pub(crate) shared: Arc<Shared>,
     /// This shard's copy of the settings, replaced by `SettingsChanged`.
-    pub settings: RefCell<Arc<Settings>>,
-    pub state: RefCell<State>,
+    pub(crate) settings: RefCell<Arc<Settings>>,
+    pub(crate) state: RefCell<State>,
     /// Every upgraded connection's outbox (connected to Socket.IO or not),
     /// for the heartbeat.
-    pub sockets: RefCell<Slab<Rc<Outbox>>>,
-    pub stats: Stats,
+    pub(crate) sockets: RefCell<Slab<Rc<Outbox>>>,
+    pub(crate) stats: Rc<Stats>,
+    /// What this shard's outboxes share (the same counters, and pacing).
+    pub(crate) egress: Rc<Egress>,
+    /// The receive buffer every connection of this shard reads into; a
+    /// connection keeps only the unhandled tail of what it received.
+    pub(crate) read_buffer: RefCell<Box<[u8]>>,
+    /// Yields that let the rest of the shard run (see [`Yielder`]).
+    pub(crate) yielder: Rc<Yielder>,
     shutting_down: Cell<bool>,
     shutdown_waker: Cell<Option<std::task::Waker>>,
     /// Messages for other shards whose inboxes were full, per target shard,
@@ -316,25 +325,32 @@ pub struct Shard {
     outgoing_len: Cell<usize>,
     /// The flusher task, parked while `outgoing` is empty.
     flusher: Cell<Option<std::task::Waker>>,
-    /// Readers waiting for `outgoing` to empty.
-    unblocked: RefCell<Vec<std::task::Waker>>,
+    /// Readers waiting for `outgoing` to shrink below its bound.
+    backlog_waiters: WaitList,
 }
 
+/// Bytes of a shard's receive buffer: enough for everything a busy client
+/// sends in one turn (a bigger frame is received into its connection's own
+/// buffer).
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
 /// What a new member is.
-pub struct NewMember {
-    pub outbox: Rc<Outbox>,
-    pub env: Option<EnvKey>,
-    pub echo: bool,
-    pub user: Option<Box<str>>,
-    pub api_key: Option<Box<str>>,
-    pub client_ip: Option<IpAddr>,
+pub(crate) struct NewMember {
+    pub(crate) outbox: Rc<Outbox>,
+    pub(crate) env: Option<EnvKey>,
+    pub(crate) echo: bool,
+    pub(crate) user: Option<Box<str>>,
+    pub(crate) api_key: Option<Box<str>>,
+    pub(crate) client_ip: Option<IpAddr>,
 }
 
 impl Shard {
-    pub fn new(id: ShardId, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(id: ShardId, shared: Arc<Shared>) -> Self {
         let settings = shared.settings();
         let shard_count = shared.mesh.shard_count();
         let envs = (0..settings.key_count()).map(|_| EnvIndex::default()).collect();
+        let stats = Rc::new(Stats::default());
+        let egress = Rc::new(Egress::new(stats.clone(), shared.config.send_stall_timeout));
         Self {
             id,
             shared,
@@ -348,19 +364,22 @@ impl Shard {
                 settings_acks: Slab::new(),
             }),
             sockets: RefCell::new(Slab::new()),
-            stats: Stats::default(),
+            stats,
+            egress,
+            read_buffer: RefCell::new(vec![0; READ_BUFFER_BYTES].into_boxed_slice()),
+            yielder: Rc::default(),
             shutting_down: Cell::new(false),
             shutdown_waker: Cell::new(None),
             outgoing: RefCell::new((0..shard_count).map(|_| VecDeque::new()).collect()),
             outgoing_len: Cell::new(0),
             flusher: Cell::new(None),
-            unblocked: RefCell::new(Vec::new()),
+            backlog_waiters: WaitList::default(),
         }
     }
 
     /// Adds a connected client: its slab slot, its environment room and its
     /// user room. Returns its slab key and socket id.
-    pub fn register(&self, new: NewMember) -> (SlabKey, ConnIdText) {
+    pub(crate) fn register(&self, new: NewMember) -> (SlabKey, ConnIdText) {
         let mut state = self.state.borrow_mut();
         let generation = state.next_generation;
         state.next_generation = generation.wrapping_add(1);
@@ -396,7 +415,7 @@ impl Shard {
 
     /// Removes a client from every index and returns it, so the caller can
     /// tell its channels it left.
-    pub fn unregister(&self, key: SlabKey) -> Option<Member> {
+    pub(crate) fn unregister(&self, key: SlabKey) -> Option<Member> {
         let mut state = self.state.borrow_mut();
         let member = state.conns.try_remove(key as usize)?;
         if let Some(env) = member.env {
@@ -423,7 +442,7 @@ impl Shard {
 
     /// Queues `frame` on this shard's connections in `target` (except
     /// `skip`): the local half of a publish, and all of one from another shard.
-    pub fn deliver_local(&self, env: EnvKey, target: &Target, frame: &Bytes, skip: Option<SlabKey>) {
+    pub(crate) fn deliver_local(&self, env: EnvKey, target: &Target, frame: &Bytes, skip: Option<SlabKey>) {
         let state = self.state.borrow();
         let Some(index) = state.envs.get(env as usize) else {
             return;
@@ -443,7 +462,7 @@ impl Shard {
     /// it to every other shard. Waits (without blocking the thread) when a
     /// shard's inbox is full, so nothing is dropped and per-sender order
     /// holds.
-    pub fn publish(&self, env: EnvKey, target: Target, frame: Bytes, skip: Option<SlabKey>) {
+    pub(crate) fn publish(&self, env: EnvKey, target: Target, frame: Bytes, skip: Option<SlabKey>) {
         Stats::bump(&self.stats.publishes);
         self.deliver_local(env, &target, &frame, skip);
         for other in self.other_shards() {
@@ -460,7 +479,7 @@ impl Shard {
     /// environment index and disconnects (with `41`, so clients do not come
     /// back) every client whose environment is gone, off or suspended, or
     /// whose API key was removed, expired or lost `allow_realtime`.
-    pub fn apply_settings(&self, next: Arc<Settings>) {
+    pub(crate) fn apply_settings(&self, next: Arc<Settings>) {
         if next.version < self.settings.borrow().version {
             return;
         }
@@ -477,7 +496,7 @@ impl Shard {
 
     /// Sends `settings` to every shard (this one included) and resolves once
     /// all of them applied it.
-    pub async fn apply_everywhere(&self, settings: Arc<Settings>) {
+    pub(crate) async fn apply_everywhere(&self, settings: Arc<Settings>) {
         let shard_count = self.shared.mesh.shard_count();
         let reply = Rc::new(LocalReply::default());
         let request = self
@@ -493,7 +512,7 @@ impl Shard {
     }
 
     /// One shard confirmed settings change `request`.
-    pub fn settings_applied(&self, request: u32) {
+    pub(crate) fn settings_applied(&self, request: u32) {
         let mut state = self.state.borrow_mut();
         let Some((remaining, _)) = state.settings_acks.get_mut(request as usize) else {
             return;
@@ -507,7 +526,7 @@ impl Shard {
 
     /// Disconnects the clients the current settings no longer allow (see
     /// [`Shard::apply_settings`]); also run every second for key expiry.
-    pub fn sweep_members(&self) {
+    pub(crate) fn sweep_members(&self) {
         let settings = self.settings.borrow();
         let state = self.state.borrow();
         let now = crate::realtime::auth::now_unix_s();
@@ -524,15 +543,11 @@ impl Shard {
 
     /// Starts the graceful shutdown (a `Shutdown` message): the accept loop
     /// stops and the drain begins.
-    pub fn begin_shutdown(&self) {
+    pub(crate) fn begin_shutdown(&self) {
         self.shutting_down.set(true);
         if let Some(w) = self.shutdown_waker.take() {
             w.wake();
         }
-    }
-
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.get()
     }
 
     /// Resolves once shutdown has begun.
@@ -549,7 +564,7 @@ impl Shard {
     }
 
     /// This shard's counters and gauges.
-    pub fn snapshot(&self) -> Snapshot {
+    pub(crate) fn snapshot(&self) -> Snapshot {
         let settings = self.settings.borrow();
         let state = self.state.borrow();
         let sockets = self.sockets.borrow();
@@ -557,6 +572,7 @@ impl Shard {
             sockets: sockets.len() as u64,
             inbox_depth: self.shared.mesh.inbox(self.id).len() as u64,
             queued_bytes: sockets.iter().map(|(_, o)| o.queued_bytes() as u64).sum(),
+            mesh_backlog: self.outgoing_len.get() as u64,
             ..Gauges::default()
         };
         for (key, index) in state.envs.iter().enumerate() {
@@ -573,7 +589,7 @@ impl Shard {
     }
 
     /// Every shard's snapshot, gathered through the mesh.
-    pub async fn gather_stats(&self) -> Vec<Snapshot> {
+    pub(crate) async fn gather_stats(&self) -> Vec<Snapshot> {
         let shard_count = self.shared.mesh.shard_count();
         let reply = Rc::new(LocalReply::default());
         let request = self.state.borrow_mut().stats_gathers.insert(StatsGather {
@@ -595,7 +611,7 @@ impl Shard {
     }
 
     /// Adds one shard's snapshot to scrape `request`.
-    pub fn stats_part(&self, request: u32, snapshot: Snapshot) {
+    pub(crate) fn stats_part(&self, request: u32, snapshot: Snapshot) {
         let mut state = self.state.borrow_mut();
         let Some(gather) = state.stats_gathers.get_mut(request as usize) else {
             return;
@@ -610,7 +626,7 @@ impl Shard {
 
     /// Sends `make()` to every shard, this one included (see
     /// [`Shard::send_to`]).
-    pub fn broadcast(&self, make: impl Fn() -> ShardMessage) {
+    pub(crate) fn broadcast(&self, make: impl Fn() -> ShardMessage) {
         for target in 0..self.shared.mesh.shard_count() {
             // unwrap: shard_count <= SHARDS_MAX = 255.
             self.send_to(ShardId::try_from(target).unwrap(), make());
@@ -620,10 +636,10 @@ impl Shard {
     /// Sends `message` to shard `target` without waiting: straight into its
     /// inbox, or, when that is full (or earlier messages to it are still
     /// waiting), into this shard's outgoing queue for `target`, which the
-    /// flusher task drains in order. Readers stop reading while anything is
-    /// queued ([`Shard::backpressure`]), so the queue stays short and the
-    /// senders slow down instead of anything being dropped.
-    pub fn send_to(&self, target: ShardId, message: ShardMessage) {
+    /// flusher task drains in order. Readers stop reading while the queue
+    /// is at its bound ([`Shard::mesh_backlogged`]), so it stays bounded and
+    /// the publishers slow down instead of anything being dropped.
+    pub(crate) fn send_to(&self, target: ShardId, message: ShardMessage) {
         Stats::bump(&self.stats.mesh_sent);
         let mut outgoing = self.outgoing.borrow_mut();
         let Some(queue) = outgoing.get_mut(usize::from(target)) else {
@@ -645,27 +661,20 @@ impl Shard {
         }
     }
 
-    /// Resolves once nothing waits in the outgoing queues: a connection's
-    /// reader awaits this before reading more, which is the backpressure
-    /// from a full inbox on another shard back to the clients producing
-    /// the traffic.
-    pub async fn backpressure(&self) {
-        if self.outgoing_len.get() == 0 {
-            return;
-        }
-        std::future::poll_fn(|cx| {
-            if self.outgoing_len.get() == 0 {
-                std::task::Poll::Ready(())
-            } else {
-                self.unblocked.borrow_mut().push(cx.waker().clone());
-                std::task::Poll::Pending
-            }
-        })
-        .await
+    /// Whether messages held back for other shards reached their bound:
+    /// readers then stop reading from their clients (checked after every
+    /// message they handle) until [`Shard::backlog_cleared`].
+    pub(crate) fn mesh_backlogged(&self) -> bool {
+        self.outgoing_len.get() >= self.shared.config.mesh_backlog_messages_max
+    }
+
+    /// Resolves once the held-back messages are below their bound again.
+    pub(crate) async fn backlog_cleared(&self) {
+        self.backlog_waiters.wait_until(|| !self.mesh_backlogged()).await
     }
 
     /// This shard's members of `channel` with their profiles.
-    pub fn local_members(&self, env: EnvKey, channel: &str) -> Vec<MemberEntry> {
+    pub(crate) fn local_members(&self, env: EnvKey, channel: &str) -> Vec<MemberEntry> {
         let state = self.state.borrow();
         let Some(members) = state.envs.get(env as usize).and_then(|e| e.channel(channel)) else {
             return Vec::new();
@@ -680,7 +689,7 @@ impl Shard {
     /// Starts gathering the members of `channel` from every shard; when all
     /// parts are in, connection `conn` gets ack `ack_id` with the list
     /// `[{id, data}, ...]`.
-    pub fn ack_members(&self, conn: SlabKey, ack_id: u64, env: EnvKey, channel: &str) {
+    pub(crate) fn ack_members(&self, conn: SlabKey, ack_id: u64, env: EnvKey, channel: &str) {
         let generation = self.state.borrow().conns.get(conn as usize).map(|m| m.generation);
         let Some(generation) = generation else {
             return;
@@ -695,7 +704,7 @@ impl Shard {
 
     /// The members of `channel` from every shard as JSON text
     /// `[{"id":..,"data":..},...]`.
-    pub async fn members_json(&self, env: EnvKey, channel: &str) -> Vec<u8> {
+    pub(crate) async fn members_json(&self, env: EnvKey, channel: &str) -> Vec<u8> {
         let slot = Rc::new(LocalReply::default());
         self.gather_members(GatherReply::Local(slot.clone()), env, channel);
         slot.take().await
@@ -728,7 +737,7 @@ impl Shard {
     }
 
     /// Adds one shard's part to gather `request`, and answers when complete.
-    pub fn gather_part(&self, request: u32, members: Vec<MemberEntry>) {
+    pub(crate) fn gather_part(&self, request: u32, members: Vec<MemberEntry>) {
         let mut state = self.state.borrow_mut();
         let Some(gather) = state.gathers.get_mut(request as usize) else {
             return;
@@ -807,14 +816,14 @@ fn still_allowed(settings: &Settings, env: EnvKey, api_key: Option<&str>, now_un
 
 /// Tells a client the server disconnected it (`41`: socket.io-client will
 /// not reconnect) and closes the connection.
-pub fn kick(member: &Member) {
+pub(crate) fn kick(member: &Member) {
     member.outbox.push(crate::fanout::text_frame("41"));
     member.outbox.close(CloseReason::ServerDisconnect);
 }
 
 /// Runs one shard: drains its inbox, keeps the heartbeat and accepts
 /// connections until shutdown, then drains its clients and returns.
-pub async fn run_shard(shard_id: ShardId, listener: monoio::net::TcpListener, shared: Arc<Shared>) {
+pub(crate) async fn run_shard(shard_id: ShardId, listener: monoio::net::TcpListener, shared: Arc<Shared>) {
     let shard = Rc::new(Shard::new(shard_id, shared));
     monoio::spawn(drain_inbox(shard.clone()));
     monoio::spawn(flush_outgoing(shard.clone()));
@@ -828,17 +837,25 @@ pub async fn run_shard(shard_id: ShardId, listener: monoio::net::TcpListener, sh
         match accepted {
             Ok((stream, peer)) => {
                 monoio::spawn(crate::connection::driver::serve(shard.clone(), stream, peer));
+                // Take the rest of the backlog without a trip through the
+                // ring per connection.
+                for _ in 1..ACCEPT_BATCH_MAX {
+                    match ringcast_shards::accept::accept_queued(&listener) {
+                        Ok(Some((stream, peer))) => {
+                            monoio::spawn(crate::connection::driver::serve(shard.clone(), stream, peer));
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            accept_failed(&shard, &mut accept_errors, &e);
+                            monoio::time::sleep(ACCEPT_BACKOFF).await;
+                            break;
+                        }
+                    }
+                }
             }
             Err(e) => {
-                // Out of descriptors (EMFILE/ENFILE) or a transient accept
-                // error: back off instead of spinning on the listener, and
-                // log the first of a burst and then every 100th.
-                Stats::bump(&shard.stats.accept_errors);
-                if accept_errors % 100 == 0 {
-                    tracing::warn!(shard = shard_id, error = %e, failures = accept_errors + 1, "accept failed; backing off");
-                }
-                accept_errors += 1;
-                monoio::time::sleep(Duration::from_millis(50)).await;
+                accept_failed(&shard, &mut accept_errors, &e);
+                monoio::time::sleep(ACCEPT_BACKOFF).await;
             }
         }
     }
@@ -846,6 +863,21 @@ pub async fn run_shard(shard_id: ShardId, listener: monoio::net::TcpListener, sh
     // connections.
     drop(listener);
     drain(&shard).await;
+}
+
+/// Connections accepted per turn of the accept loop.
+const ACCEPT_BATCH_MAX: usize = 64;
+/// Pause after a failed accept (out of descriptors, or transient).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Counts a failed accept and logs the first of a burst and every 100th
+/// (the caller backs off instead of spinning on the listener).
+fn accept_failed(shard: &Shard, failures: &mut u64, error: &std::io::Error) {
+    Stats::bump(&shard.stats.accept_errors);
+    if *failures % 100 == 0 {
+        tracing::warn!(shard = shard.id, error = %error, failures = *failures + 1, "accept failed; backing off");
+    }
+    *failures += 1;
 }
 
 /// Closes every client with a WebSocket close 1001 ("going away"), which
@@ -903,8 +935,9 @@ async fn heartbeat(shard: Rc<Shard>) {
 }
 
 /// Moves messages from this shard's outgoing queues into the other shards'
-/// inboxes as room appears, in order per target, then releases the readers
-/// waiting in [`Shard::backpressure`].
+/// inboxes as room appears, in order per target, and releases the readers
+/// waiting in [`Shard::backlog_cleared`] once the backlog is below its
+/// bound.
 async fn flush_outgoing(shard: Rc<Shard>) {
     loop {
         std::future::poll_fn(|cx| {
@@ -942,16 +975,16 @@ async fn flush_outgoing(shard: Rc<Shard>) {
                 // thread keeps draining its own inbox meanwhile.
                 attempts = attempts.saturating_add(1);
                 if attempts < 64 {
-                    ringcast_shards::mesh::yield_now().await;
+                    shard.yielder.yield_now().await;
                 } else {
                     monoio::time::sleep(Duration::from_micros(200)).await;
                 }
             } else {
                 attempts = 0;
+                if !shard.mesh_backlogged() && !shard.backlog_waiters.is_empty() {
+                    shard.backlog_waiters.wake_all();
+                }
             }
-        }
-        for waker in shard.unblocked.borrow_mut().drain(..) {
-            waker.wake();
         }
     }
 }
@@ -968,12 +1001,15 @@ async fn drain_inbox(shard: Rc<Shard>) {
             Stats::bump(&shard.stats.mesh_received);
             inbox::handle(&shard, message);
             handled += 1;
-            if crate::connection::outbox::take_pressure() {
-                // A recipient's queue passed half its cap: let writers run.
-                crate::connection::outbox::relieve_pressure().await;
+            if let Some(recipient) = shard.egress.take_pace_request() {
+                // Head-of-line: traffic from other shards waits, in order,
+                // while a client that reads catches up (or stalls).
+                shard.egress.paced(recipient).await;
                 handled = 0;
             } else if handled == INBOX_BATCH_MAX {
-                ringcast_shards::mesh::yield_now().await;
+                // Writers run (and their writes are submitted) before the
+                // next batch, which bounds what one turn queues per client.
+                shard.yielder.yield_now().await;
                 handled = 0;
             }
         }

@@ -4,7 +4,10 @@
 //! which cores the shards run on ([`topology`]), one pinned thread with its own
 //! monoio runtime and `SO_REUSEPORT` listener per shard ([`runtime`]), the
 //! bounded lock-free queues through which shards hand each other work
-//! ([`mesh`]), and connection ids that name their owning shard ([`conn_id`]).
+//! ([`mesh`]), connection ids that name their owning shard ([`conn_id`]),
+//! draining a listener's backlog in one go ([`accept`]), shard-local wait
+//! lists ([`wait`]) and a yield that lets the rest of a shard run
+//! ([`yielder`]).
 //!
 //! It deliberately knows nothing about WebSocket, Engine.IO or Socket.IO:
 //! the product crate plugs its per-shard logic in through [`runtime::run`].
@@ -12,10 +15,13 @@
 //! **Invariant:** a shard's memory is touched only by its own thread; other
 //! threads reach it only through its [`mesh::Inbox`].
 
+pub mod accept;
 pub mod conn_id;
 pub mod mesh;
 pub mod runtime;
 pub mod topology;
+pub mod wait;
+pub mod yielder;
 
 pub use conn_id::ConnId;
 pub use mesh::{Inbox, Mesh};

@@ -101,6 +101,7 @@ where
                         tracing::warn!(shard, "could not pin shard thread to its core");
                     }
                 }
+                crate::accept::set_uring(uring);
                 let body = async move {
                     let listener = match monoio::net::TcpListener::from_std(std_listener) {
                         Ok(l) => l,

@@ -1,30 +1,28 @@
-//! The monoio tasks of one client connection.
+//! The monoio task of one client connection.
 //!
-//! [`serve`] runs the reader: the HTTP upgrade, then the ingress hot path
-//! (read → [`websocket::decode_head`] → [`Reassembler`] → Engine.IO →
-//! Socket.IO → [`events::handle`]). Once upgraded it spawns [`write_loop`],
-//! the egress end: it waits on the connection's [`Outbox`], coalesces every
-//! queued frame into one vectored write, and keeps the Engine.IO heartbeat.
+//! [`serve`] runs the HTTP phase (an upgrade, the API, `/metrics`, or a 4xx)
+//! and then the ingress hot path of an upgraded connection: wait until the
+//! socket is readable → receive everything buffered into the shard's read
+//! buffer → [`websocket::decode_head`] → [`Reassembler`] → Engine.IO →
+//! Socket.IO → [`events::handle`]. The egress end is the connection's
+//! [`Outbox`], whose writer task exists only while something is queued.
 //!
 //! The reader owns the connection's lifetime: whatever ends it (end of file,
-//! a protocol error, the writer shutting the socket down on a ping timeout or
-//! a slow consumer), the reader is the one that unregisters the member and
+//! a protocol error, the outbox closing the socket on a ping timeout or a
+//! slow consumer), the reader is the one that unregisters the member and
 //! tells its channels it left.
 
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
-use monoio::buf::{IoBufMut, IoVecBuf};
-use monoio::io::{
-    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable,
-};
+use bytes::Bytes;
+use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use tracing::Instrument;
 
-use crate::connection::outbox::{self, CloseReason, Outbox};
+use crate::connection::outbox::{CloseReason, Outbox};
+use crate::connection::socket::{Received, Socket, WriteHalf};
 use crate::fanout::text_frame;
 use crate::http::{api, route, Route};
 use crate::metrics::Stats;
@@ -36,40 +34,44 @@ use crate::realtime::events::{self, Incoming};
 use crate::realtime::settings::client_ip;
 use crate::shard::{ConnPermit, LimitExceeded, NewMember, Shard};
 
-/// First read buffer size, in bytes: enough for pongs and small events, so
-/// that an idle connection stays small. Grows when full or to fit a frame,
-/// and is given back once a burst is handled.
-const READ_BUFFER_BYTES: usize = 256;
-/// Largest read buffer kept across reads, in bytes.
-const READ_BUFFER_KEPT_BYTES: usize = 64 * 1024;
-/// Most frames gathered into one vectored write (IOV_MAX is 1024).
-const WRITEV_FRAMES_MAX: usize = 512;
-/// Time allowed to flush the last frames and the close frame.
-const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
-/// Messages one connection handles before yielding to the rest of its shard.
-const MESSAGES_PER_TURN: usize = 32;
+/// First capacity of the buffer a request head is read into, in bytes. The
+/// head is read once per connection; the buffer is gone after the upgrade.
+const HEAD_BUFFER_BYTES: usize = 1024;
+/// Time allowed to write a reply to a plain HTTP request.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
+/// Messages one connection handles per scheduling turn before the rest of
+/// its shard runs (a flooding client cannot starve the others).
+const MESSAGES_PER_TURN: usize = 64;
+/// Received bytes one connection handles per scheduling turn (bounds what
+/// one turn can queue for any recipient, whatever the message size).
+const BYTES_PER_TURN: usize = 64 * 1024;
 /// Most attachments a binary packet may announce.
 const ATTACHMENTS_MAX: usize = 64;
 
-type ReadHalf = OwnedReadHalf<TcpStream>;
-type WriteHalf = OwnedWriteHalf<TcpStream>;
-
 /// Serves one accepted TCP connection until it ends.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
+pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
+    let (socket, mut writer) = Socket::split(stream);
+    socket.set_nodelay();
     // Boxed: the HTTP phase is over after the first request, and keeping it
     // out of this task's state keeps every idle connection small.
-    let Some(upgraded) = Box::pin(upgrade(&shard, stream, peer)).await else {
+    let Some(upgraded) = Box::pin(http_phase(&shard, &socket, &mut writer, peer)).await else {
         return;
     };
     let Upgraded {
-        mut reader,
-        buf,
-        outbox,
+        tail,
         origin,
         client_ip,
         _permit,
     } = upgraded;
-    let socket = shard.sockets.borrow_mut().insert(outbox.clone());
+    let config = &shard.shared.config;
+    socket.set_send_buffer_bytes(send_buffer_bytes(config.send_queue_bytes_max));
+    let outbox = Rc::new(Outbox::new(
+        config.send_queue_bytes_max,
+        socket.clone(),
+        writer,
+        shard.egress.clone(),
+    ));
+    let slot = shard.sockets.borrow_mut().insert(outbox.clone());
     let span = tracing::debug_span!("conn", shard = shard.id, %peer);
     let mut session = Session {
         shard: &shard,
@@ -79,15 +81,15 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         origin,
         client_ip,
     };
-    let reason = session.run(&mut reader, buf).instrument(span.clone()).await;
+    let reason = session.run(&socket, tail).instrument(span.clone()).await;
     span.in_scope(|| tracing::debug!(?reason, "connection closed"));
     if reason == CloseReason::ClientDisconnect {
         outbox.push(websocket::close_frame(1000, ""));
     }
     outbox.close(reason);
-    // The first reason set wins (the writer may have closed first).
+    // The first reason set wins (the outbox may have closed first).
     shard.stats.disconnected(outbox.closing().unwrap_or(reason));
-    shard.sockets.borrow_mut().remove(socket);
+    shard.sockets.borrow_mut().remove(slot);
     if let Some(key) = session.member {
         if let Some(member) = shard.unregister(key) {
             events::disconnected(&shard, member);
@@ -95,12 +97,20 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     }
 }
 
+/// The kernel send buffer of one connection, from its queue cap: a client
+/// that stops reading pins a quarter of the cap in the kernel (the kernel
+/// doubles the value set), at least 128 KiB and at most 2 MiB, on top of the
+/// cap in ringcast's queue. Without it the kernel would grow the buffer to
+/// `net.ipv4.tcp_wmem`'s maximum (4 MiB by default) for every stalled client.
+pub(crate) fn send_buffer_bytes(send_queue_bytes_max: usize) -> usize {
+    (send_queue_bytes_max / 8).clamp(64 << 10, 1 << 20)
+}
+
 /// An upgraded connection, ready for the Engine.IO session.
 struct Upgraded {
-    reader: ReadHalf,
-    /// Bytes already read past the request.
-    buf: Vec<u8>,
-    outbox: Rc<Outbox>,
+    /// Bytes already received past the request (frames sent right behind
+    /// the upgrade request).
+    tail: Vec<u8>,
     origin: Option<Box<str>>,
     client_ip: Option<IpAddr>,
     /// Counts this connection against the connection limits while it lives.
@@ -108,29 +118,30 @@ struct Upgraded {
 }
 
 /// The HTTP phase: reads the request, answers anything but a valid upgrade
-/// and closes, or completes the upgrade, sends the Engine.IO open packet and
-/// starts the writer.
-async fn upgrade(shard: &Rc<Shard>, stream: TcpStream, peer: SocketAddr) -> Option<Upgraded> {
-    let _ = stream.set_nodelay(true);
-    let fd = stream.as_raw_fd();
-    let (mut reader, mut writer) = stream.into_split();
-    let buf = Vec::with_capacity(READ_BUFFER_BYTES);
-    let head_limit = shard.shared.config.http_head_bytes_max;
+/// and closes, or completes the upgrade and sends the Engine.IO open packet.
+async fn http_phase(
+    shard: &Rc<Shard>,
+    socket: &Socket,
+    writer: &mut WriteHalf,
+    peer: SocketAddr,
+) -> Option<Upgraded> {
     let head_timeout = shard.shared.config.http_head_timeout;
-    let request = read_request(&mut reader, buf, head_limit, shard, peer);
+    let request = read_request(socket, shard, peer);
     let (route, buf) = monoio::time::timeout(head_timeout, request).await.ok()??;
     let (accept, origin, client_ip) = match route {
         Routed::Reply(response) => {
-            let _ = monoio::time::timeout(CLOSE_FLUSH_TIMEOUT, writer.write_all(response)).await;
-            let _ = writer.shutdown().await;
+            reply(socket, writer, response).await;
             return None;
         }
         Routed::Metrics => {
             let snapshots = shard.gather_stats().await;
             let text = crate::metrics::render(&snapshots, shard.shared.rates.saturated());
-            let response = http_codec::text_response(200, "text/plain; version=0.0.4", &text);
-            let _ = monoio::time::timeout(CLOSE_FLUSH_TIMEOUT, writer.write_all(response)).await;
-            let _ = writer.shutdown().await;
+            reply(
+                socket,
+                writer,
+                http_codec::text_response(200, "text/plain; version=0.0.4", &text),
+            )
+            .await;
             return None;
         }
         Routed::Api {
@@ -146,7 +157,7 @@ async fn upgrade(shard: &Rc<Shard>, stream: TcpStream, peer: SocketAddr) -> Opti
                     "the request body is over the payload limit",
                 )
             } else {
-                let read = read_body(&mut reader, buf, content_length);
+                let read = read_body(socket, buf, content_length);
                 match monoio::time::timeout(head_timeout, read).await {
                     Ok(Some(body)) => {
                         let body = &body[..content_length];
@@ -160,8 +171,7 @@ async fn upgrade(shard: &Rc<Shard>, stream: TcpStream, peer: SocketAddr) -> Opti
                     ),
                 }
             };
-            let _ = monoio::time::timeout(CLOSE_FLUSH_TIMEOUT, writer.write_all(response)).await;
-            let _ = writer.shutdown().await;
+            reply(socket, writer, response).await;
             return None;
         }
         Routed::Upgrade {
@@ -178,9 +188,12 @@ async fn upgrade(shard: &Rc<Shard>, stream: TcpStream, peer: SocketAddr) -> Opti
                 LimitExceeded::Total => "the server is at its connection limit",
                 LimitExceeded::PerIp => "too many connections from this address",
             };
-            let response = http_codec::json_error(503, "too_many_connections", message);
-            let _ = monoio::time::timeout(CLOSE_FLUSH_TIMEOUT, writer.write_all(response)).await;
-            let _ = writer.shutdown().await;
+            reply(
+                socket,
+                writer,
+                http_codec::json_error(503, "too_many_connections", message),
+            )
+            .await;
             return None;
         }
     };
@@ -196,16 +209,19 @@ async fn upgrade(shard: &Rc<Shard>, stream: TcpStream, peer: SocketAddr) -> Opti
     greeting.extend_from_slice(&text_frame(&open));
     let (written, _) = writer.write_all(greeting).await;
     written.ok()?;
-    let outbox = Rc::new(Outbox::new(config.send_queue_bytes_max, fd));
-    monoio::spawn(write_loop(writer, outbox.clone(), shard.clone()));
     Some(Upgraded {
-        reader,
-        buf,
-        outbox,
+        tail: buf,
         origin,
         client_ip,
         _permit: permit,
     })
+}
+
+/// Writes a complete response to a plain HTTP request and ends the
+/// connection.
+async fn reply(socket: &Socket, writer: &mut WriteHalf, response: Vec<u8>) {
+    let _ = monoio::time::timeout(REPLY_TIMEOUT, writer.write_all(response)).await;
+    socket.shutdown();
 }
 
 /// What the HTTP phase decided.
@@ -226,16 +242,15 @@ enum Routed {
 }
 
 /// Reads until a complete request head is buffered and routes it. Returns
-/// the decision and the buffer with the head removed (a client may send
+/// the decision and what was received past the head (a client may send
 /// WebSocket frames right behind its upgrade request).
-async fn read_request(
-    reader: &mut ReadHalf,
-    mut buf: Vec<u8>,
-    head_limit: usize,
-    shard: &Shard,
-    peer: SocketAddr,
-) -> Option<(Routed, Vec<u8>)> {
+async fn read_request(socket: &Socket, shard: &Shard, peer: SocketAddr) -> Option<(Routed, Vec<u8>)> {
+    let head_limit = shard.shared.config.http_head_bytes_max;
+    let mut buf = Vec::with_capacity(HEAD_BUFFER_BYTES.min(head_limit));
     loop {
+        if !receive(socket, &mut buf, head_limit).await {
+            return None;
+        }
         match http_codec::parse_request(&buf, head_limit) {
             Ok(Some(req)) => {
                 let header_len = req.header_len;
@@ -271,37 +286,40 @@ async fn read_request(
                 return Some((Routed::Reply(reply), Vec::new()));
             }
         }
-        if buf.len() == buf.capacity() {
-            buf.reserve(buf.capacity());
-        }
-        let (n, back) = read_more(reader, buf).await;
-        buf = back;
-        if n == 0 {
-            return None;
-        }
     }
 }
 
 /// Reads until `buf` holds at least `len` bytes; `None` if the peer closes
 /// first.
-async fn read_body(reader: &mut ReadHalf, mut buf: Vec<u8>, len: usize) -> Option<Vec<u8>> {
-    buf.reserve(len.saturating_sub(buf.len()));
+async fn read_body(socket: &Socket, mut buf: Vec<u8>, len: usize) -> Option<Vec<u8>> {
     while buf.len() < len {
-        let (n, back) = read_more(reader, buf).await;
-        buf = back;
-        if n == 0 {
+        if !receive(socket, &mut buf, len).await {
             return None;
         }
     }
     Some(buf)
 }
 
-/// Appends what the socket has to `buf`; 0 on end of file or error.
-async fn read_more(reader: &mut ReadHalf, buf: Vec<u8>) -> (usize, Vec<u8>) {
-    let len = buf.len();
-    let cap = buf.capacity();
-    let (result, slice) = reader.read(buf.slice_mut(len..cap)).await;
-    (result.unwrap_or(0), slice.into_inner())
+/// Appends at least one received byte to `buf` (growing it up to `max`
+/// bytes, then by one byte past a full `max`, so a head over the limit is
+/// seen as such); false on end of file or error. Tries before waiting for
+/// readiness: a request usually arrives with its connection.
+async fn receive(socket: &Socket, buf: &mut Vec<u8>, max: usize) -> bool {
+    if buf.len() == buf.capacity() {
+        let grow = buf.capacity().max(HEAD_BUFFER_BYTES);
+        buf.reserve(grow.min(max.saturating_sub(buf.len())).max(1));
+    }
+    loop {
+        match receive_into_spare(socket, buf) {
+            Received::Bytes(_) => return true,
+            Received::Closed => return false,
+            Received::WouldBlock => {
+                if socket.readable(false).await.is_err() {
+                    return false;
+                }
+            }
+        }
+    }
 }
 
 /// A binary packet waiting for its attachments.
@@ -332,80 +350,196 @@ fn protocol_error(code: u16) -> CloseReason {
     CloseReason::ProtocolError(code)
 }
 
+/// Why [`Session::step`] returned.
+enum Step {
+    /// Everything the socket had is handled: wait for readiness.
+    Drained,
+    /// This turn's budget is spent; more may be buffered.
+    Yield,
+    /// Messages for other shards are backed up: read nothing until they
+    /// are through.
+    Backlogged,
+    /// A recipient that reads is half its cap behind: wait for it.
+    Paced(Rc<Outbox>),
+    /// The connection ends.
+    Closed(CloseReason),
+}
+
+/// What handling a run of received bytes did.
+struct Handled {
+    /// Bytes fully handled (complete frames).
+    consumed: usize,
+    /// Length of the incomplete frame at `consumed`, once its head is known.
+    needed: usize,
+    /// Why handling stopped before the end of the input, if it did.
+    stop: Option<Step>,
+}
+
 impl Session<'_> {
-    /// The ingress loop: reads, decodes every complete frame, handles every
-    /// complete message, until the connection ends.
-    async fn run(&mut self, reader: &mut ReadHalf, mut buf: Vec<u8>) -> CloseReason {
-        let frame_max = self.shard.shared.config.max_payload_bytes;
-        let mut reassembler = Reassembler::new(frame_max);
-        let mut handled: usize = 0;
+    /// The ingress loop: waits for readiness and handles what arrived,
+    /// until the connection ends. `tail` holds bytes received but not yet
+    /// handled; it is empty whenever the connection is idle.
+    async fn run(&mut self, socket: &Socket, mut tail: Vec<u8>) -> CloseReason {
+        let mut reassembler = Reassembler::new(self.shard.shared.config.max_payload_bytes);
+        // Bytes may have arrived with the upgrade request: handle them first.
+        let mut ready = true;
         loop {
-            let mut pos = 0;
-            let mut needed = 0;
-            while pos < buf.len() {
-                let head = match websocket::decode_head(&buf[pos..], frame_max) {
-                    Ok(Some(head)) => head,
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "websocket protocol error");
-                        self.send_close(e.close_code());
-                        return protocol_error(e.close_code());
-                    }
-                };
-                let frame_len = head.header_len + head.payload_len;
-                if buf.len() - pos < frame_len {
-                    needed = frame_len;
+            if !ready && socket.readable(false).await.is_err() {
+                return self.outbox.closing().unwrap_or(CloseReason::Io);
+            }
+            if let Some(reason) = self.outbox.closing() {
+                return reason;
+            }
+            match self.step(socket, &mut tail, &mut reassembler) {
+                Step::Drained => ready = false,
+                Step::Yield => {
+                    ready = true;
+                    self.shard.yielder.yield_now().await;
+                }
+                Step::Backlogged => {
+                    ready = true;
+                    Stats::bump(&self.shard.stats.mesh_backlog_stalls);
+                    // Boxed, like every rare wait: the future of a
+                    // connection's whole life stays small.
+                    Box::pin(self.shard.backlog_cleared()).await;
+                }
+                Step::Paced(recipient) => {
+                    ready = true;
+                    Box::pin(self.shard.egress.paced(recipient)).await;
+                }
+                Step::Closed(reason) => return reason,
+            }
+        }
+    }
+
+    /// Receives what the socket has and handles every complete message, up
+    /// to this turn's budget. Runs without awaiting, so it can borrow the
+    /// shard's read buffer: only the unhandled tail is copied out.
+    fn step(&mut self, socket: &Socket, tail: &mut Vec<u8>, reassembler: &mut Reassembler) -> Step {
+        let shard = self.shard;
+        let mut buffer = shard.read_buffer.borrow_mut();
+        let mut budget = Budget {
+            messages: MESSAGES_PER_TURN,
+            bytes: BYTES_PER_TURN,
+        };
+        loop {
+            // A frame bigger than the shard's buffer is received straight
+            // into the connection's own tail, which was sized for it.
+            if tail.capacity() > buffer.len() {
+                let received = receive_into_spare(socket, tail);
+                let handled = self.handle_bytes(tail, reassembler, &mut budget);
+                tail.drain(..handled.consumed);
+                if handled.needed <= buffer.len() {
+                    shrink_tail(tail);
+                }
+                match (handled.stop, received) {
+                    (Some(step), _) => return step,
+                    (None, Received::Closed) => return Step::Closed(CloseReason::PeerClosed),
+                    (None, Received::WouldBlock) => return Step::Drained,
+                    (None, Received::Bytes(_)) => continue,
+                }
+            }
+            let carried = tail.len();
+            buffer[..carried].copy_from_slice(tail);
+            tail.clear();
+            let received = socket.recv(&mut buffer[carried..]);
+            let len = match received {
+                Received::Bytes(n) => carried + n,
+                _ => carried,
+            };
+            let handled = self.handle_bytes(&mut buffer[..len], reassembler, &mut budget);
+            let rest = &buffer[handled.consumed..len];
+            if !rest.is_empty() {
+                tail.reserve_exact(handled.needed.max(rest.len()));
+                tail.extend_from_slice(rest);
+            } else {
+                // Idle connections keep no receive memory.
+                *tail = Vec::new();
+            }
+            match (handled.stop, received) {
+                (Some(step), _) => return step,
+                (None, Received::Closed) => return Step::Closed(CloseReason::PeerClosed),
+                (None, Received::WouldBlock) => return Step::Drained,
+                // A full buffer: more is probably waiting.
+                (None, Received::Bytes(n)) if n == buffer.len() - carried => continue,
+                // Less than asked for: the socket is very likely empty, and
+                // readiness says so for sure at the cost of one poll.
+                (None, Received::Bytes(_)) => return Step::Drained,
+            }
+        }
+    }
+
+    /// Decodes and handles the complete frames at the start of `data`
+    /// (unmasking them in place), within `budget`.
+    fn handle_bytes(
+        &mut self,
+        data: &mut [u8],
+        reassembler: &mut Reassembler,
+        budget: &mut Budget,
+    ) -> Handled {
+        let frame_max = self.shard.shared.config.max_payload_bytes;
+        let mut pos = 0;
+        let mut handled = Handled {
+            consumed: 0,
+            needed: 0,
+            stop: None,
+        };
+        while pos < data.len() {
+            if budget.messages == 0 || budget.bytes == 0 {
+                handled.stop = Some(Step::Yield);
+                break;
+            }
+            let head = match websocket::decode_head(&data[pos..], frame_max) {
+                Ok(Some(head)) => head,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "websocket protocol error");
+                    self.send_close(e.close_code());
+                    handled.stop = Some(Step::Closed(protocol_error(e.close_code())));
                     break;
                 }
-                let payload = &mut buf[pos + head.header_len..pos + frame_len];
-                websocket::unmask(payload, head.mask);
-                pos += frame_len;
-                let message = match reassembler.push(&head, payload) {
-                    Ok(Some(message)) => message,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "websocket protocol error");
-                        let code = e.close_code();
-                        self.send_close(code);
-                        return protocol_error(code);
-                    }
-                };
-                if let Err(reason) = self.on_message(message) {
-                    return reason;
+            };
+            let frame_len = head.header_len + head.payload_len;
+            if data.len() - pos < frame_len {
+                handled.needed = frame_len;
+                break;
+            }
+            let payload = &mut data[pos + head.header_len..pos + frame_len];
+            websocket::unmask(payload, head.mask);
+            pos += frame_len;
+            handled.consumed = pos;
+            budget.bytes = budget.bytes.saturating_sub(frame_len);
+            Stats::add(&self.shard.stats.bytes_in, frame_len as u64);
+            let message = match reassembler.push(&head, payload) {
+                Ok(Some(message)) => message,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::debug!(error = %e, "websocket protocol error");
+                    let code = e.close_code();
+                    self.send_close(code);
+                    handled.stop = Some(Step::Closed(protocol_error(code)));
+                    break;
                 }
-                handled += 1;
-                if outbox::take_pressure() {
-                    // A recipient's queue passed half its cap: let writers run.
-                    Box::pin(outbox::relieve_pressure()).await;
-                } else if handled % MESSAGES_PER_TURN == 0 {
-                    // A client flooding the server must not starve the other
-                    // connections of this shard.
-                    ringcast_shards::mesh::yield_now().await;
-                }
-                if let Some(reason) = self.outbox.closing() {
-                    return reason;
-                }
+            };
+            budget.messages -= 1;
+            if let Err(reason) = self.on_message(message) {
+                handled.stop = Some(Step::Closed(reason));
+                break;
             }
-            buf.drain(..pos);
-            if buf.is_empty() && buf.capacity() > READ_BUFFER_KEPT_BYTES {
-                buf = Vec::with_capacity(READ_BUFFER_BYTES);
+            if let Some(reason) = self.outbox.closing() {
+                handled.stop = Some(Step::Closed(reason));
+                break;
             }
-            if needed > buf.capacity() {
-                buf.reserve(needed - buf.len());
-            } else if buf.len() == buf.capacity() {
-                // A full buffer means a busy sender: read more at a time.
-                buf.reserve(buf.capacity());
+            if self.shard.mesh_backlogged() {
+                handled.stop = Some(Step::Backlogged);
+                break;
             }
-            // Messages for busy shards are queued here: read no more until
-            // they are through (the backpressure to a publishing client).
-            self.shard.backpressure().await;
-            let (n, back) = read_more(reader, buf).await;
-            buf = back;
-            if n == 0 {
-                return self.outbox.closing().unwrap_or(CloseReason::PeerClosed);
+            if let Some(recipient) = self.shard.egress.take_pace_request() {
+                handled.stop = Some(Step::Paced(recipient));
+                break;
             }
-            Stats::add(&self.shard.stats.bytes_in, n as u64);
         }
+        handled
     }
 
     fn send_close(&self, code: u16) {
@@ -629,172 +763,35 @@ impl Session<'_> {
     }
 }
 
-/// The egress end of one connection: flushes the outbox with vectored
-/// writes until the connection closes. (Pings are queued by the shard's
-/// heartbeat task like any other frame.)
-async fn write_loop(mut writer: WriteHalf, outbox: Rc<Outbox>, shard: Rc<Shard>) {
-    let mut batch = FrameBatch::default();
-    loop {
-        outbox.wait().await;
-        if let Some(reason) = outbox.closing() {
-            if reason.is_graceful() {
-                Box::pin(flush_last(&mut writer, &outbox, &mut batch, &shard.stats)).await;
-            }
-            outbox.shutdown();
-            return;
-        }
-        if flush(&mut writer, &outbox, &mut batch, &shard.stats)
-            .await
-            .is_err()
-        {
-            outbox.close(CloseReason::Io);
-            return;
-        }
-    }
+/// What one turn of one connection may still handle.
+struct Budget {
+    messages: usize,
+    bytes: usize,
 }
 
-/// Flushes what the reader queued last (a close frame, an echo) but does
-/// not wait long on a peer that stopped reading.
-async fn flush_last(writer: &mut WriteHalf, outbox: &Outbox, batch: &mut FrameBatch, stats: &Stats) {
-    let drain = async {
-        while !outbox.is_empty() {
-            if flush(writer, outbox, batch, stats).await.is_err() {
-                break;
-            }
-        }
-    };
-    let _ = monoio::time::timeout(CLOSE_FLUSH_TIMEOUT, drain).await;
+/// Receives into `buf`'s spare capacity (which the caller sized).
+fn receive_into_spare(socket: &Socket, buf: &mut Vec<u8>) -> Received {
+    let len = buf.len();
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: `recv` writes only initialized bytes into the spare capacity
+    // and reports how many; `set_len` covers exactly those.
+    let spare = unsafe { &mut *(spare as *mut [std::mem::MaybeUninit<u8>] as *mut [u8]) };
+    let received = socket.recv(spare);
+    if let Received::Bytes(n) = received {
+        // SAFETY: see above; `n <= spare.len()`.
+        unsafe { buf.set_len(len + n) };
+    }
+    received
 }
 
-/// Writes everything queued right now (up to [`WRITEV_FRAMES_MAX`] frames)
-/// with as few `writev`s as the kernel allows.
-async fn flush(
-    writer: &mut WriteHalf,
-    outbox: &Outbox,
-    batch: &mut FrameBatch,
-    stats: &Stats,
-) -> std::io::Result<()> {
-    outbox.drain_into(&mut batch.frames, WRITEV_FRAMES_MAX);
-    Stats::add(&stats.frames_written, batch.frames.len() as u64);
-    let mut owned = std::mem::take(batch);
-    while !owned.frames.is_empty() {
-        owned.refresh_iovecs();
-        let (result, back) = writer.writev(owned).await;
-        owned = back;
-        Stats::bump(&stats.writes);
-        outbox::note_write_done();
-        match result {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                Stats::add(&stats.bytes_out, n as u64);
-                owned.advance(n);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    // An idle connection keeps no batch memory: the vectors are made again
-    // for the next burst (two small allocations per flush, against a
-    // system call's worth of work).
-    *batch = FrameBatch::default();
-    Ok(())
-}
-
-/// Frames gathered for one vectored write, with their iovecs.
-#[derive(Default)]
-struct FrameBatch {
-    frames: Vec<Bytes>,
-    iovecs: Vec<libc::iovec>,
-}
-
-impl FrameBatch {
-    fn refresh_iovecs(&mut self) {
-        self.iovecs.clear();
-        self.iovecs.extend(self.frames.iter().map(|f| libc::iovec {
-            iov_base: f.as_ptr() as *mut libc::c_void,
-            iov_len: f.len(),
-        }));
-    }
-
-    /// Drops the first `n` written bytes.
-    fn advance(&mut self, mut n: usize) {
-        let mut done = 0;
-        for frame in &mut self.frames {
-            if n >= frame.len() {
-                n -= frame.len();
-                done += 1;
-            } else {
-                frame.advance(n);
-                break;
-            }
-        }
-        self.frames.drain(..done);
-    }
-}
-
-// SAFETY: the iovecs point into the `Bytes` held in `frames`, whose heap
-// buffers do not move while the batch is owned by the runtime, and
-// `refresh_iovecs` is called before every submission so they are current.
-unsafe impl IoVecBuf for FrameBatch {
-    fn read_iovec_ptr(&self) -> *const libc::iovec {
-        self.iovecs.as_ptr()
-    }
-
-    fn read_iovec_len(&self) -> usize {
-        self.iovecs.len()
+/// Gives back the memory of a tail that held a large frame.
+fn shrink_tail(tail: &mut Vec<u8>) {
+    if tail.is_empty() {
+        *tail = Vec::new();
+    } else {
+        tail.shrink_to_fit();
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every connection keeps one reader and one writer future alive for its
-    /// whole life, so their sizes are per-connection memory. Rarely used
-    /// paths (the HTTP phase, the final flush) are boxed and event handling
-    /// is synchronous to keep them out; this guards against a change pulling
-    /// one back in.
-    #[test]
-    fn connection_futures_stay_small() {
-        fn size<F: std::future::Future>(_: &F) -> usize {
-            size_of::<F>()
-        }
-        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let addr = listener.local_addr().unwrap();
-            let client = TcpStream::connect(addr).await.unwrap();
-            let (server, _) = listener.accept().await.unwrap();
-            let cfg = crate::config::Config::load(&crate::config::Cli::default()).unwrap();
-            let shared = std::sync::Arc::new(crate::shard::Shared::new(cfg));
-            let shard = Rc::new(Shard::new(0, shared));
-            let reader = serve(shard.clone(), server, addr);
-            let (_, write_half) = client.into_split();
-            let writer = write_loop(write_half, Rc::new(Outbox::new(1, -1)), shard);
-            assert!(size(&reader) <= 1024, "reader future is {} bytes", size(&reader));
-            assert!(size(&writer) <= 448, "writer future is {} bytes", size(&writer));
-        });
-    }
-
-    #[test]
-    fn frame_batch_advances_across_frames() {
-        let mut batch = FrameBatch {
-            frames: vec![Bytes::from_static(b"abc"), Bytes::from_static(b"defg")],
-            iovecs: Vec::new(),
-        };
-        batch.advance(2);
-        assert_eq!(
-            batch.frames,
-            vec![Bytes::from_static(b"c"), Bytes::from_static(b"defg")]
-        );
-        batch.advance(3);
-        assert_eq!(batch.frames, vec![Bytes::from_static(b"fg")]);
-        batch.refresh_iovecs();
-        assert_eq!(batch.iovecs.len(), 1);
-        assert_eq!(batch.iovecs[0].iov_len, 2);
-        batch.advance(2);
-        assert!(batch.frames.is_empty());
-    }
-}
+mod tests;

@@ -1,156 +1,101 @@
-//! The outbound side of one connection, shared (shard-locally) between the
-//! shard's fan-out, the connection's reader and its writer task.
+//! The outbound side of one connection: its bounded frame queue, its
+//! liveness flags, and the writer task that drains the queue into the
+//! socket.
 //!
 //! Frames are complete WebSocket frames in refcounted [`Bytes`]; queueing one
-//! is a pointer copy and a refcount increment, never a byte copy. The writer
-//! task drains everything queued into one vectored write. The queue is
-//! bounded in bytes: a consumer that falls behind by more than
-//! `queued_bytes_max` is closed with [`CloseReason::SlowConsumer`] instead of
-//! growing without bound.
+//! is a pointer copy and a refcount increment, never a byte copy. The queue
+//! is bounded in bytes: a client that keeps reading paces the producers of
+//! its messages once it is half its cap behind ([`Egress`]); one that stops
+//! reading is closed with [`CloseReason::SlowConsumer`] at the cap, and after
+//! the stall timeout no one waits for it.
+//!
+//! The writer task exists only while there is something to write. The first
+//! frame queued on an idle connection spawns it; it gathers everything
+//! queued into one vectored write, repeats while more arrived during the
+//! write, and ends (handing the socket's write half back) once the queue is
+//! empty. Frames queued during one scheduling turn therefore leave in one
+//! `writev` at the end of that turn, and an idle connection keeps no task,
+//! no batch and no queue memory.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::future::Future;
-use std::os::fd::RawFd;
-use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
+use monoio::buf::IoVecBuf;
+use monoio::io::AsyncWriteRent;
 
-thread_local! {
-    /// Set when some outbox on this thread passed half its cap.
-    static PRESSURE: Cell<bool> = const { Cell::new(false) };
+pub(crate) use crate::connection::close::CloseReason;
+use crate::connection::socket::{Socket, WriteHalf};
+use crate::metrics::Stats;
+use ringcast_shards::wait::WaitList;
+
+/// Most frames gathered into one vectored write (IOV_MAX is 1024).
+const WRITEV_FRAMES_MAX: usize = 512;
+/// Time allowed to flush the last frames and the close frame.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the outboxes of one shard share: the counters, the wake-ups writers
+/// give as their writes complete, and the pacing request a push leaves for
+/// the producer that made it.
+///
+/// Pacing is how a client that reads, but more slowly than its publishers
+/// send, is kept from being closed as a slow consumer: once its queue is
+/// past half the cap, the producer (a publishing connection's reader, or
+/// the inbox drain for traffic from other shards) waits, before its next
+/// message, until the queue is back under half. A client whose writes have
+/// made no progress for `stall_timeout` is stalled: no one waits for it any
+/// more, its queue fills to the cap and it is closed, so it costs the rest
+/// of the shard at most that timeout once.
+pub(crate) struct Egress {
+    pub(crate) stats: Rc<Stats>,
+    write_done: WaitList,
+    pace: RefCell<Option<Rc<Outbox>>>,
+    stall_timeout: Duration,
 }
 
-thread_local! {
-    /// Vectored writes completed on this thread, and the producers waiting
-    /// for the next one.
-    static WRITES_DONE: Cell<u64> = const { Cell::new(0) };
-    static RELIEF_WAITERS: RefCell<Vec<Waker>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Whether an outbox on this shard passed half its cap since the last call
-/// (and clears the flag). Producers (a connection's reader, the inbox drain)
-/// then call [`relieve_pressure`] so writers run before queues reach their
-/// caps.
-pub fn take_pressure() -> bool {
-    PRESSURE.with(|p| p.replace(false))
-}
-
-/// A writer finished a vectored write: wake the producers waiting in
-/// [`relieve_pressure`].
-pub fn note_write_done() {
-    WRITES_DONE.with(|w| w.set(w.get() + 1));
-    RELIEF_WAITERS.with(|r| {
-        for waker in r.borrow_mut().drain(..) {
-            waker.wake();
-        }
-    });
-}
-
-/// Waits until some writer on this shard completes a write, or 1 ms: long
-/// enough for writers of clients that read to drain their queues, short
-/// enough that a client that does not read only delays the others briefly
-/// (it is closed once its queue reaches the cap).
-pub async fn relieve_pressure() {
-    let start = WRITES_DONE.with(|w| w.get());
-    let progressed = std::future::poll_fn(|cx| {
-        if WRITES_DONE.with(|w| w.get()) != start {
-            return Poll::Ready(());
-        }
-        RELIEF_WAITERS.with(|r| r.borrow_mut().push(cx.waker().clone()));
-        Poll::Pending
-    });
-    let _ = monoio::time::timeout(Duration::from_millis(1), progressed).await;
-}
-
-/// Why a connection ends; the single vocabulary for logs and close codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The peer closed the TCP connection or sent a WebSocket close.
-    PeerClosed,
-    /// The peer sent Engine.IO `1` or Socket.IO `41`.
-    ClientDisconnect,
-    /// No pong within the ping timeout.
-    PingTimeout,
-    /// Outbound queue over its byte cap.
-    SlowConsumer,
-    /// A WebSocket protocol violation, with the close code sent.
-    ProtocolError(u16),
-    /// A read or write failed.
-    Io,
-    /// The server is shutting down.
-    ServerShutdown,
-    /// The server sent Socket.IO `41` (the client must not come back).
-    ServerDisconnect,
-    /// No Socket.IO connect within the connect timeout.
-    ConnectTimeout,
-}
-
-impl CloseReason {
-    pub const COUNT: usize = 9;
-    pub const ALL: [Self; Self::COUNT] = [
-        Self::PeerClosed,
-        Self::ClientDisconnect,
-        Self::PingTimeout,
-        Self::SlowConsumer,
-        Self::ProtocolError(0),
-        Self::Io,
-        Self::ServerShutdown,
-        Self::ServerDisconnect,
-        Self::ConnectTimeout,
-    ];
-
-    /// Position in [`CloseReason::ALL`] (close codes do not matter).
-    pub fn index(self) -> usize {
-        match self {
-            Self::PeerClosed => 0,
-            Self::ClientDisconnect => 1,
-            Self::PingTimeout => 2,
-            Self::SlowConsumer => 3,
-            Self::ProtocolError(_) => 4,
-            Self::Io => 5,
-            Self::ServerShutdown => 6,
-            Self::ServerDisconnect => 7,
-            Self::ConnectTimeout => 8,
+impl Egress {
+    pub(crate) fn new(stats: Rc<Stats>, stall_timeout: Duration) -> Self {
+        Self {
+            stats,
+            write_done: WaitList::default(),
+            pace: RefCell::new(None),
+            stall_timeout,
         }
     }
 
-    /// The metric label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::PeerClosed => "peer_closed",
-            Self::ClientDisconnect => "client_disconnect",
-            Self::PingTimeout => "ping_timeout",
-            Self::SlowConsumer => "slow_consumer",
-            Self::ProtocolError(_) => "protocol_error",
-            Self::Io => "io_error",
-            Self::ServerShutdown => "server_shutdown",
-            Self::ServerDisconnect => "server_disconnect",
-            Self::ConnectTimeout => "connect_timeout",
-        }
+    /// The recipient that went past half its cap while still reading, if a
+    /// push since the last call found one (and clears the request). The
+    /// producers check it after every message and then wait in
+    /// [`Egress::paced`].
+    pub(crate) fn take_pace_request(&self) -> Option<Rc<Outbox>> {
+        self.pace.borrow_mut().take()
     }
-}
 
-impl CloseReason {
-    /// Whether what is still queued should be flushed before the socket is
-    /// shut down (false when the peer cannot or will not read it).
-    pub fn is_graceful(self) -> bool {
-        !matches!(
-            self,
-            Self::SlowConsumer | Self::PingTimeout | Self::Io | Self::ConnectTimeout
-        )
+    /// Waits until `recipient` is back under half its cap, closes, or
+    /// stalls (at most the stall timeout).
+    pub(crate) async fn paced(&self, recipient: Rc<Outbox>) {
+        Stats::bump(&self.stats.paced_waits);
+        let relieved = self.write_done.wait_until(|| recipient.is_relieved());
+        let _ = monoio::time::timeout(self.stall_timeout, relieved).await;
     }
 }
 
 /// Outbound queue and liveness flags of one connection.
-pub struct Outbox {
+pub(crate) struct Outbox {
     queue: RefCell<VecDeque<Bytes>>,
     queued_bytes: Cell<usize>,
     queued_bytes_max: usize,
-    writer: Cell<Option<Waker>>,
     closing: Cell<Option<CloseReason>>,
+    /// The socket's write half while no writer task runs. Taken by the
+    /// writer a push spawns; given back when that writer finds nothing
+    /// more to write.
+    idle_writer: Cell<Option<WriteHalf>>,
+    socket: Socket,
+    egress: Rc<Egress>,
+    /// When the write in flight (if any) was submitted.
+    writing_since: Cell<Option<Instant>>,
     /// Set when a ping was sent and no pong has come back yet.
     pong_pending: Cell<bool>,
     /// When the last ping was sent (or the connection opened).
@@ -158,36 +103,42 @@ pub struct Outbox {
     opened_at: Instant,
     /// Set once the client's Socket.IO connect was answered.
     connected: Cell<bool>,
-    fd: RawFd,
 }
 
 impl Outbox {
-    /// `fd` is the connection's socket; it must outlive this outbox's use.
-    pub fn new(queued_bytes_max: usize, fd: RawFd) -> Self {
+    pub(crate) fn new(
+        queued_bytes_max: usize,
+        socket: Socket,
+        writer: WriteHalf,
+        egress: Rc<Egress>,
+    ) -> Self {
+        let now = Instant::now();
         Self {
             queue: RefCell::new(VecDeque::new()),
             queued_bytes: Cell::new(0),
             queued_bytes_max,
-            writer: Cell::new(None),
             closing: Cell::new(None),
+            idle_writer: Cell::new(Some(writer)),
+            socket,
+            egress,
+            writing_since: Cell::new(None),
             pong_pending: Cell::new(false),
-            last_ping: Cell::new(Instant::now()),
-            opened_at: Instant::now(),
+            last_ping: Cell::new(now),
+            opened_at: now,
             connected: Cell::new(false),
-            fd,
         }
     }
 
-    /// Queues one frame (or several concatenated) for the writer.
-    ///
-    /// Past half the cap the shard is asked to yield ([`take_pressure`]) so
-    /// the writer gets to run before more is queued: a client that reads is
-    /// never closed just because a burst arrived faster than one scheduling
-    /// turn. Past the cap the connection is closed as a slow consumer.
+    /// Queues one frame (or several concatenated) for the writer, starting
+    /// the writer if it is not running. Past half the cap, a connection
+    /// that still reads asks its producer to wait for it
+    /// ([`Egress::take_pace_request`]); past the cap the connection is
+    /// closed as a slow consumer.
     // PERF: called once per recipient on the fan-out path: no allocation
-    // beyond the queue slot, no copying of `frame`'s bytes.
+    // beyond the queue slot (and, on an idle connection, its writer task),
+    // no copying of `frame`'s bytes, nothing that waits.
     #[inline]
-    pub fn push(&self, frame: Bytes) {
+    pub(crate) fn push(self: &Rc<Self>, frame: Bytes) {
         if self.closing.get().is_some() {
             return;
         }
@@ -196,43 +147,56 @@ impl Outbox {
             self.close(CloseReason::SlowConsumer);
             return;
         }
-        if queued > self.queued_bytes_max / 2 {
-            PRESSURE.with(|p| p.set(true));
+        if queued > self.queued_bytes_max / 2 && !self.is_stalled() {
+            *self.egress.pace.borrow_mut() = Some(self.clone());
         }
         self.queued_bytes.set(queued);
         self.queue.borrow_mut().push_back(frame);
-        self.wake_writer();
+        self.start_writer();
     }
 
-    /// Asks the writer to flush what is queued, send a close frame if the
-    /// reason has one, and end the connection. The first reason wins.
-    pub fn close(&self, reason: CloseReason) {
+    /// Asks the writer to flush what is queued (when the reason is
+    /// graceful) and end the connection. The first reason wins.
+    pub(crate) fn close(self: &Rc<Self>, reason: CloseReason) {
         if self.closing.get().is_some() {
             return;
         }
         self.closing.set(Some(reason));
         if !reason.is_graceful() {
             // Nothing more will get through: end both directions now, which
-            // also fails a write stuck on a full socket buffer and ends the
-            // reader's pending read.
-            self.shutdown();
+            // also fails a write stuck on a full socket buffer and wakes the
+            // reader with end of file.
+            self.socket.shutdown();
         }
-        self.wake_writer();
+        self.start_writer();
     }
 
-    /// Shuts the socket down in both directions. Pending and later reads
-    /// see end-of-file, writes fail.
-    pub fn shutdown(&self) {
-        // SAFETY: `fd` is the connection's socket, kept open by the
-        // connection's read and write halves for as long as this outbox is
-        // used; shutdown(2) does not close or invalidate the descriptor.
-        unsafe {
-            libc::shutdown(self.fd, libc::SHUT_RDWR);
+    /// Spawns the writer task unless it is running (a running writer looks
+    /// at the queue and the closing flag after every write).
+    fn start_writer(self: &Rc<Self>) {
+        if let Some(half) = self.idle_writer.take() {
+            monoio::spawn(write_loop(self.clone(), half));
         }
+    }
+
+    /// Whether the client stopped reading: the write in flight has waited
+    /// for room in the kernel's send buffer for the stall timeout. (Only
+    /// asked past half the cap, so the fan-out path never reads the clock.)
+    fn is_stalled(&self) -> bool {
+        self.writing_since
+            .get()
+            .is_some_and(|since| since.elapsed() >= self.egress.stall_timeout)
+    }
+
+    /// Whether a producer pacing itself to this connection may go on.
+    fn is_relieved(&self) -> bool {
+        self.closing.get().is_some()
+            || self.queued_bytes.get() <= self.queued_bytes_max / 2
+            || self.is_stalled()
     }
 
     /// The reader saw a pong: the heartbeat is satisfied.
-    pub fn pong_received(&self) {
+    pub(crate) fn pong_received(&self) {
         self.pong_pending.set(false);
     }
 
@@ -240,11 +204,17 @@ impl Outbox {
     /// connection whose pong is overdue and pings one whose interval has
     /// passed. Keeping the timer per shard instead of per connection keeps
     /// idle connections small and the write path free of timer churn.
-    pub fn heartbeat(&self, now: Instant, ping: &Bytes, interval: Duration, timeout: Duration) {
-        let since = now.saturating_duration_since(self.last_ping.get());
+    pub(crate) fn heartbeat(
+        self: &Rc<Self>,
+        now: Instant,
+        ping: &Bytes,
+        interval: Duration,
+        timeout: Duration,
+    ) {
         if self.closing.get().is_some() {
             return;
         }
+        let since = now.saturating_duration_since(self.last_ping.get());
         if self.pong_pending.get() {
             if since >= timeout {
                 self.close(CloseReason::PingTimeout);
@@ -258,27 +228,27 @@ impl Outbox {
 
     /// Closes a connection that has not sent its Socket.IO connect within
     /// `timeout` of opening (half-open and slowloris connections).
-    pub fn enforce_connect_deadline(&self, now: Instant, timeout: Duration) {
+    pub(crate) fn enforce_connect_deadline(self: &Rc<Self>, now: Instant, timeout: Duration) {
         if !self.connected.get() && now.saturating_duration_since(self.opened_at) >= timeout {
             self.close(CloseReason::ConnectTimeout);
         }
     }
 
     /// The client's Socket.IO connect was accepted.
-    pub fn set_connected(&self) {
+    pub(crate) fn set_connected(&self) {
         self.connected.set(true);
     }
 
-    pub fn queued_bytes(&self) -> usize {
+    pub(crate) fn queued_bytes(&self) -> usize {
         self.queued_bytes.get()
     }
 
-    pub fn closing(&self) -> Option<CloseReason> {
+    pub(crate) fn closing(&self) -> Option<CloseReason> {
         self.closing.get()
     }
 
     /// Moves up to `frames_max` queued frames into `batch`.
-    pub fn drain_into(&self, batch: &mut Vec<Bytes>, frames_max: usize) {
+    fn drain_into(&self, batch: &mut Vec<Bytes>, frames_max: usize) {
         let mut queue = self.queue.borrow_mut();
         let n = queue.len().min(frames_max);
         let mut bytes = 0;
@@ -293,37 +263,123 @@ impl Outbox {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         self.queue.borrow().is_empty()
     }
+}
 
-    /// Resolves when there is something to write or the connection is
-    /// closing.
-    pub fn wait(&self) -> Wait<'_> {
-        Wait { outbox: self }
-    }
-
-    fn wake_writer(&self) {
-        if let Some(w) = self.writer.take() {
-            w.wake();
+/// The writer task: writes until the queue is empty, then hands the write
+/// half back and ends; on close, flushes what is left (if the reason is
+/// graceful) and shuts the socket down.
+async fn write_loop(outbox: Rc<Outbox>, mut writer: WriteHalf) {
+    let mut batch = FrameBatch::default();
+    loop {
+        if let Some(reason) = outbox.closing() {
+            if reason.is_graceful() {
+                Box::pin(flush_last(&mut writer, &outbox, &mut batch)).await;
+            }
+            outbox.socket.shutdown();
+            return;
+        }
+        if outbox.is_empty() {
+            outbox.idle_writer.set(Some(writer));
+            return;
+        }
+        if flush(&mut writer, &outbox, &mut batch).await.is_err() {
+            outbox.close(CloseReason::Io);
         }
     }
 }
 
-/// Future returned by [`Outbox::wait`].
-pub struct Wait<'a> {
-    outbox: &'a Outbox,
+/// Flushes what was queued last (a close frame, an echo) but does not wait
+/// long on a peer that stopped reading.
+async fn flush_last(writer: &mut WriteHalf, outbox: &Outbox, batch: &mut FrameBatch) {
+    let drain = async {
+        while !outbox.is_empty() {
+            if flush(writer, outbox, batch).await.is_err() {
+                break;
+            }
+        }
+    };
+    let _ = monoio::time::timeout(CLOSE_FLUSH_TIMEOUT, drain).await;
 }
 
-impl Future for Wait<'_> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let o = self.outbox;
-        if o.closing.get().is_some() || !o.queue.borrow().is_empty() {
-            return Poll::Ready(());
+/// Writes everything queued right now (up to [`WRITEV_FRAMES_MAX`] frames)
+/// with as few `writev`s as the kernel allows.
+async fn flush(writer: &mut WriteHalf, outbox: &Outbox, batch: &mut FrameBatch) -> std::io::Result<()> {
+    let stats = &outbox.egress.stats;
+    outbox.drain_into(&mut batch.frames, WRITEV_FRAMES_MAX);
+    Stats::add(&stats.frames_written, batch.frames.len() as u64);
+    let mut owned = std::mem::take(batch);
+    while !owned.frames.is_empty() {
+        owned.refresh_iovecs();
+        outbox.writing_since.set(Some(Instant::now()));
+        let (result, back) = writer.writev(owned).await;
+        outbox.writing_since.set(None);
+        if !outbox.egress.write_done.is_empty() {
+            outbox.egress.write_done.wake_all();
         }
-        o.writer.set(Some(cx.waker().clone()));
-        Poll::Pending
+        owned = back;
+        Stats::bump(&stats.writes);
+        match result {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                Stats::add(&stats.bytes_out, n as u64);
+                owned.advance(n);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    // Keep the (now empty) vectors for the next round of this writer; they
+    // are freed with the task once the queue runs dry.
+    *batch = owned;
+    Ok(())
+}
+
+/// Frames gathered for one vectored write, with their iovecs.
+#[derive(Default)]
+struct FrameBatch {
+    frames: Vec<Bytes>,
+    iovecs: Vec<libc::iovec>,
+}
+
+impl FrameBatch {
+    fn refresh_iovecs(&mut self) {
+        self.iovecs.clear();
+        self.iovecs.extend(self.frames.iter().map(|f| libc::iovec {
+            iov_base: f.as_ptr() as *mut libc::c_void,
+            iov_len: f.len(),
+        }));
+    }
+
+    /// Drops the first `n` written bytes.
+    fn advance(&mut self, mut n: usize) {
+        let mut done = 0;
+        for frame in &mut self.frames {
+            if n >= frame.len() {
+                n -= frame.len();
+                done += 1;
+            } else {
+                frame.advance(n);
+                break;
+            }
+        }
+        self.frames.drain(..done);
     }
 }
+
+// SAFETY: the iovecs point into the `Bytes` held in `frames`, whose heap
+// buffers do not move while the batch is owned by the runtime, and
+// `refresh_iovecs` is called before every submission so they are current.
+unsafe impl IoVecBuf for FrameBatch {
+    fn read_iovec_ptr(&self) -> *const libc::iovec {
+        self.iovecs.as_ptr()
+    }
+
+    fn read_iovec_len(&self) -> usize {
+        self.iovecs.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;

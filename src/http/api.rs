@@ -22,10 +22,10 @@ use crate::realtime::settings::EnvSettings;
 use crate::shard::Shard;
 
 /// Paths under this prefix belong to the API.
-pub const PREFIX: &str = "/api/";
+pub(crate) const PREFIX: &str = "/api/";
 
 /// Runs one API request and returns the complete HTTP response.
-pub async fn handle(
+pub(crate) async fn handle(
     shard: &Shard,
     method: &str,
     path: &str,

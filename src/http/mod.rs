@@ -5,13 +5,13 @@
 //! I/O. Every refusal is a 4xx with a `{"error","code"}` JSON body and closes
 //! the connection.
 
-pub mod api;
+pub(crate) mod api;
 
 use crate::protocol::http::{accept_key, json_error, json_response, query_param, Request};
 
 /// The answer to one request.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Route {
+pub(crate) enum Route {
     /// Upgrade to WebSocket; the `Sec-WebSocket-Accept` value.
     Upgrade { accept: String },
     /// Send this complete response and close.
@@ -23,7 +23,7 @@ pub enum Route {
 }
 
 /// Routes `req`; `path` is the configured Socket.IO path (ends with `/`).
-pub fn route(req: &Request<'_>, path: &str) -> Route {
+pub(crate) fn route(req: &Request<'_>, path: &str) -> Route {
     if req.path == "/health" || req.path == "/health/" {
         return Route::Reply(json_response(200, r#"{"status":"ok"}"#));
     }

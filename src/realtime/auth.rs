@@ -19,17 +19,17 @@ use crate::realtime::settings::{EnvKey, EnvSettings, Rule, Settings};
 
 /// The Socket.IO `auth` object of a connect packet.
 #[derive(Debug, Default, Deserialize)]
-pub struct Handshake<'a> {
+pub(crate) struct Handshake<'a> {
     #[serde(borrow, rename = "envId")]
-    pub env_id: Option<LazyValue<'a>>,
+    pub(crate) env_id: Option<LazyValue<'a>>,
     #[serde(borrow, rename = "apiKey")]
-    pub api_key: Option<LazyValue<'a>>,
+    pub(crate) api_key: Option<LazyValue<'a>>,
     #[serde(borrow)]
-    pub session: Option<LazyValue<'a>>,
+    pub(crate) session: Option<LazyValue<'a>>,
     #[serde(borrow, rename = "echoMessages")]
-    pub echo_messages: Option<LazyValue<'a>>,
+    pub(crate) echo_messages: Option<LazyValue<'a>>,
     #[serde(borrow, rename = "accessToken")]
-    pub access_token: Option<LazyValue<'a>>,
+    pub(crate) access_token: Option<LazyValue<'a>>,
 }
 
 /// An `auth` field as Agnost's server reads it: absent (or `null`), a
@@ -59,7 +59,7 @@ fn field<'a>(value: &Option<LazyValue<'a>>) -> Field<'a> {
 
 /// What an accepted connection is.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Identity {
+pub(crate) enum Identity {
     /// The app backend.
     Master,
     /// A client of environment `env`.
@@ -74,19 +74,19 @@ pub enum Identity {
 
 /// What the server knows of a connection besides its `auth` object.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Peer<'a> {
+pub(crate) struct Peer<'a> {
     /// The `Origin` header of the upgrade request.
-    pub origin: Option<&'a str>,
+    pub(crate) origin: Option<&'a str>,
     /// The client's address (see `settings::client_ip`).
-    pub ip: Option<IpAddr>,
+    pub(crate) ip: Option<IpAddr>,
 }
 
 /// A refused connection, sent to the client as connect_error.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub title: &'static str,
-    pub code: &'static str,
-    pub details: String,
+pub(crate) struct Refusal {
+    pub(crate) title: &'static str,
+    pub(crate) code: &'static str,
+    pub(crate) details: String,
 }
 
 impl Refusal {
@@ -99,7 +99,7 @@ impl Refusal {
     }
 
     /// The `data` object of the connect_error packet.
-    pub fn data_json(&self) -> String {
+    pub(crate) fn data_json(&self) -> String {
         let mut out = Vec::with_capacity(96 + self.details.len());
         out.extend_from_slice(b"{\"origin\":\"client_error\",\"code\":");
         write_json_str(&mut out, self.code);
@@ -114,7 +114,7 @@ impl Refusal {
 /// Decides who the connect packet's `auth` (raw JSON, possibly empty) makes
 /// this connection, in Agnost's order: environment, realtime switch, API key
 /// (existence, realtime permission, expiry, origin, IP), then session.
-pub fn authenticate(
+pub(crate) fn authenticate(
     settings: &Settings,
     master_token: &str,
     peer: Peer<'_>,
@@ -326,7 +326,7 @@ struct JwtHeader<'a> {
 /// Verifies an HS256 JWT and returns its `sub` (the user id). `None` for
 /// anything else: wrong algorithm, bad signature, expired, not yet valid, no
 /// subject.
-pub fn verify_hs256(token: &str, secret: &[u8], now_unix_s: u64) -> Option<Box<str>> {
+pub(crate) fn verify_hs256(token: &str, secret: &[u8], now_unix_s: u64) -> Option<Box<str>> {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let mut parts = token.split('.');
     let (header, payload, signature) = (parts.next()?, parts.next()?, parts.next()?);
@@ -357,7 +357,7 @@ pub fn verify_hs256(token: &str, secret: &[u8], now_unix_s: u64) -> Option<Box<s
 }
 
 /// Compares secrets without an early exit that would time their prefix.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -365,7 +365,7 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Seconds since the Unix epoch.
-pub fn now_unix_s() -> u64 {
+pub(crate) fn now_unix_s() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -11,31 +11,31 @@ use ahash::{AHashMap, RandomState};
 use indexmap::IndexSet;
 
 /// Slab key of a connection on this shard.
-pub type SlabKey = u32;
+pub(crate) type SlabKey = u32;
 
 /// A set of this shard's connections.
-pub type Members = IndexSet<SlabKey, RandomState>;
+pub(crate) type Members = IndexSet<SlabKey, RandomState>;
 
 /// Index of one environment on one shard.
 #[derive(Default)]
-pub struct EnvIndex {
+pub(crate) struct EnvIndex {
     /// Every (non-master) connection of the environment: broadcasts go here.
-    pub members: Members,
+    pub(crate) members: Members,
     channels: AHashMap<Box<str>, Members>,
     users: AHashMap<Box<str>, Members>,
 }
 
 impl EnvIndex {
-    pub fn channel(&self, name: &str) -> Option<&Members> {
+    pub(crate) fn channel(&self, name: &str) -> Option<&Members> {
         self.channels.get(name)
     }
 
-    pub fn user(&self, user_id: &str) -> Option<&Members> {
+    pub(crate) fn user(&self, user_id: &str) -> Option<&Members> {
         self.users.get(user_id)
     }
 
     /// Adds `key` to `channel`; false when it was already there.
-    pub fn join(&mut self, channel: &str, key: SlabKey) -> bool {
+    pub(crate) fn join(&mut self, channel: &str, key: SlabKey) -> bool {
         match self.channels.get_mut(channel) {
             Some(set) => set.insert(key),
             None => {
@@ -48,19 +48,19 @@ impl EnvIndex {
     }
 
     /// Removes `key` from `channel`; false when it was not there.
-    pub fn leave(&mut self, channel: &str, key: SlabKey) -> bool {
+    pub(crate) fn leave(&mut self, channel: &str, key: SlabKey) -> bool {
         remove(&mut self.channels, channel, key)
     }
 
-    pub fn add_user(&mut self, user_id: &str, key: SlabKey) {
+    pub(crate) fn add_user(&mut self, user_id: &str, key: SlabKey) {
         self.users.entry(user_id.into()).or_default().insert(key);
     }
 
-    pub fn remove_user(&mut self, user_id: &str, key: SlabKey) {
+    pub(crate) fn remove_user(&mut self, user_id: &str, key: SlabKey) {
         remove(&mut self.users, user_id, key);
     }
 
-    pub fn channel_count(&self) -> usize {
+    pub(crate) fn channel_count(&self) -> usize {
         self.channels.len()
     }
 }

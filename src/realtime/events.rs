@@ -25,7 +25,7 @@ use crate::shard::{EnvKey, Shard, Stats};
 
 /// Why an event was refused; the connection that sent it is closed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum Error {
+pub(crate) enum Error {
     #[error("`{event}` expects an object payload: {reason}")]
     BadPayload { event: &'static str, reason: String },
     #[error("channel name is empty or longer than {max} bytes")]
@@ -36,12 +36,12 @@ pub enum Error {
 }
 
 /// One decoded event from a connected member.
-pub struct Incoming<'a> {
-    pub name: &'a str,
+pub(crate) struct Incoming<'a> {
+    pub(crate) name: &'a str,
     /// Raw JSON of each argument after the name.
-    pub args: &'a [&'a str],
-    pub ack_id: Option<u64>,
-    pub attachments: &'a [Bytes],
+    pub(crate) args: &'a [&'a str],
+    pub(crate) ack_id: Option<u64>,
+    pub(crate) attachments: &'a [Bytes],
 }
 
 #[derive(Deserialize)]
@@ -83,41 +83,41 @@ struct SendMessageArgs<'a> {
 
 /// The payload of a master event; also the HTTP API's body.
 #[derive(Deserialize)]
-pub struct BroadcastArgs<'a> {
+pub(crate) struct BroadcastArgs<'a> {
     #[serde(borrow, rename = "envId")]
-    pub env_id: Option<Cow<'a, str>>,
+    pub(crate) env_id: Option<Cow<'a, str>>,
     #[serde(borrow, rename = "eventName")]
-    pub event_name: Cow<'a, str>,
+    pub(crate) event_name: Cow<'a, str>,
     #[serde(borrow)]
-    pub message: Option<LazyValue<'a>>,
+    pub(crate) message: Option<LazyValue<'a>>,
 }
 
 /// The payload of a master event; also the HTTP API's body.
 #[derive(Deserialize)]
-pub struct UserEventArgs<'a> {
+pub(crate) struct UserEventArgs<'a> {
     #[serde(borrow, rename = "envId")]
-    pub env_id: Option<Cow<'a, str>>,
+    pub(crate) env_id: Option<Cow<'a, str>>,
     #[serde(borrow, rename = "userId")]
-    pub user_id: Cow<'a, str>,
+    pub(crate) user_id: Cow<'a, str>,
     #[serde(borrow, rename = "eventName")]
-    pub event_name: Cow<'a, str>,
+    pub(crate) event_name: Cow<'a, str>,
     #[serde(borrow)]
-    pub session: Option<LazyValue<'a>>,
+    pub(crate) session: Option<LazyValue<'a>>,
     #[serde(borrow)]
-    pub user: Option<LazyValue<'a>>,
+    pub(crate) user: Option<LazyValue<'a>>,
 }
 
 /// The payload of a master event; also the HTTP API's body.
 #[derive(Deserialize)]
-pub struct MembersArgs<'a> {
+pub(crate) struct MembersArgs<'a> {
     #[serde(borrow, rename = "envId")]
-    pub env_id: Option<Cow<'a, str>>,
+    pub(crate) env_id: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    pub channel: Cow<'a, str>,
+    pub(crate) channel: Cow<'a, str>,
 }
 
 /// Runs one event from connection `key`.
-pub fn handle(shard: &Shard, key: SlabKey, event: Incoming<'_>) -> Result<(), Error> {
+pub(crate) fn handle(shard: &Shard, key: SlabKey, event: Incoming<'_>) -> Result<(), Error> {
     let (env, echo_default, master) = {
         let state = shard.state.borrow();
         let Some(member) = state.conns.get(key as usize) else {
@@ -408,7 +408,7 @@ fn deliver_to(shard: &Shard, key: SlabKey, frame: &Bytes) {
 }
 
 /// The live environment named `env_id` (absent: `default`).
-pub fn env_key(shard: &Shard, env_id: Option<&str>) -> Option<EnvKey> {
+pub(crate) fn env_key(shard: &Shard, env_id: Option<&str>) -> Option<EnvKey> {
     let settings = shard.settings.borrow();
     let key = settings.key(env_id.unwrap_or("default"))?;
     settings.get(key).is_some().then_some(key)
@@ -416,7 +416,7 @@ pub fn env_key(shard: &Shard, env_id: Option<&str>) -> Option<EnvKey> {
 
 /// The app backend's `send`: event `event_name` with
 /// `{channel, message: <raw>}` to every member of `channel`.
-pub fn send(
+pub(crate) fn send(
     shard: &Shard,
     env: EnvKey,
     channel: &str,
@@ -433,7 +433,7 @@ pub fn send(
 
 /// The app backend's `broadcast`: event `event_name` with
 /// `{channel: null, message: <raw>}` to the whole environment.
-pub fn broadcast(
+pub(crate) fn broadcast(
     shard: &Shard,
     env: EnvKey,
     event_name: &str,
@@ -448,7 +448,7 @@ pub fn broadcast(
 
 /// A user event: every connection of `user_id` in `env` gets event
 /// `event_name` with arguments `(event_name, session, user)`.
-pub fn user_event(
+pub(crate) fn user_event(
     shard: &Shard,
     env: EnvKey,
     user_id: &str,
@@ -471,7 +471,7 @@ pub fn user_event(
 }
 
 /// The raw JSON text of an optional payload field; `null` when absent.
-pub fn raw_or_null<'a>(value: &'a Option<LazyValue<'_>>) -> &'a str {
+pub(crate) fn raw_or_null<'a>(value: &'a Option<LazyValue<'_>>) -> &'a str {
     value.as_ref().map_or("null", |v| v.as_raw_str())
 }
 
@@ -532,7 +532,7 @@ fn master_event(shard: &Shard, key: SlabKey, event: &Incoming<'_>) -> Result<(),
 }
 
 /// Tells every channel a departed member had joined that it left.
-pub fn disconnected(shard: &Shard, member: crate::shard::Member) {
+pub(crate) fn disconnected(shard: &Shard, member: crate::shard::Member) {
     let Some(env) = member.env else {
         return;
     };

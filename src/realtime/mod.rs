@@ -2,9 +2,9 @@
 //! connect ([`auth`]), the channel and user-room index ([`channels`]), and
 //! what each event does ([`events`]).
 
-pub mod auth;
-pub mod channels;
-pub mod events;
-pub mod profile;
-pub mod rate_limit;
-pub mod settings;
+pub(crate) mod auth;
+pub(crate) mod channels;
+pub(crate) mod events;
+pub(crate) mod profile;
+pub(crate) mod rate_limit;
+pub(crate) mod settings;

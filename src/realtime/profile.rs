@@ -13,16 +13,16 @@ use sonic_rs::{JsonValueMutTrait, JsonValueTrait, Value};
 
 /// A member's profile data.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Profile {
+pub(crate) struct Profile {
     /// Raw JSON text (never the literal `null`: no profile is `None`).
-    pub json: Bytes,
+    pub(crate) json: Bytes,
     /// Attachments referenced by `{"_placeholder":true,"num":k}` in `json`.
-    pub attachments: Arc<[Bytes]>,
+    pub(crate) attachments: Arc<[Bytes]>,
 }
 
 impl Profile {
     /// The profile for raw `data` (`None` for absent or `null`).
-    pub fn new(json_raw: Option<&str>, attachments: &[Bytes]) -> Option<Self> {
+    pub(crate) fn new(json_raw: Option<&str>, attachments: &[Bytes]) -> Option<Self> {
         match json_raw {
             None | Some("null") => None,
             Some(raw) => Some(Self {
@@ -35,7 +35,7 @@ impl Profile {
 
 /// Appends `profile`'s JSON to `out` with every placeholder number raised by
 /// `offset`. Without attachments (or offset 0) the JSON is copied verbatim.
-pub fn write_renumbered(out: &mut Vec<u8>, profile: &Profile, offset: usize) {
+pub(crate) fn write_renumbered(out: &mut Vec<u8>, profile: &Profile, offset: usize) {
     if profile.attachments.is_empty() || offset == 0 {
         out.extend_from_slice(&profile.json);
         return;
@@ -55,7 +55,7 @@ pub fn write_renumbered(out: &mut Vec<u8>, profile: &Profile, offset: usize) {
 /// Appends `profile`'s JSON to `out` with every placeholder replaced by its
 /// attachment as Node writes a Buffer in JSON: `{"type":"Buffer","data":[..]}`
 /// (for the HTTP API, which has no attachments).
-pub fn write_buffers_inline(out: &mut Vec<u8>, profile: &Profile) {
+pub(crate) fn write_buffers_inline(out: &mut Vec<u8>, profile: &Profile) {
     if profile.attachments.is_empty() {
         out.extend_from_slice(&profile.json);
         return;

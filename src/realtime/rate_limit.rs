@@ -17,13 +17,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use ahash::RandomState;
 
 /// Slots a key may occupy, starting at its hash.
-pub const PROBES: usize = 8;
+pub(crate) const PROBES: usize = 8;
 /// Largest `limit` a rate limiter may have.
-pub const LIMIT_MAX: u32 = 0xFFFF;
+pub(crate) const LIMIT_MAX: u32 = 0xFFFF;
 const TIME_MASK: u64 = 0xFF_FFFF;
 
 /// The shared table.
-pub struct RateTable {
+pub(crate) struct RateTable {
     slots: Box<[AtomicU64]>,
     mask: usize,
     hasher: RandomState,
@@ -32,7 +32,7 @@ pub struct RateTable {
 
 impl RateTable {
     /// A table of `slots` slots (a power of two).
-    pub fn new(slots: usize) -> Self {
+    pub(crate) fn new(slots: usize) -> Self {
         assert!(slots.is_power_of_two() && slots >= PROBES);
         Self {
             slots: (0..slots).map(|_| AtomicU64::new(0)).collect(),
@@ -46,7 +46,7 @@ impl RateTable {
     /// `limiter` (`limit` events per `window_s` seconds) at time `now_s`.
     /// Returns false when the event is over the limit, with the end of the
     /// current window.
-    pub fn hit(
+    pub(crate) fn hit(
         &self,
         env: u32,
         ip: IpAddr,
@@ -111,14 +111,14 @@ impl RateTable {
     }
 
     /// Events allowed because every slot of their key was taken.
-    pub fn saturated(&self) -> u64 {
+    pub(crate) fn saturated(&self) -> u64 {
         self.saturated.load(Ordering::Relaxed)
     }
 }
 
 /// The outcome of [`RateTable::hit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Allowed,
     /// Over the limit until `window_end` (seconds, same clock as `now_s`).
     Over {

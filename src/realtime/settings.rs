@@ -16,35 +16,35 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 /// Index of an environment, stable for the life of the process.
-pub type EnvKey = u32;
+pub(crate) type EnvKey = u32;
 
 /// One environment's settings, as written in the config file or sent to
 /// `PUT /api/environments/{id}`.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct EnvSettings {
-    pub id: String,
+pub(crate) struct EnvSettings {
+    pub(crate) id: String,
     /// Realtime on or off (`realtime_not_allowed` when off).
     #[serde(default = "yes")]
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// The whole environment is suspended (`suspended_environment`).
     #[serde(default)]
-    pub suspended: bool,
+    pub(crate) suspended: bool,
     /// What a client that omits `echoMessages` gets.
     #[serde(default)]
-    pub echo_messages: bool,
+    pub(crate) echo_messages: bool,
     #[serde(default)]
-    pub api_key_required: bool,
+    pub(crate) api_key_required: bool,
     #[serde(default)]
-    pub api_keys: Vec<ApiKey>,
+    pub(crate) api_keys: Vec<ApiKey>,
     #[serde(default)]
-    pub session_required: bool,
+    pub(crate) session_required: bool,
     /// HS256 secret of session JWTs (`sub` = user id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_secret: Option<String>,
+    pub(crate) session_secret: Option<String>,
     /// Applied in order to every client event, per environment + client IP.
     #[serde(default)]
-    pub rate_limits: Vec<RateLimit>,
+    pub(crate) rate_limits: Vec<RateLimit>,
 }
 
 fn yes() -> bool {
@@ -54,27 +54,27 @@ fn yes() -> bool {
 /// An API key and what it allows.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct ApiKey {
-    pub key: String,
+pub(crate) struct ApiKey {
+    pub(crate) key: String,
     #[serde(default = "yes")]
-    pub allow_realtime: bool,
+    pub(crate) allow_realtime: bool,
     /// When the key stops working: an RFC 3339 time (`"2027-01-31T00:00:00Z"`)
     /// or Unix seconds; absent: never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<Timestamp>,
+    pub(crate) expires_at: Option<Timestamp>,
     /// `"all"` or a list of origins (`https://app.example.com`) and host
     /// patterns (`example.com`, `*.example.com` = exactly one subdomain level).
     #[serde(default)]
-    pub origins: Rule,
+    pub(crate) origins: Rule,
     /// `"all"` or a list of IPv4/IPv6 addresses and CIDR ranges.
     #[serde(default)]
-    pub ips: Rule,
+    pub(crate) ips: Rule,
 }
 
 /// A point in time, in Unix seconds; written as RFC 3339 UTC, read from RFC
 /// 3339 (any offset) or from a number of seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timestamp(pub u64);
+pub(crate) struct Timestamp(pub u64);
 
 impl Serialize for Timestamp {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -101,7 +101,7 @@ impl<'de> Deserialize<'de> for Timestamp {
 
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)` into Unix
 /// seconds (fractions dropped); `None` for anything else or before 1970.
-pub fn parse_rfc3339(text: &str) -> Option<u64> {
+pub(crate) fn parse_rfc3339(text: &str) -> Option<u64> {
     let b = text.as_bytes();
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
         return None;
@@ -160,7 +160,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 }
 
 /// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn format_rfc3339(t: u64) -> String {
+pub(crate) fn format_rfc3339(t: u64) -> String {
     let days = (t / 86_400) as i64;
     let secs = t % 86_400;
     // Inverse of days_from_civil.
@@ -183,7 +183,7 @@ pub fn format_rfc3339(t: u64) -> String {
 
 /// `"all"` or a list of entries.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Rule {
+pub(crate) enum Rule {
     #[default]
     All,
     List(Vec<String>),
@@ -219,11 +219,11 @@ impl<'de> Deserialize<'de> for Rule {
 /// "`limit` events per `window_s` seconds", with the message clients get.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct RateLimit {
-    pub limit: u32,
-    pub window_s: u32,
+pub(crate) struct RateLimit {
+    pub(crate) limit: u32,
+    pub(crate) window_s: u32,
     #[serde(default = "default_rate_message")]
-    pub message: String,
+    pub(crate) message: String,
 }
 
 fn default_rate_message() -> String {
@@ -231,11 +231,11 @@ fn default_rate_message() -> String {
 }
 
 impl EnvSettings {
-    pub fn default_env() -> Self {
+    pub(crate) fn default_env() -> Self {
         Self::named("default")
     }
 
-    pub fn named(id: &str) -> Self {
+    pub(crate) fn named(id: &str) -> Self {
         Self {
             id: id.to_owned(),
             enabled: true,
@@ -251,7 +251,7 @@ impl EnvSettings {
 
     /// Checks what serde cannot: non-empty ids and keys, valid IP rules,
     /// positive limits, a secret where sessions are required.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         if self.id.is_empty() {
             return Err("environment id is empty".into());
         }
@@ -291,29 +291,29 @@ impl EnvSettings {
     }
 
     /// The key `presented`, if this environment has it.
-    pub fn api_key(&self, presented: &str) -> Option<&ApiKey> {
+    pub(crate) fn api_key(&self, presented: &str) -> Option<&ApiKey> {
         self.api_keys.iter().find(|k| k.key == presented)
     }
 }
 
 impl ApiKey {
-    pub fn expired(&self, now_unix_s: u64) -> bool {
+    pub(crate) fn expired(&self, now_unix_s: u64) -> bool {
         self.expires_at.is_some_and(|t| now_unix_s >= t.0)
     }
 
     /// Whether a connection that used this key may stay connected.
-    pub fn still_valid(&self, now_unix_s: u64) -> bool {
+    pub(crate) fn still_valid(&self, now_unix_s: u64) -> bool {
         self.allow_realtime && !self.expired(now_unix_s)
     }
 
-    pub fn origin_allowed(&self, origin: &str) -> bool {
+    pub(crate) fn origin_allowed(&self, origin: &str) -> bool {
         match &self.origins {
             Rule::All => true,
             Rule::List(list) => list.iter().any(|pattern| origin_matches(pattern, origin)),
         }
     }
 
-    pub fn ip_allowed(&self, ip: IpAddr) -> bool {
+    pub(crate) fn ip_allowed(&self, ip: IpAddr) -> bool {
         match &self.ips {
             Rule::All => true,
             Rule::List(list) => list
@@ -327,7 +327,7 @@ impl ApiKey {
 /// `pattern` is an origin (`https://a.example.com`, port optional) or a host
 /// pattern (`a.example.com`, `*.example.com`). A `*.` prefix matches exactly
 /// one more label. Hosts compare case-insensitively.
-pub fn origin_matches(pattern: &str, origin: &str) -> bool {
+pub(crate) fn origin_matches(pattern: &str, origin: &str) -> bool {
     let (origin_scheme, origin_host) = split_origin(origin);
     let (pattern_scheme, pattern_host) = split_origin(pattern);
     if let (Some(p), Some(o)) = (pattern_scheme, origin_scheme) {
@@ -365,7 +365,7 @@ fn strip_port(host: &str) -> &str {
 }
 
 /// An address (as a /32 or /128) or a CIDR range.
-pub fn parse_net(entry: &str) -> Option<IpNet> {
+pub(crate) fn parse_net(entry: &str) -> Option<IpNet> {
     let entry = entry.trim();
     entry
         .parse::<IpNet>()
@@ -376,7 +376,11 @@ pub fn parse_net(entry: &str) -> Option<IpNet> {
 /// The client's address: the TCP peer, unless the peer is a trusted proxy,
 /// in which case the last `X-Forwarded-For` hop that is not a trusted proxy.
 /// `None` when a trusted proxy sent no usable `X-Forwarded-For`.
-pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted_proxies: &[IpNet]) -> Option<IpAddr> {
+pub(crate) fn client_ip(
+    peer: IpAddr,
+    forwarded_for: Option<&str>,
+    trusted_proxies: &[IpNet],
+) -> Option<IpAddr> {
     let trusted = |ip: &IpAddr| trusted_proxies.iter().any(|net| net.contains(ip));
     if !trusted(&peer) {
         return Some(peer);
@@ -402,15 +406,15 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
 /// Every environment's settings at one moment. Immutable; a change makes a
 /// new one with a higher `version`.
 #[derive(Debug, Clone, Default)]
-pub struct Settings {
-    pub version: u64,
+pub(crate) struct Settings {
+    pub(crate) version: u64,
     /// Indexed by [`EnvKey`]; `None` for an environment that was removed.
     envs: Vec<Option<Arc<EnvSettings>>>,
     by_id: AHashMap<String, EnvKey>,
 }
 
 impl Settings {
-    pub fn new(envs: Vec<EnvSettings>) -> Self {
+    pub(crate) fn new(envs: Vec<EnvSettings>) -> Self {
         let mut settings = Self::default();
         for env in envs {
             settings.put(env);
@@ -418,29 +422,25 @@ impl Settings {
         settings
     }
 
-    pub fn key(&self, id: &str) -> Option<EnvKey> {
+    pub(crate) fn key(&self, id: &str) -> Option<EnvKey> {
         self.by_id.get(id).copied()
     }
 
-    pub fn get(&self, key: EnvKey) -> Option<&Arc<EnvSettings>> {
+    pub(crate) fn get(&self, key: EnvKey) -> Option<&Arc<EnvSettings>> {
         self.envs.get(key as usize).and_then(|e| e.as_ref())
     }
 
-    pub fn by_id(&self, id: &str) -> Option<&Arc<EnvSettings>> {
+    pub(crate) fn by_id(&self, id: &str) -> Option<&Arc<EnvSettings>> {
         self.key(id).and_then(|k| self.get(k))
     }
 
     /// Number of environment keys ever assigned (live or removed).
-    pub fn key_count(&self) -> usize {
+    pub(crate) fn key_count(&self) -> usize {
         self.envs.len()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<EnvSettings>> {
-        self.envs.iter().flatten()
-    }
-
     /// Adds or replaces the environment named `env.id`, keeping its key.
-    pub fn put(&mut self, env: EnvSettings) -> EnvKey {
+    pub(crate) fn put(&mut self, env: EnvSettings) -> EnvKey {
         let key = match self.by_id.get(&env.id) {
             Some(&key) => key,
             None => {
@@ -456,7 +456,7 @@ impl Settings {
 
     /// The settings with exactly `envs` live: others are removed, kept ones
     /// keep their keys (a reload).
-    pub fn replaced_by(&self, envs: Vec<EnvSettings>) -> Self {
+    pub(crate) fn replaced_by(&self, envs: Vec<EnvSettings>) -> Self {
         let mut next = self.clone();
         next.version += 1;
         for slot in &mut next.envs {
@@ -469,7 +469,7 @@ impl Settings {
     }
 
     /// The settings with one environment added or replaced.
-    pub fn with(&self, env: EnvSettings) -> Self {
+    pub(crate) fn with(&self, env: EnvSettings) -> Self {
         let mut next = self.clone();
         next.version += 1;
         next.put(env);

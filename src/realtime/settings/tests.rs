@@ -64,7 +64,12 @@ fn keys_keep_their_slots_across_changes() {
     assert!(t.get(0).is_none(), "a removed");
     assert_eq!(t.key("b"), Some(1));
     assert_eq!(t.key("c"), Some(2));
-    assert_eq!(t.iter().count(), 2);
+    assert_eq!(
+        (0..t.key_count())
+            .filter(|&k| t.get(k as EnvKey).is_some())
+            .count(),
+        2
+    );
     let u = t.with(EnvSettings::named("a"));
     assert_eq!(u.key("a"), Some(0));
     assert!(u.get(0).is_some());

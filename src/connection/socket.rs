@@ -1,0 +1,140 @@
+//! A client's TCP socket, shared by the connection's reader and its writer.
+//!
+//! Reads are readiness-based on both drivers: the reader waits until the
+//! socket is readable (an io_uring `POLL_ADD`, or epoll), then takes
+//! everything the kernel has buffered with non-blocking `recv`s into the
+//! shard's one receive buffer. An idle connection therefore holds no read
+//! buffer, and a read never completes with just the first message that
+//! arrived while later ones pile up behind it: whatever accumulated while
+//! the shard was busy is handled in one go, before any writer runs, which
+//! is what lets the writers coalesce a whole turn's frames into one write.
+//! Writes stay completion-based (`writev` submitted through the ring), so
+//! all of a turn's writes reach the kernel in one `io_uring_enter`.
+//!
+//! **Invariant:** the descriptor stays open while any [`Socket`] (or write
+//! half made from one) is alive, so [`Socket::shutdown`] can never reach a
+//! descriptor number the kernel has already reused for another connection.
+
+use std::cell::UnsafeCell;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+
+use monoio::io::OwnedWriteHalf;
+use monoio::net::TcpStream;
+
+/// The write half the writer task uses for `writev`.
+pub(crate) type WriteHalf = OwnedWriteHalf<TcpStream>;
+
+/// A shared handle to one accepted TCP stream. Cloning is a refcount.
+#[derive(Clone)]
+pub(crate) struct Socket {
+    // The same sharing monoio's `into_split` sets up: reads and writes are
+    // independent operations on one descriptor, so both halves may hold it.
+    stream: Rc<UnsafeCell<TcpStream>>,
+}
+
+/// What one non-blocking receive found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Received {
+    /// This many bytes (at least one).
+    Bytes(usize),
+    /// Nothing buffered right now.
+    WouldBlock,
+    /// The peer closed its side, or the socket failed.
+    Closed,
+}
+
+impl Socket {
+    /// Splits an accepted stream into the shared handle and the one write
+    /// half (dropping that half shuts the write direction down, so there is
+    /// exactly one, moved from the HTTP phase to the outbox's writer).
+    pub(crate) fn split(stream: TcpStream) -> (Self, WriteHalf) {
+        let stream = Rc::new(UnsafeCell::new(stream));
+        let writer = OwnedWriteHalf(stream.clone());
+        (Self { stream }, writer)
+    }
+
+    fn stream(&self) -> &TcpStream {
+        // SAFETY: this is monoio's split contract (`TcpStream: Split`): the
+        // one `&mut TcpStream` made from this cell is the one the write
+        // half makes for a `writev`, which, like everything here, only
+        // reads the descriptor (operations clone the shared fd). The cell
+        // never leaves its thread.
+        unsafe { &*self.stream.get() }
+    }
+
+    /// Resolves once the socket has something to read (or has failed).
+    /// `relaxed` lets the epoll driver trust its cached readiness; pass
+    /// false after a receive found nothing, so stale readiness is cleared.
+    pub(crate) async fn readable(&self, relaxed: bool) -> io::Result<()> {
+        self.stream().readable(relaxed).await
+    }
+
+    /// Takes what the kernel has buffered, up to `buf.len()` bytes, without
+    /// waiting.
+    pub(crate) fn recv(&self, buf: &mut [u8]) -> Received {
+        if buf.is_empty() {
+            return Received::WouldBlock;
+        }
+        loop {
+            // SAFETY: `buf` is valid for `buf.len()` writable bytes, and the
+            // descriptor is open while `self` lives.
+            let n = unsafe {
+                libc::recv(
+                    self.raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n > 0 {
+                return Received::Bytes(n as usize);
+            }
+            if n == 0 {
+                return Received::Closed;
+            }
+            match io::Error::last_os_error().kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Received::WouldBlock,
+                _ => return Received::Closed,
+            }
+        }
+    }
+
+    /// Ends both directions: pending and later reads see end of file, a
+    /// write stuck on a full send buffer fails. The descriptor stays open
+    /// until the last handle is dropped.
+    pub(crate) fn shutdown(&self) {
+        // SAFETY: shutdown(2) on a descriptor this handle keeps open; it
+        // neither closes nor invalidates the descriptor.
+        unsafe {
+            libc::shutdown(self.raw_fd(), libc::SHUT_RDWR);
+        }
+    }
+
+    /// Caps the kernel's send buffer for this socket (the kernel doubles
+    /// the value for its bookkeeping and stops autotuning it).
+    pub(crate) fn set_send_buffer_bytes(&self, bytes: usize) {
+        let value = bytes.min(i32::MAX as usize) as libc::c_int;
+        // SAFETY: setsockopt with a valid `c_int` option value on an open
+        // descriptor.
+        unsafe {
+            libc::setsockopt(
+                self.raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&value as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+
+    pub(crate) fn set_nodelay(&self) {
+        let _ = self.stream().set_nodelay(true);
+    }
+
+    fn raw_fd(&self) -> i32 {
+        self.stream().as_raw_fd()
+    }
+}

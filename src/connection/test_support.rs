@@ -1,0 +1,52 @@
+//! Real sockets and both runtime drivers for the connection layer's unit
+//! tests.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use crate::connection::socket::{Socket, WriteHalf};
+
+/// Runs `test` on a monoio runtime with the epoll driver, then (where the
+/// kernel allows it) with the io_uring driver.
+pub(crate) fn on_each_driver<F, Fut>(test: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+        .expect("epoll runtime")
+        .block_on(test());
+    if monoio::utils::detect_uring() {
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("io_uring runtime")
+            .block_on(test());
+    }
+}
+
+/// A connected loopback pair: the server end as a [`Socket`] and its write
+/// half, the client end as a blocking std stream (with a read timeout, so a test that waits
+/// for bytes that never come fails instead of hanging).
+pub(crate) async fn socket_pair() -> (Socket, WriteHalf, std::net::TcpStream) {
+    let listener = monoio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("address");
+    let client = std::net::TcpStream::connect(address).expect("connect");
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    let (server, _) = listener.accept().await.expect("accept");
+    let (socket, writer) = Socket::split(server);
+    (socket, writer, client)
+}
+
+/// Lets the runtime run until `done()` holds; panics after 10 s.
+pub(crate) async fn yield_until(done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "condition not reached within 10 s");
+        monoio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
