@@ -12,6 +12,7 @@ mod cross_shard;
 mod deploy_files;
 mod doctor;
 mod engineio;
+mod grafana;
 mod handshake;
 mod inbound_flood;
 mod limits;
