@@ -75,6 +75,18 @@ if ! command -v chromium >/dev/null 2>&1; then
     apt_install chromium
 fi
 
+# --- Debian packaging (scripts/package.sh, deploy/test-package.sh) -------------
+# dpkg-deb comes with dpkg; dpkg-shlibdeps is in dpkg-dev, strip in binutils,
+# and systemd-analyze (the unit's verification) in systemd, which installs
+# fine where it is not PID 1 and then only provides its tools.
+packaging=()
+command -v dpkg-shlibdeps >/dev/null 2>&1 || packaging+=(dpkg-dev)
+command -v strip >/dev/null 2>&1 || packaging+=(binutils)
+command -v systemd-analyze >/dev/null 2>&1 || packaging+=(systemd)
+if [ "${#packaging[@]}" -gt 0 ]; then
+    apt_install "${packaging[@]}"
+fi
+
 # --- npm packages of tests/interop --------------------------------------------
 # `npm ci` wipes node_modules and reinstalls, so it only runs when the lock file
 # changed since the last install (a stamp holds the lock file's hash).

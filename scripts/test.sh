@@ -8,6 +8,9 @@
 #   clippy    cargo clippy --all-targets -- -D warnings   (workspace default members)
 #   cargo     cargo test                                  (unit tests + the tests/it binary)
 #   build     cargo build --release -p ringcast
+#   package   deploy/test-package.sh --no-build: builds the .deb from that binary,
+#             checks its fields and files, installs it into a throwaway root,
+#             verifies the systemd unit
 #   interop   node --test in tests/interop against target/release/ringcast
 #   clients   node --test in clients/js (client + server libraries) and clients/demo
 #             (chat page in headless Chromium), against target/release/ringcast
@@ -20,7 +23,7 @@
 # build. The output ends with one line per step and a closing
 #   summary: N passed, M failed
 # line, where N/M count the tests of cargo test and node --test (the soak counts
-# as one test), and every failed step that has no failing test of its own (fmt,
+# as one test, the package step its checks), and every failed step that has no failing test of its own (fmt,
 # clippy, a build or a timeout) counts as one more failure. Exit status is 0
 # only if every step passed.
 set -uo pipefail
@@ -35,6 +38,7 @@ export RINGCAST_BIN="${RINGCAST_BIN:-$target_dir/release/ringcast}"
 CARGO_TEST_TIMEOUT_S=1200
 INTEROP_TIMEOUT_S=900
 CLIENTS_TIMEOUT_S=300
+PACKAGE_TIMEOUT_S=300
 SOAK_TIMEOUT_S=300
 BENCH_TIMEOUT_S=900
 
@@ -102,6 +106,11 @@ count_tests() {
             passed=$(grep -oE '^bench smoke: [0-9]+ passed' "$log" | grep -oE '[0-9]+' | awk '{s+=$1} END {print s+0}')
             failed=$(grep -oE '^bench smoke: [0-9]+ passed, [0-9]+ failed' "$log" | grep -oE '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
             ;;
+        package)
+            # its closing line: "package test: N passed, M failed"
+            passed=$(grep -oE '^package test: [0-9]+ passed' "$log" | grep -oE '[0-9]+' | awk '{s+=$1} END {print s+0}')
+            failed=$(grep -oE '^package test: [0-9]+ passed, [0-9]+ failed' "$log" | grep -oE '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
+            ;;
         soak)
             # its verdict line: "soak PASSED: ..." / "soak FAILED: ..."
             passed=$(grep -cE '^soak PASSED' "$log")
@@ -151,6 +160,9 @@ count_tests cargo $?
 # --- release server + real-client interop suite ---------------------------------
 if run_step build cargo build --release -p ringcast; then
     count_tests build 0
+    # The Debian package of that binary, checked without touching this system.
+    run_step package timeout -k 10 "$PACKAGE_TIMEOUT_S" bash deploy/test-package.sh --no-build
+    count_tests package $?
     run_step interop timeout -k 10 "$INTEROP_TIMEOUT_S" \
         bash -c 'cd tests/interop && exec node --test --test-concurrency=1 \
             --test-reporter=spec --test-timeout=240000 ./*.test.mjs'
@@ -175,6 +187,8 @@ if run_step build cargo build --release -p ringcast; then
     count_tests bench $?
 else
     count_tests build 1
+    skip_step package "no release build"
+    total_failed=$((total_failed + 1))
     skip_step interop "no release build"
     total_failed=$((total_failed + 1))
     skip_step clients "no release build"

@@ -26,45 +26,73 @@ use crate::realtime::settings::{parse_net, EnvSettings};
 )]
 pub struct Cli {
     /// Address to listen on [default: 0.0.0.0:4000].
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub listen: Option<SocketAddr>,
     /// Number of shards (threads pinned to cores) [default: one per core].
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub shards: Option<usize>,
     /// Socket.IO path [default: /realtime/].
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub path: Option<String>,
     /// Token of the app backend's master connection and HTTP API. Generated
     /// and printed once when not given anywhere.
     #[arg(
         long,
+        global = true,
         env = "RINGCAST_MASTER_TOKEN",
         hide_env_values = true,
         allow_hyphen_values = true
     )]
     pub master_token: Option<String>,
     /// Engine.IO ping interval in milliseconds [default: 25000].
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub ping_interval_ms: Option<u64>,
     /// Engine.IO ping timeout in milliseconds [default: 20000].
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub ping_timeout_ms: Option<u64>,
     /// Largest Engine.IO packet accepted, in bytes [default: 1000000].
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub max_payload_bytes: Option<usize>,
     /// Listen backlog of each shard's socket [default: 1024].
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub backlog: Option<i32>,
     /// Use the epoll driver even where io_uring works.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub epoll: bool,
     /// Log level or filter (`info`, `debug`, `ringcast=trace`, ...);
     /// `RUST_LOG` is used when this is absent [default: info].
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub log_level: Option<String>,
     /// TOML configuration file (see `ringcast.example.toml`).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub config: Option<PathBuf>,
+    /// What to do instead of serving (nothing: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands. Each takes the server's flags too, so it sees the
+/// configuration the server would run with.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Check this host against the configuration: io_uring, limits, kernel
+    /// settings, cores. One line per check (ok / warn / fail) with the fix;
+    /// exit status 1 when a check fails.
+    Doctor(DoctorArgs),
+}
+
+/// Flags of `ringcast doctor` beyond the server's.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DoctorArgs {
+    /// Connections to plan for [default: `connections_max` of the
+    /// configuration, when it is set].
+    #[arg(long)]
+    pub connections: Option<u64>,
+    /// Read `proc/` and `sys/` under this directory instead of `/` (a copy
+    /// of another host's files, or a test tree). The live io_uring probe is
+    /// skipped then, because the running kernel is not the one described.
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
 }
 
 /// Everything the server needs, validated.

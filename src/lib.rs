@@ -15,12 +15,15 @@
 //! - [`inbox`]: the closed set of messages shards send each other.
 //! - [`metrics`]: shard-local counters and the Prometheus `/metrics` page.
 //! - [`server`]: wires the shards together and starts them.
+//! - [`doctor`]: `ringcast doctor`, the host checks (sans-IO over a
+//!   snapshot of `/proc` and `/sys`, plus one io_uring probe).
 //!
 //! Threads and queues live in the `ringcast-shards` crate, which knows
 //! nothing about any of the protocols here.
 
 pub mod config;
 pub(crate) mod connection;
+pub mod doctor;
 pub(crate) mod fanout;
 pub(crate) mod http;
 pub(crate) mod inbox;

@@ -1,17 +1,21 @@
 //! The `ringcast` binary: parse the configuration, install logging, start
-//! the shards, print where they listen, and wait.
+//! the shards, print where they listen, and wait. `ringcast doctor` checks
+//! the host instead (see `ringcast::doctor`).
 
 use clap::Parser;
 use mimalloc::MiMalloc;
 use tracing_subscriber::EnvFilter;
 
-use ringcast::config::{Cli, Config};
+use ringcast::config::{Cli, Command, Config};
 
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Doctor(args)) = &cli.command {
+        std::process::exit(ringcast::doctor::main(&cli, args));
+    }
     let filter = match &cli.log_level {
         Some(level) => EnvFilter::try_new(level),
         None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info")),

@@ -9,7 +9,10 @@ mod support;
 
 mod bad_input;
 mod cross_shard;
+mod deploy_files;
+mod doctor;
 mod engineio;
+mod grafana;
 mod handshake;
 mod inbound_flood;
 mod limits;
