@@ -12,6 +12,7 @@
 //! slow consumer), the reader is the one that unregisters the member and
 //! tells its channels it left.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
@@ -19,7 +20,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
-use tracing::Instrument;
 
 use crate::connection::outbox::{CloseReason, Outbox};
 use crate::connection::socket::{Received, Socket, WriteHalf};
@@ -49,50 +49,147 @@ const BYTES_PER_TURN: usize = 64 * 1024;
 const ATTACHMENTS_MAX: usize = 64;
 
 /// Serves one accepted TCP connection until it ends.
-pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
-    let (socket, mut writer) = Socket::split(stream);
+///
+/// Not an `async fn`: the future keeps its arguments for its whole life, so
+/// the stream is split first and the future captures only the small
+/// handles.
+pub(crate) fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) -> impl Future<Output = ()> {
+    let (socket, writer) = Socket::split(stream);
     socket.set_nodelay();
-    // Boxed: the HTTP phase is over after the first request, and keeping it
-    // out of this task's state keeps every idle connection small.
-    let Some(upgraded) = Box::pin(http_phase(&shard, &socket, &mut writer, peer)).await else {
-        return;
-    };
-    let Upgraded {
-        tail,
-        origin,
-        client_ip,
-        _permit,
-    } = upgraded;
-    let config = &shard.shared.config;
-    socket.set_send_buffer_bytes(send_buffer_bytes(config.send_queue_bytes_max));
-    let outbox = Rc::new(Outbox::new(
-        config.send_queue_bytes_max,
-        socket.clone(),
-        writer,
-        shard.egress.clone(),
-    ));
-    let slot = shard.sockets.borrow_mut().insert(outbox.clone());
-    let span = tracing::debug_span!("conn", shard = shard.id, %peer);
-    let mut session = Session {
-        shard: &shard,
-        outbox: outbox.clone(),
-        member: None,
-        pending: None,
-        origin,
-        client_ip,
-    };
-    let reason = session.run(&socket, tail).instrument(span.clone()).await;
-    span.in_scope(|| tracing::debug!(?reason, "connection closed"));
-    if reason == CloseReason::ClientDisconnect {
-        outbox.push(websocket::close_frame(1000, ""));
+    async move {
+        // Boxed: the HTTP phase is over after the first request, and keeping
+        // it out of this task's state keeps every idle connection small.
+        let Some(mut connection) = Box::pin(upgrade(shard, socket, writer, peer)).await else {
+            return;
+        };
+        let reason = connection.run().await;
+        connection.end(reason);
     }
-    outbox.close(reason);
-    // The first reason set wins (the outbox may have closed first).
-    shard.stats.disconnected(outbox.closing().unwrap_or(reason));
-    shard.sockets.borrow_mut().remove(slot);
-    if let Some(key) = session.member {
-        if let Some(member) = shard.unregister(key) {
-            events::disconnected(&shard, member);
+}
+
+/// The HTTP phase, then the connection it upgraded to (if it did).
+async fn upgrade(
+    shard: Rc<Shard>,
+    socket: Socket,
+    mut writer: WriteHalf,
+    peer: SocketAddr,
+) -> Option<Connection> {
+    let upgraded = http_phase(&shard, &socket, &mut writer, peer).await?;
+    Some(Connection::new(shard, socket, writer, upgraded, peer))
+}
+
+/// An upgraded connection: everything its reader keeps for its whole life,
+/// in one place (the task's future holds this and little else).
+struct Connection {
+    session: Session,
+    socket: Socket,
+    /// Bytes received but not yet handled: empty (no allocation) whenever
+    /// the connection is idle.
+    tail: Vec<u8>,
+    reassembler: Reassembler,
+    /// Slot in the shard's socket list (for the heartbeat).
+    slot: usize,
+    span: tracing::Span,
+    /// Counts this connection against the connection limits while it lives.
+    _permit: ConnPermit,
+}
+
+impl Connection {
+    fn new(
+        shard: Rc<Shard>,
+        socket: Socket,
+        writer: WriteHalf,
+        upgraded: Upgraded,
+        peer: SocketAddr,
+    ) -> Self {
+        let config = &shard.shared.config;
+        socket.set_send_buffer_bytes(send_buffer_bytes(config.send_queue_bytes_max));
+        let outbox = Rc::new(Outbox::new(
+            config.send_queue_bytes_max,
+            socket.clone(),
+            writer,
+            shard.egress.clone(),
+        ));
+        let slot = shard.sockets.borrow_mut().insert(outbox.clone());
+        let span = tracing::debug_span!("conn", shard = shard.id, %peer);
+        let reassembler = Reassembler::new(config.max_payload_bytes);
+        Self {
+            session: Session {
+                shard,
+                outbox,
+                member: None,
+                pending: None,
+                origin: upgraded.origin,
+                client_ip: upgraded.client_ip,
+            },
+            socket,
+            tail: upgraded.tail,
+            reassembler,
+            slot,
+            span,
+            _permit: upgraded.permit,
+        }
+    }
+
+    /// The ingress loop: waits for readiness and handles what arrived,
+    /// until the connection ends.
+    async fn run(&mut self) -> CloseReason {
+        // Bytes may have arrived with the upgrade request: handle them first.
+        let mut ready = true;
+        loop {
+            if !ready && self.socket.readable(false).await.is_err() {
+                return self.session.outbox.closing().unwrap_or(CloseReason::Io);
+            }
+            if let Some(reason) = self.session.outbox.closing() {
+                return reason;
+            }
+            let step = {
+                let _entered = self.span.enter();
+                self.session
+                    .step(&self.socket, &mut self.tail, &mut self.reassembler)
+            };
+            let shard = &self.session.shard;
+            match step {
+                Step::Drained => ready = false,
+                Step::Yield => {
+                    ready = true;
+                    shard.yielder.yield_now().await;
+                }
+                Step::Backlogged => {
+                    ready = true;
+                    Stats::bump(&shard.stats.mesh_backlog_stalls);
+                    // Boxed, like every rare wait: the future of a
+                    // connection's whole life stays small.
+                    Box::pin(shard.backlog_cleared()).await;
+                }
+                Step::Paced(recipient) => {
+                    ready = true;
+                    Box::pin(shard.egress.paced(recipient)).await;
+                }
+                Step::Closed(reason) => return reason,
+            }
+        }
+    }
+
+    /// Ends the connection: the close frame (if the client asked), the
+    /// outbox's close, the metrics, and the member's departure.
+    fn end(self, reason: CloseReason) {
+        let session = self.session;
+        let shard = &session.shard;
+        let outbox = &session.outbox;
+        self.span
+            .in_scope(|| tracing::debug!(?reason, "connection closed"));
+        if reason == CloseReason::ClientDisconnect {
+            outbox.push(websocket::close_frame(1000, ""));
+        }
+        outbox.close(reason);
+        // The first reason set wins (the outbox may have closed first).
+        shard.stats.disconnected(outbox.closing().unwrap_or(reason));
+        shard.sockets.borrow_mut().remove(self.slot);
+        if let Some(key) = session.member {
+            if let Some(member) = shard.unregister(key) {
+                events::disconnected(shard, member);
+            }
         }
     }
 }
@@ -113,8 +210,7 @@ struct Upgraded {
     tail: Vec<u8>,
     origin: Option<Box<str>>,
     client_ip: Option<IpAddr>,
-    /// Counts this connection against the connection limits while it lives.
-    _permit: ConnPermit,
+    permit: ConnPermit,
 }
 
 /// The HTTP phase: reads the request, answers anything but a valid upgrade
@@ -213,7 +309,7 @@ async fn http_phase(
         tail: buf,
         origin,
         client_ip,
-        _permit: permit,
+        permit,
     })
 }
 
@@ -332,8 +428,8 @@ struct PendingBinary {
 }
 
 /// The reader's protocol state.
-struct Session<'a> {
-    shard: &'a Shard,
+struct Session {
+    shard: Rc<Shard>,
     outbox: Rc<Outbox>,
     /// Slab key once the Socket.IO connect succeeded.
     member: Option<SlabKey>,
@@ -375,48 +471,12 @@ struct Handled {
     stop: Option<Step>,
 }
 
-impl Session<'_> {
-    /// The ingress loop: waits for readiness and handles what arrived,
-    /// until the connection ends. `tail` holds bytes received but not yet
-    /// handled; it is empty whenever the connection is idle.
-    async fn run(&mut self, socket: &Socket, mut tail: Vec<u8>) -> CloseReason {
-        let mut reassembler = Reassembler::new(self.shard.shared.config.max_payload_bytes);
-        // Bytes may have arrived with the upgrade request: handle them first.
-        let mut ready = true;
-        loop {
-            if !ready && socket.readable(false).await.is_err() {
-                return self.outbox.closing().unwrap_or(CloseReason::Io);
-            }
-            if let Some(reason) = self.outbox.closing() {
-                return reason;
-            }
-            match self.step(socket, &mut tail, &mut reassembler) {
-                Step::Drained => ready = false,
-                Step::Yield => {
-                    ready = true;
-                    self.shard.yielder.yield_now().await;
-                }
-                Step::Backlogged => {
-                    ready = true;
-                    Stats::bump(&self.shard.stats.mesh_backlog_stalls);
-                    // Boxed, like every rare wait: the future of a
-                    // connection's whole life stays small.
-                    Box::pin(self.shard.backlog_cleared()).await;
-                }
-                Step::Paced(recipient) => {
-                    ready = true;
-                    Box::pin(self.shard.egress.paced(recipient)).await;
-                }
-                Step::Closed(reason) => return reason,
-            }
-        }
-    }
-
+impl Session {
     /// Receives what the socket has and handles every complete message, up
     /// to this turn's budget. Runs without awaiting, so it can borrow the
     /// shard's read buffer: only the unhandled tail is copied out.
     fn step(&mut self, socket: &Socket, tail: &mut Vec<u8>, reassembler: &mut Reassembler) -> Step {
-        let shard = self.shard;
+        let shard = self.shard.clone();
         let mut buffer = shard.read_buffer.borrow_mut();
         let mut budget = Budget {
             messages: MESSAGES_PER_TURN,
@@ -690,7 +750,7 @@ impl Session<'_> {
             ack_id,
             attachments,
         };
-        match events::handle(self.shard, key, incoming) {
+        match events::handle(&self.shard, key, incoming) {
             Ok(()) => Ok(()),
             Err(e) => {
                 // `41` first: socket.io-client then reports "io server

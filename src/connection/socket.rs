@@ -16,6 +16,7 @@
 //! descriptor number the kernel has already reused for another connection.
 
 use std::cell::UnsafeCell;
+use std::future::Future;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -67,8 +68,8 @@ impl Socket {
     /// Resolves once the socket has something to read (or has failed).
     /// `relaxed` lets the epoll driver trust its cached readiness; pass
     /// false after a receive found nothing, so stale readiness is cleared.
-    pub(crate) async fn readable(&self, relaxed: bool) -> io::Result<()> {
-        self.stream().readable(relaxed).await
+    pub(crate) fn readable(&self, relaxed: bool) -> impl Future<Output = io::Result<()>> + '_ {
+        self.stream().readable(relaxed)
     }
 
     /// Takes what the kernel has buffered, up to `buf.len()` bytes, without

@@ -651,8 +651,8 @@ pub fn hugepages(host: &Host) -> Check {
     Check::warn(
         NAME,
         format!(
-            "{detail}: the allocator's memory gets backed by 2 MiB pages (more RSS per connection) \
-             and page faults may stall on compaction"
+            "{detail}: ringcast opts its own heap out (prctl), but page faults elsewhere may \
+             stall on compaction"
         ),
         fixes.join(" and "),
     )
