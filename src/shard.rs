@@ -24,10 +24,11 @@ use slab::Slab;
 
 use crate::config::Config;
 use crate::connection::outbox::{CloseReason, Egress, Outbox};
-use crate::fanout::{deliver, push_decimal, text_packet};
+use crate::fanout::deliver;
 use crate::inbox::{self, MemberEntry, ShardMessage, Target};
 pub(crate) use crate::metrics::Stats;
 use crate::metrics::{Gauges, Snapshot};
+use crate::protocol::frames;
 use crate::protocol::socketio::write_json_str;
 use crate::realtime::channels::{EnvIndex, SlabKey};
 use crate::realtime::profile::{write_buffers_inline, write_renumbered, Profile};
@@ -783,18 +784,9 @@ impl Shard {
         if member.generation != generation {
             return;
         }
-        let frame = text_packet(&gather.attachments, |out| {
-            if gather.attachments.is_empty() {
-                out.extend_from_slice(b"43");
-            } else {
-                out.extend_from_slice(b"46");
-                push_decimal(out, gather.attachments.len() as u64);
-                out.push(b'-');
-            }
-            push_decimal(out, ack_id);
-            out.push(b'[');
+        let frame = frames::ack(ack_id, &gather.attachments, |out| {
             out.extend_from_slice(&gather.body);
-            out.extend_from_slice(b"]]");
+            out.push(b']');
         });
         member.outbox.push(frame);
     }
@@ -817,7 +809,7 @@ fn still_allowed(settings: &Settings, env: EnvKey, api_key: Option<&str>, now_un
 /// Tells a client the server disconnected it (`41`: socket.io-client will
 /// not reconnect) and closes the connection.
 pub(crate) fn kick(member: &Member) {
-    member.outbox.push(crate::fanout::text_frame("41"));
+    member.outbox.push(frames::disconnect());
     member.outbox.close(CloseReason::ServerDisconnect);
 }
 
@@ -916,7 +908,7 @@ async fn heartbeat(shard: Rc<Shard>) {
     let (interval, timeout) = (config.ping_interval, config.ping_timeout);
     let shortest = interval.min(timeout).min(config.connect_timeout);
     let tick = (shortest / 4).clamp(Duration::from_millis(5), Duration::from_secs(1));
-    let ping = crate::fanout::text_frame("2");
+    let ping = frames::engineio("2");
     let mut last_sweep = std::time::Instant::now();
     loop {
         monoio::time::sleep(tick).await;

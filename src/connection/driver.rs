@@ -23,11 +23,10 @@ use monoio::net::TcpStream;
 
 use crate::connection::outbox::{CloseReason, Outbox};
 use crate::connection::socket::{Received, Socket, WriteHalf};
-use crate::fanout::text_frame;
 use crate::http::{api, route, Route};
 use crate::metrics::Stats;
 use crate::protocol::websocket::{self, Message, Opcode, Reassembler};
-use crate::protocol::{engineio, http as http_codec, socketio};
+use crate::protocol::{engineio, frames, http as http_codec, socketio};
 use crate::realtime::auth::{self, Identity};
 use crate::realtime::channels::SlabKey;
 use crate::realtime::events::{self, Incoming};
@@ -45,8 +44,6 @@ const MESSAGES_PER_TURN: usize = 64;
 /// Received bytes one connection handles per scheduling turn (bounds what
 /// one turn can queue for any recipient, whatever the message size).
 const BYTES_PER_TURN: usize = 64 * 1024;
-/// Most attachments a binary packet may announce.
-const ATTACHMENTS_MAX: usize = 64;
 
 /// Serves one accepted TCP connection until it ends.
 ///
@@ -302,7 +299,7 @@ async fn http_phase(
         config.max_payload_bytes,
     );
     let mut greeting = http_codec::switching_protocols(&accept);
-    greeting.extend_from_slice(&text_frame(&open));
+    greeting.extend_from_slice(&frames::engineio(&open));
     let (written, _) = writer.write_all(greeting).await;
     written.ok()?;
     Some(Upgraded {
@@ -639,7 +636,7 @@ impl Session {
                 let mut reply = String::with_capacity(1 + data.len());
                 reply.push('3');
                 reply.push_str(data);
-                self.outbox.push(text_frame(&reply));
+                self.outbox.push(frames::engineio(&reply));
                 Ok(())
             }
             Ok(engineio::Packet::Message(body)) => self.on_socketio(body),
@@ -686,7 +683,7 @@ impl Session {
             T::Ack | T::ConnectError => Ok(()),
             T::Event => self.on_event(packet.data, packet.ack_id, &[]),
             T::BinaryEvent | T::BinaryAck => {
-                if packet.attachments > ATTACHMENTS_MAX {
+                if packet.attachments > socketio::ATTACHMENTS_MAX {
                     self.send_close(1009);
                     return Err(protocol_error(1009));
                 }
@@ -758,7 +755,7 @@ impl Session {
                 // a bad payload cannot turn into a reconnect storm by
                 // re-sending it on every reconnect.
                 tracing::debug!(error = %e, "invalid event payload");
-                self.outbox.push(text_frame("41"));
+                self.outbox.push(frames::disconnect());
                 self.outbox.push(websocket::close_frame(1008, ""));
                 Err(protocol_error(1008))
             }
@@ -767,11 +764,8 @@ impl Session {
 
     fn on_connect(&mut self, namespace: &str, auth_json: &str) -> Flow {
         if namespace != "/" {
-            let mut out = String::with_capacity(48 + namespace.len());
-            out.push_str("44");
-            out.push_str(namespace);
-            out.push_str(",{\"message\":\"Invalid namespace\"}");
-            self.outbox.push(text_frame(&out));
+            self.outbox
+                .push(frames::connect_error(namespace, "Invalid namespace", None));
             return Ok(());
         }
         if self.member.is_some() {
@@ -810,13 +804,13 @@ impl Session {
                 self.member = Some(key);
                 self.outbox.set_connected();
                 Stats::bump(&self.shard.stats.connects);
-                self.outbox.push(text_frame(&socketio::connect_ok(id.as_str())));
+                self.outbox.push(frames::connect_ok(id.as_str()));
             }
             Err(refusal) => {
                 tracing::debug!(code = refusal.code, "connection refused");
                 Stats::bump(&self.shard.stats.refused_connects);
-                let packet = socketio::connect_error(refusal.title, Some(&refusal.data_json()));
-                self.outbox.push(text_frame(&packet));
+                let packet = frames::connect_error("/", refusal.title, Some(&refusal.data_json()));
+                self.outbox.push(packet);
             }
         }
         Ok(())

@@ -420,14 +420,15 @@ pub fn encode_packet(
     out.extend_from_slice(data_raw.as_bytes());
 }
 
-/// Appends an event as a whole Engine.IO message: `42[<name>,args...]`, or `45<n>-[...]` when
-/// `attachments > 0`, with an optional ack id. Each of `args_raw` must be well-formed JSON.
+/// Appends an event as a whole Engine.IO message: `42[<name><args>]`, or `45<n>-[...]` when
+/// `attachments > 0`, with an optional ack id. `write_args` appends the arguments as JSON text,
+/// each starting with `,`.
 pub fn encode_event(
     out: &mut Vec<u8>,
     name: &str,
-    args_raw: &[&str],
     attachments: usize,
     ack_id: Option<u64>,
+    write_args: impl FnOnce(&mut Vec<u8>),
 ) {
     let kind = if attachments > 0 {
         PacketType::BinaryEvent
@@ -438,16 +439,13 @@ pub fn encode_event(
     encode_packet(out, kind, attachments, ack_id, "");
     out.push(b'[');
     write_json_str(out, name);
-    for arg in args_raw {
-        out.push(b',');
-        out.extend_from_slice(arg.as_bytes());
-    }
+    write_args(out);
     out.push(b']');
 }
 
-/// Appends an ack as a whole Engine.IO message: `43<id>[args...]`, or `46<n>-<id>[args...]` when `attachments > 0`. Each of `args_raw`
-/// must be well-formed JSON text.
-pub fn encode_ack(out: &mut Vec<u8>, ack_id: u64, attachments: usize, args_raw: &[&str]) {
+/// Appends an ack as a whole Engine.IO message: `43<id>[<args>]`, or `46<n>-<id>[<args>]` when
+/// `attachments > 0`. `write_args` appends the arguments as JSON text, separated by `,`.
+pub fn encode_ack(out: &mut Vec<u8>, ack_id: u64, attachments: usize, write_args: impl FnOnce(&mut Vec<u8>)) {
     let kind = if attachments > 0 {
         PacketType::BinaryAck
     } else {
@@ -456,35 +454,6 @@ pub fn encode_ack(out: &mut Vec<u8>, ack_id: u64, attachments: usize, args_raw: 
     out.push(b'4');
     encode_packet(out, kind, attachments, Some(ack_id), "");
     out.push(b'[');
-    for (i, arg) in args_raw.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(arg.as_bytes());
-    }
+    write_args(out);
     out.push(b']');
-}
-
-/// `40{"sid":"<sid>"}`: the connect acknowledgement, with the Engine.IO message prefix.
-pub fn connect_ok(sid: &str) -> String {
-    let mut out = String::with_capacity(sid.len() + 12);
-    out.push_str("40{\"sid\":");
-    push_json_str(&mut out, sid);
-    out.push('}');
-    out
-}
-
-/// `44{"message":"...","data":<raw>}`: connect_error in namespace `/` (which is omitted),
-/// with the Engine.IO message prefix. `data_json` must be well-formed JSON; it is not checked.
-pub fn connect_error(message: &str, data_json: Option<&str>) -> String {
-    let data_len = data_json.map_or(0, str::len);
-    let mut out = String::with_capacity(message.len() + data_len + 24);
-    out.push_str("44{\"message\":");
-    push_json_str(&mut out, message);
-    if let Some(data) = data_json {
-        out.push_str(",\"data\":");
-        out.push_str(data);
-    }
-    out.push('}');
-    out
 }

@@ -229,6 +229,32 @@ pub fn encode_head(out: &mut BytesMut, opcode: Opcode, payload_len: usize) {
     }
 }
 
+/// The opcode, header length and payload length of the unmasked, final
+/// server frame at the start of `buf` (as [`encode_frame`] writes them), if
+/// it is complete in `buf`. Used to read a server's own frames back (the
+/// long-polling transport); anything else is `None`.
+pub fn decode_server_head(buf: &[u8]) -> Option<(Opcode, usize, usize)> {
+    let (&first, rest) = buf.split_first()?;
+    let (&second, rest) = rest.split_first()?;
+    if first & 0x70 != 0 || first & 0x80 == 0 || second & 0x80 != 0 {
+        return None;
+    }
+    let opcode = Opcode::from_u8(first & 0x0F)?;
+    let (header, len): (usize, usize) = match second & 0x7F {
+        126 => (
+            4,
+            usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?)),
+        ),
+        127 => (
+            10,
+            usize::try_from(u64::from_be_bytes(rest.get(..8)?.try_into().ok()?)).ok()?,
+        ),
+        n => (2, usize::from(n)),
+    };
+    let end = header.checked_add(len)?;
+    (end <= buf.len()).then_some((opcode, header, len))
+}
+
 /// Appends a complete unmasked SERVER frame (fin=1) to `out`.
 pub fn encode_frame(out: &mut BytesMut, opcode: Opcode, payload: &[u8]) {
     out.reserve(header_len(payload.len()) + payload.len());

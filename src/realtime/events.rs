@@ -15,8 +15,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 use sonic_rs::LazyValue;
 
-use crate::fanout::event_frame;
 use crate::inbox::Target;
+use crate::protocol::frames;
 use crate::protocol::socketio::write_json_str;
 use crate::realtime::channels::SlabKey;
 use crate::realtime::profile::Profile;
@@ -190,7 +190,7 @@ fn rate_limited(shard: &Shard, key: SlabKey, env: EnvKey) -> bool {
         Stats::bump(&shard.stats.rate_limited_events);
         if member.rate_error_until_s <= now {
             member.rate_error_until_s = window_end;
-            let frame = event_frame("error", &[], |out| {
+            let frame = frames::event("error", &[], |out| {
                 out.extend_from_slice(b",{\"code\":\"rate_limit_exceeded\",\"message\":");
                 write_json_str(out, &limit.message);
                 out.push(b'}');
@@ -257,7 +257,7 @@ fn skip_unless(echo: bool, key: SlabKey) -> Option<SlabKey> {
 /// carries attachments).
 fn presence_frame(name: &str, channel: &str, id: &str, profile: Option<&Profile>) -> Bytes {
     let attachments = profile.map_or(&[][..], |p| &p.attachments[..]);
-    event_frame(name, attachments, |out| {
+    frames::event(name, attachments, |out| {
         out.extend_from_slice(b",{\"channel\":");
         write_json_str(out, channel);
         out.extend_from_slice(b",\"message\":{\"id\":");
@@ -387,7 +387,7 @@ fn members(shard: &Shard, key: SlabKey, env: EnvKey, event: &Incoming<'_>) -> Re
 
 /// `["<event>",{"channel":<channel|null>,"message":<raw>}]`
 fn message_frame(event: &str, channel: Option<&str>, message_raw: &str, attachments: &[Bytes]) -> Bytes {
-    event_frame(event, attachments, |out| {
+    frames::event(event, attachments, |out| {
         out.extend_from_slice(b",{\"channel\":");
         match channel {
             Some(c) => write_json_str(out, c),
@@ -458,7 +458,7 @@ pub(crate) fn user_event(
     attachments: &[Bytes],
 ) -> Result<(), Error> {
     deliverable(shard, event_name)?;
-    let frame = event_frame(event_name, attachments, |out| {
+    let frame = frames::event(event_name, attachments, |out| {
         out.push(b',');
         write_json_str(out, event_name);
         out.push(b',');
@@ -517,11 +517,7 @@ fn master_event(shard: &Shard, key: SlabKey, event: &Incoming<'_>) -> Result<(),
             match env_key(shard, a.env_id.as_deref()) {
                 Some(env) => shard.ack_members(key, ack_id, env, &a.channel),
                 None => {
-                    let frame = crate::fanout::text_packet(&[], |out| {
-                        out.extend_from_slice(b"43");
-                        crate::fanout::push_decimal(out, ack_id);
-                        out.extend_from_slice(b"[[]]");
-                    });
+                    let frame = frames::ack(ack_id, &[], |out| out.extend_from_slice(b"[]"));
                     deliver_to(shard, key, &frame);
                 }
             }

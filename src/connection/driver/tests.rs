@@ -69,7 +69,7 @@ fn everything_buffered_is_handled_in_one_step_before_any_write() {
             tail.is_empty() && tail.capacity() == 0,
             "an idle connection keeps no buffer"
         );
-        let pong = text_frame("3");
+        let pong = frames::engineio("3");
         assert_eq!(session.outbox.queued_bytes(), 20 * pong.len());
         assert_eq!(shard.stats.writes.get(), 0, "no writer ran during the step");
         yield_until(|| shard.stats.frames_written.get() == 20).await;
@@ -90,7 +90,7 @@ fn a_flood_is_handled_a_budget_at_a_time() {
         socket.readable(false).await.unwrap();
         let mut tail = Vec::new();
         let mut reassembler = Reassembler::new(1 << 20);
-        let pong = text_frame("3").len();
+        let pong = frames::engineio("3").len();
         assert!(matches!(
             session.step(&socket, &mut tail, &mut reassembler),
             Step::Yield
@@ -127,7 +127,7 @@ fn a_frame_larger_than_the_shard_buffer_is_reassembled() {
         });
         let mut tail = Vec::new();
         let mut reassembler = Reassembler::new(1 << 20);
-        let expected = text_frame(&format!("3{data}")).len();
+        let expected = frames::engineio(&format!("3{data}")).len();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while session.outbox.queued_bytes() != expected && shard.stats.bytes_out.get() == 0 {
             assert!(

@@ -109,7 +109,7 @@ proptest! {
     ) {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut out = Vec::new();
-        encode_event(&mut out, &name, &args, attachments, ack_id);
+        encode_event(&mut out, &name, attachments, ack_id, super::event_args(&args));
         let packet = decode(after_engineio_prefix(&out)).unwrap();
         let kind = if attachments > 0 { PacketType::BinaryEvent } else { PacketType::Event };
         prop_assert_eq!((packet.kind, packet.attachments, packet.namespace, packet.ack_id),
@@ -127,7 +127,7 @@ proptest! {
     ) {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut out = Vec::new();
-        encode_ack(&mut out, ack_id, attachments, &args);
+        encode_ack(&mut out, ack_id, attachments, super::ack_args(&args));
         let packet = decode(after_engineio_prefix(&out)).unwrap();
         let kind = if attachments > 0 { PacketType::BinaryAck } else { PacketType::Ack };
         prop_assert_eq!((packet.kind, packet.attachments, packet.namespace, packet.ack_id),
@@ -194,13 +194,13 @@ proptest! {
 
     #[test]
     fn connect_packets_carry_their_fields(sid in any::<String>(), message in any::<String>(), data in proptest::option::of(json())) {
-        let ok = connect_ok(&sid);
+        let ok = super::frame_text(&crate::protocol::frames::connect_ok(&sid));
         let packet = decode(ok.strip_prefix('4').unwrap()).unwrap();
         prop_assert_eq!(packet.kind, PacketType::Connect);
         let value: sonic_rs::Value = sonic_rs::from_str(packet.data).unwrap();
         prop_assert_eq!(value["sid"].as_str(), Some(sid.as_str()));
 
-        let err = connect_error(&message, data.as_deref());
+        let err = super::frame_text(&crate::protocol::frames::connect_error("/", &message, data.as_deref()));
         let packet = decode(err.strip_prefix('4').unwrap()).unwrap();
         prop_assert_eq!(packet.kind, PacketType::ConnectError);
         let value: sonic_rs::Value = sonic_rs::from_str(packet.data).unwrap();

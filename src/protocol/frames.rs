@@ -1,0 +1,147 @@
+//! Outbound packets, each encoded once into exactly the bytes a WebSocket
+//! client receives: one text frame holding the Engine.IO message, then one
+//! binary frame per attachment, all in one refcounted buffer.
+//!
+//! Owns: every packet the server sends (events, acks, connect replies,
+//! disconnects, Engine.IO control messages). The Socket.IO header of each is
+//! written by [`socketio::encode_packet`], the one encoder of that format.
+//! Does not own: deciding what to send, or to whom.
+//!
+//! **Invariant:** a packet is serialized once; every recipient (on any shard)
+//! gets a refcounted clone of the same [`Bytes`], and a transport that is not
+//! WebSocket (long-polling) reads the Engine.IO payloads back out of the
+//! frames with [`payloads`] instead of encoding again.
+
+use std::cell::RefCell;
+
+use bytes::{Bytes, BytesMut};
+
+use super::socketio::{self, push_json_str, write_json_str, PacketType};
+use super::websocket::{decode_server_head, encode_frame, header_len, Opcode};
+
+thread_local! {
+    /// Scratch space for building one packet's text before it is framed.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Scratch capacity kept between packets, in bytes: one huge message must
+/// not pin its buffer forever.
+const SCRATCH_KEPT_BYTES: usize = 64 * 1024;
+
+/// Frames the Engine.IO text message built by `write` (which writes the
+/// Engine.IO type digit first), followed by `attachments` as binary frames,
+/// in one buffer.
+pub fn packet(attachments: &[Bytes], write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    SCRATCH.with(|scratch| {
+        let mut text = scratch.borrow_mut();
+        text.clear();
+        write(&mut text);
+        let mut total = header_len(text.len()) + text.len();
+        for a in attachments {
+            total += header_len(a.len()) + a.len();
+        }
+        let mut out = BytesMut::with_capacity(total);
+        encode_frame(&mut out, Opcode::Text, &text);
+        for a in attachments {
+            encode_frame(&mut out, Opcode::Binary, a);
+        }
+        debug_assert_eq!(out.len(), total);
+        if text.capacity() > SCRATCH_KEPT_BYTES {
+            *text = Vec::new();
+        }
+        out.freeze()
+    })
+}
+
+/// An Engine.IO message given whole, e.g. `2` (ping) or an open packet.
+pub fn engineio(text: &str) -> Bytes {
+    packet(&[], |out| out.extend_from_slice(text.as_bytes()))
+}
+
+/// Socket.IO event `name` in namespace `/`: `42["name",<args>]`, or
+/// `45<n>-["name",<args>]` followed by the `n` attachments. `write_args`
+/// appends the arguments, each starting with `,`.
+pub fn event(name: &str, attachments: &[Bytes], write_args: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    packet(attachments, |out| {
+        socketio::encode_event(out, name, attachments.len(), None, write_args)
+    })
+}
+
+/// Socket.IO ack `ack_id`: `43<id>[<args>]`, or `46<n>-<id>[<args>]`
+/// followed by the `n` attachments. `write_args` appends the arguments,
+/// separated by `,`.
+pub fn ack(ack_id: u64, attachments: &[Bytes], write_args: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    packet(attachments, |out| {
+        socketio::encode_ack(out, ack_id, attachments.len(), write_args)
+    })
+}
+
+/// `40{"sid":"<sid>"}`: the connect acknowledgement.
+pub fn connect_ok(sid: &str) -> Bytes {
+    packet(&[], |out| {
+        out.push(b'4');
+        socketio::encode_packet(out, PacketType::Connect, 0, None, "");
+        out.extend_from_slice(b"{\"sid\":");
+        write_json_str(out, sid);
+        out.push(b'}');
+    })
+}
+
+/// `44[<nsp>,]{"message":"...","data":<raw>}`: connect_error. `namespace`
+/// `/` is omitted, as socket.io does; `data_json` must be well-formed JSON.
+pub fn connect_error(namespace: &str, message: &str, data_json: Option<&str>) -> Bytes {
+    packet(&[], |out| {
+        out.push(b'4');
+        socketio::encode_packet(out, PacketType::ConnectError, 0, None, "");
+        if namespace != "/" {
+            out.extend_from_slice(namespace.as_bytes());
+            out.push(b',');
+        }
+        let mut object = String::with_capacity(message.len() + 16);
+        object.push_str("{\"message\":");
+        push_json_str(&mut object, message);
+        out.extend_from_slice(object.as_bytes());
+        if let Some(data) = data_json {
+            out.extend_from_slice(b",\"data\":");
+            out.extend_from_slice(data.as_bytes());
+        }
+        out.push(b'}');
+    })
+}
+
+/// `41`: the server disconnects the client from namespace `/`
+/// (socket.io-client then does not reconnect).
+pub fn disconnect() -> Bytes {
+    packet(&[], |out| {
+        out.push(b'4');
+        socketio::encode_packet(out, PacketType::Disconnect, 0, None, "");
+    })
+}
+
+/// One Engine.IO payload carried by a server frame: a text message or a
+/// binary attachment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    Text(Bytes),
+    Binary(Bytes),
+}
+
+/// The Engine.IO payloads of `frames` (server frames as built here), in
+/// order, without copying: what a transport other than WebSocket sends.
+/// Stops at the first byte that is not a well-formed server frame (a
+/// programming error: frames are only built by this module).
+pub fn payloads(frames: &Bytes) -> impl Iterator<Item = Payload> + '_ {
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        let (opcode, header, len) = decode_server_head(frames.get(pos..)?)?;
+        let payload = frames.slice(pos + header..pos + header + len);
+        pos += header + len;
+        Some(match opcode {
+            Opcode::Binary => Payload::Binary(payload),
+            _ => Payload::Text(payload),
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests;
