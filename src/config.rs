@@ -138,6 +138,9 @@ pub struct Config {
     /// Messages for other shards a shard may hold back while their inboxes
     /// are full; at this many its readers stop reading until they drain.
     pub mesh_backlog_messages_max: usize,
+    /// Longest wait for every shard's part of a member list, metrics scrape
+    /// or settings change; then the answer says what is missing.
+    pub gather_timeout: Duration,
     /// Longest channel name accepted, in bytes.
     pub channel_name_bytes_max: usize,
     /// Proxies whose `X-Forwarded-For` is believed when finding a client's IP.
@@ -173,6 +176,7 @@ struct FileServer {
     ring_entries: Option<u32>,
     mesh_queue_messages_max: Option<usize>,
     mesh_backlog_messages_max: Option<usize>,
+    gather_timeout_ms: Option<u64>,
     channel_name_bytes_max: Option<usize>,
     trusted_proxies: Option<Vec<String>>,
     rate_limit_slots: Option<usize>,
@@ -283,6 +287,7 @@ impl Config {
             shutdown_deadline: Duration::from_millis(s.shutdown_deadline_ms.unwrap_or(10_000)),
             mesh_queue_messages_max: s.mesh_queue_messages_max.unwrap_or(65_536).max(1),
             mesh_backlog_messages_max: s.mesh_backlog_messages_max.unwrap_or(4096).max(1),
+            gather_timeout: Duration::from_millis(s.gather_timeout_ms.unwrap_or(2000).max(1)),
             channel_name_bytes_max: s.channel_name_bytes_max.unwrap_or(256),
             trusted_proxies,
             rate_limit_slots: s.rate_limit_slots.unwrap_or(1 << 18).next_power_of_two(),

@@ -3,32 +3,35 @@
 //!
 //! # Layout
 //!
+//! From the bottom up (each layer uses only those below it):
+//! - [`protocol`]: sans-IO codecs (HTTP, WebSocket, Engine.IO, Socket.IO) and
+//!   the one encoder of every outbound packet. No I/O, never panics on input.
+//! - [`metrics`], [`close`]: shard-local counters and `/metrics`; why a
+//!   connection ends.
+//! - [`realtime`]: the Agnost rules and the per-shard state they change,
+//!   handing what must be delivered to an effects sink. No sockets, shards
+//!   or other nodes.
 //! - [`config`]: command line + TOML file → a validated [`config::Config`].
-//! - [`protocol`]: sans-IO codecs (HTTP upgrade, WebSocket, Engine.IO,
-//!   Socket.IO). No I/O, never panics on input.
-//! - [`http`]: what a plain HTTP request gets (upgrade, health, JSON errors).
-//! - [`connection`]: one client socket: the reader (ingress hot path), the
-//!   writer (egress, vectored writes, heartbeat) and its bounded outbox.
-//! - [`realtime`]: Agnost semantics: auth, the channel index, event handlers.
-//! - [`fanout`]: encode a publish once, deliver refcounted clones.
-//! - [`shard`]: one shard's state, accept loop and inbox drain.
-//! - [`inbox`]: the closed set of messages shards send each other.
-//! - [`metrics`]: shard-local counters and the Prometheus `/metrics` page.
-//! - [`server`]: wires the shards together and starts them.
-//! - [`doctor`]: `ringcast doctor`, the host checks (sans-IO over a
-//!   snapshot of `/proc` and `/sys`, plus one io_uring probe).
+//! - [`connection`]: one connection's socket handle and bounded outbox.
+//! - [`shard`]: one shard's state and tasks, and the router that delivers
+//!   to local members and other shards.
+//! - [`http`]: what a plain HTTP request gets (routes, the backend's API).
+//! - [`transport`]: an accepted connection from its HTTP request to its last
+//!   frame (the WebSocket session).
+//! - [`server`]: wires the shards together and starts them; [`doctor`]:
+//!   `ringcast doctor`, the host checks.
 //!
 //! Threads and queues live in the `ringcast-shards` crate, which knows
 //! nothing about any of the protocols here.
 
+pub(crate) mod close;
 pub mod config;
 pub(crate) mod connection;
 pub mod doctor;
-pub(crate) mod fanout;
 pub(crate) mod http;
-pub(crate) mod inbox;
 pub(crate) mod metrics;
 pub mod protocol;
 pub(crate) mod realtime;
 pub mod server;
 pub(crate) mod shard;
+pub(crate) mod transport;

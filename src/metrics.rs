@@ -8,7 +8,7 @@
 use std::cell::Cell;
 use std::fmt::Write as _;
 
-use crate::connection::close::CloseReason;
+use crate::close::CloseReason;
 
 macro_rules! counters {
     ($( $field:ident => $name:literal, $help:literal; )*) => {
@@ -72,6 +72,7 @@ counters! {
     mesh_sent => "ringcast_mesh_sent_total", "Messages this shard sent to other shards.";
     mesh_received => "ringcast_mesh_received_total", "Messages this shard received from other shards.";
     paced_waits => "ringcast_paced_waits_total", "Times a producer waited for a client that reads but was half its queue cap behind.";
+    gather_timeouts => "ringcast_gather_timeouts_total", "Member lists, scrapes and settings changes answered at their deadline without every shard's part.";
     mesh_backlog_stalls => "ringcast_mesh_backlog_stalls_total", "Times a connection stopped reading because messages for other shards were backed up to their bound.";
     accept_errors => "ringcast_accept_errors_total", "Failed accepts (e.g. out of file descriptors), each followed by a back-off.";
 }

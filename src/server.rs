@@ -6,8 +6,8 @@ use std::sync::Arc;
 use ringcast_shards::runtime::{self, Driver, Running, RuntimeConfig};
 
 use crate::config::{reload_environments, Config};
-use crate::inbox::ShardMessage;
-use crate::shard::{run_shard, Shared};
+use crate::shard::inbox::ShardMessage;
+use crate::shard::Shared;
 
 /// The running server.
 pub struct Server {
@@ -29,7 +29,7 @@ pub fn start(config: Config) -> std::io::Result<Server> {
     let shared = Arc::new(Shared::new(config));
     let for_shards = shared.clone();
     let running = runtime::run(&runtime_config, move |shard, listener| {
-        run_shard(shard, listener, for_shards.clone())
+        crate::shard::run(shard, listener, for_shards.clone(), crate::transport::serve)
     })?;
     Ok(Server { running, shared })
 }
@@ -67,7 +67,10 @@ fn handle_signals(shared: Arc<Shared>) -> std::io::Result<()> {
                             drain_window_ms = shared.config.drain_window.as_millis() as u64,
                             "stop signal: draining clients"
                         );
-                        shared.broadcast(|| ShardMessage::Shutdown);
+                        if let Err(e) = shared.broadcast(|| ShardMessage::Shutdown) {
+                            tracing::error!(error = %e, "a shard did not take the stop signal; exiting");
+                            std::process::exit(1);
+                        }
                     }
                 }
             }
@@ -83,10 +86,13 @@ fn reload(shared: &Shared) {
     match reload_environments(&path) {
         Ok(envs) => {
             let settings = shared.change_settings(|current| current.replaced_by(envs));
-            shared.broadcast(|| ShardMessage::SettingsChanged {
+            let sent = shared.broadcast(|| ShardMessage::SettingsChanged {
                 settings: settings.clone(),
                 ack: None,
             });
+            if let Err(e) = sent {
+                tracing::error!(error = %e, "settings reloaded, but not every shard took them");
+            }
             tracing::info!(version = settings.version, "settings reloaded on SIGHUP");
         }
         Err(e) => tracing::error!(error = %e, "SIGHUP reload refused; keeping the running settings"),

@@ -26,7 +26,7 @@ use bytes::{Buf, Bytes};
 use monoio::buf::IoVecBuf;
 use monoio::io::AsyncWriteRent;
 
-pub(crate) use crate::connection::close::CloseReason;
+pub(crate) use crate::close::CloseReason;
 use crate::connection::socket::{Socket, WriteHalf};
 use crate::metrics::Stats;
 use ringcast_shards::wait::WaitList;

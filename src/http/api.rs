@@ -13,12 +13,15 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use sonic_rs::LazyValue;
 
-use crate::protocol::http::{json_error, json_response};
+use crate::protocol::http::{json_error, json_error_with, json_response};
 use crate::protocol::socketio::validate_json;
 use crate::realtime::events::{
     self, raw_or_null as raw, BroadcastArgs, Error as EventError, MembersArgs, UserEventArgs,
 };
 use crate::realtime::settings::EnvSettings;
+use std::rc::Rc;
+
+use crate::realtime::settings::EnvKey;
 use crate::shard::Shard;
 
 /// Paths under this prefix belong to the API.
@@ -26,7 +29,7 @@ pub(crate) const PREFIX: &str = "/api/";
 
 /// Runs one API request and returns the complete HTTP response.
 pub(crate) async fn handle(
-    shard: &Shard,
+    shard: &Rc<Shard>,
     method: &str,
     path: &str,
     authorization: Option<&str>,
@@ -55,7 +58,12 @@ pub(crate) async fn handle(
     };
     match result {
         Ok(json) => json_response(200, &json),
-        Err(e) => json_error(e.status, e.code, &e.message),
+        Err(e) => json_error_with(
+            e.status,
+            e.code,
+            &e.message,
+            e.field.as_ref().map(|(name, raw)| (*name, raw.as_str())),
+        ),
     }
 }
 
@@ -65,6 +73,8 @@ struct ApiError {
     status: u16,
     code: &'static str,
     message: String,
+    /// One more field of the error body, as raw JSON.
+    field: Option<(&'static str, String)>,
 }
 
 impl ApiError {
@@ -73,7 +83,13 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            field: None,
         }
+    }
+
+    fn with_field(mut self, name: &'static str, raw_json: String) -> Self {
+        self.field = Some((name, raw_json));
+        self
     }
 
     fn method(allowed: &str) -> Self {
@@ -112,7 +128,7 @@ fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
 }
 
 /// The live environment `env_id`; the API requires `envId` in every body.
-fn env(shard: &Shard, env_id: Option<&str>) -> Result<crate::shard::EnvKey, ApiError> {
+fn env(shard: &Shard, env_id: Option<&str>) -> Result<EnvKey, ApiError> {
     let Some(env_id) = env_id else {
         return Err(ApiError::new(
             400,
@@ -120,7 +136,7 @@ fn env(shard: &Shard, env_id: Option<&str>) -> Result<crate::shard::EnvKey, ApiE
             "bad request body: missing field `envId`",
         ));
     };
-    events::env_key(shard, Some(env_id)).ok_or_else(|| {
+    events::env_key(&shard.realtime.borrow(), Some(env_id)).ok_or_else(|| {
         ApiError::new(
             404,
             "no_environment_found",
@@ -143,36 +159,48 @@ struct SendBody<'a> {
     message: Option<LazyValue<'a>>,
 }
 
-async fn send(shard: &Shard, body: &[u8]) -> Result<String, ApiError> {
+async fn send(shard: &Rc<Shard>, body: &[u8]) -> Result<String, ApiError> {
     let b: SendBody = parse(body)?;
     let env = env(shard, Some(&b.env_id))?;
-    events::send(shard, env, &b.channel, &b.event_name, raw(&b.message), &[])?;
+    shard.with_rules(|rt, fx| events::send(rt, fx, env, &b.channel, &b.event_name, raw(&b.message), &[]))?;
     Ok(OK.into())
 }
 
-async fn broadcast(shard: &Shard, body: &[u8]) -> Result<String, ApiError> {
+async fn broadcast(shard: &Rc<Shard>, body: &[u8]) -> Result<String, ApiError> {
     let b: BroadcastArgs = parse(body)?;
     let env = env(shard, b.env_id.as_deref())?;
-    events::broadcast(shard, env, &b.event_name, raw(&b.message), &[])?;
+    shard.with_rules(|rt, fx| events::broadcast(rt, fx, env, &b.event_name, raw(&b.message), &[]))?;
     Ok(OK.into())
 }
 
-async fn members(shard: &Shard, body: &[u8]) -> Result<String, ApiError> {
+async fn members(shard: &Rc<Shard>, body: &[u8]) -> Result<String, ApiError> {
     let b: MembersArgs = parse(body)?;
     let env = env(shard, b.env_id.as_deref())?;
-    let json = shard.members_json(env, &b.channel).await;
-    // unwrap-free: member JSON is built from UTF-8 pieces.
-    String::from_utf8(json).map_err(|_| ApiError::new(500, "internal", "member list is not UTF-8"))
+    let gathered = shard.members_json(env, &b.channel).await;
+    let json = String::from_utf8(gathered.value)
+        .map_err(|_| ApiError::new(500, "internal", "member list is not UTF-8"))?;
+    if gathered.missing > 0 {
+        // What arrived, and that it may not be everyone.
+        return Err(ApiError::new(
+            503,
+            "members_incomplete",
+            format!("{} shard(s) did not answer in time", gathered.missing),
+        )
+        .with_field("members", json));
+    }
+    Ok(json)
 }
 
-async fn user_event(shard: &Shard, body: &[u8]) -> Result<String, ApiError> {
+async fn user_event(shard: &Rc<Shard>, body: &[u8]) -> Result<String, ApiError> {
     let b: UserEventArgs = parse(body)?;
     let env = env(shard, b.env_id.as_deref())?;
     if b.user_id.is_empty() {
         return Err(ApiError::new(400, "bad_request", "userId is empty"));
     }
     let (session, user) = (raw(&b.session), raw(&b.user));
-    events::user_event(shard, env, &b.user_id, &b.event_name, session, user, &[])?;
+    shard.with_rules(|rt, fx| {
+        events::user_event(rt, fx, env, &b.user_id, &b.event_name, session, user, &[])
+    })?;
     Ok(OK.into())
 }
 
@@ -191,7 +219,7 @@ fn get_environment(shard: &Shard, id: &str) -> Result<String, ApiError> {
 /// Replaces (or creates) one environment's settings, live: every shard gets
 /// the new settings as a message and disconnects the clients they no longer
 /// allow.
-async fn put_environment(shard: &Shard, id: &str, body: &[u8]) -> Result<String, ApiError> {
+async fn put_environment(shard: &Rc<Shard>, id: &str, body: &[u8]) -> Result<String, ApiError> {
     let text =
         std::str::from_utf8(body).map_err(|_| ApiError::new(400, "bad_request", "the body is not UTF-8"))?;
     validate_json(text)
@@ -225,7 +253,17 @@ async fn put_environment(shard: &Shard, id: &str, body: &[u8]) -> Result<String,
     let stored = shard.shared.change_settings(|current| current.with(env));
     // Answer only once every shard applies the change, so the caller's
     // next connect or event is judged by the new settings.
-    shard.apply_everywhere(stored.clone()).await;
+    let applied = shard.apply_everywhere(stored.clone()).await;
+    if applied.missing > 0 {
+        return Err(ApiError::new(
+            503,
+            "settings_unconfirmed",
+            format!(
+                "the change is stored, but {} shard(s) did not confirm it in time",
+                applied.missing
+            ),
+        ));
+    }
     tracing::info!(
         env = id,
         version = stored.version,

@@ -204,11 +204,24 @@ fn response_bytes(status: u16, content_type: &str, body_json: &[u8]) -> Vec<u8> 
 
 /// A JSON error response with body `{"error":"<message>","code":"<code>"}`.
 pub fn json_error(status: u16, code: &str, message: &str) -> Vec<u8> {
-    let mut body = Vec::with_capacity(message.len() + code.len() + 24);
+    json_error_with(status, code, message, None)
+}
+
+/// Like [`json_error`], with one more field whose value is raw JSON (for
+/// example the partial result of an incomplete gather).
+pub fn json_error_with(status: u16, code: &str, message: &str, field: Option<(&str, &str)>) -> Vec<u8> {
+    let extra = field.map_or(0, |(name, raw)| name.len() + raw.len() + 6);
+    let mut body = Vec::with_capacity(message.len() + code.len() + extra + 24);
     body.extend_from_slice(b"{\"error\":");
     super::socketio::write_json_str(&mut body, message);
     body.extend_from_slice(b",\"code\":");
     super::socketio::write_json_str(&mut body, code);
+    if let Some((name, raw)) = field {
+        body.push(b',');
+        super::socketio::write_json_str(&mut body, name);
+        body.push(b':');
+        body.extend_from_slice(raw.as_bytes());
+    }
     body.push(b'}');
     json_response_bytes(status, &body)
 }

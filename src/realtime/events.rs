@@ -9,19 +9,48 @@
 //! JSON text, never re-serialized.
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::Deserialize;
 use sonic_rs::LazyValue;
 
-use crate::inbox::Target;
+use crate::metrics::Stats;
 use crate::protocol::frames;
 use crate::protocol::socketio::write_json_str;
 use crate::realtime::channels::SlabKey;
 use crate::realtime::profile::Profile;
 use crate::realtime::rate_limit::Verdict;
-use crate::shard::{EnvKey, Shard, Stats};
+use crate::realtime::settings::EnvKey;
+use crate::realtime::state::{Member, Realtime, Sink, Target};
+
+/// What the handlers need from the world beyond the shard's realtime state:
+/// the router that takes a publish everywhere it must go, the scatter/gather
+/// of member lists, the shared rate limits, the counters and the limits.
+/// The shard implements it; tests implement it with a recorder. Methods that
+/// deliver get the state read-only, after the handler's changes.
+pub(crate) trait Effects<S> {
+    /// Delivers `frame` to `target` of `env`: this shard's members (except
+    /// `skip`), and every other shard and node.
+    fn publish(&mut self, rt: &Realtime<S>, env: EnvKey, target: Target, frame: Bytes, skip: Option<SlabKey>);
+    /// Starts gathering the members of `channel` from everywhere; member
+    /// `to` gets ack `ack_id` with the list.
+    fn ack_members(&mut self, rt: &Realtime<S>, to: SlabKey, ack_id: u64, env: EnvKey, channel: &str);
+    /// Counts one event of `ip` against limiter `limiter` of `env`.
+    fn rate_hit(&mut self, env: EnvKey, ip: IpAddr, limiter: usize, limit: u32, window_s: u32) -> Verdict;
+    /// Seconds on the rate-limit clock.
+    fn now_s(&self) -> u64;
+    fn stats(&self) -> &Stats;
+    fn limits(&self) -> &Limits;
+}
+
+/// Bounds on what a client may ask for (from the configuration).
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    /// Longest channel name accepted, in bytes.
+    pub(crate) channel_name_bytes_max: usize,
+}
 
 /// Why an event was refused; the connection that sent it is closed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -116,40 +145,42 @@ pub(crate) struct MembersArgs<'a> {
     pub(crate) channel: Cow<'a, str>,
 }
 
-/// Runs one event from connection `key`.
-pub(crate) fn handle(shard: &Shard, key: SlabKey, event: Incoming<'_>) -> Result<(), Error> {
-    let (env, echo_default, master) = {
-        let state = shard.state.borrow();
-        let Some(member) = state.conns.get(key as usize) else {
-            return Ok(());
-        };
-        (member.env, member.echo, member.is_master())
+/// Runs one event from member `key`.
+pub(crate) fn handle<S: Sink>(
+    rt: &mut Realtime<S>,
+    fx: &mut impl Effects<S>,
+    key: SlabKey,
+    event: Incoming<'_>,
+) -> Result<(), Error> {
+    let Some(member) = rt.member(key) else {
+        return Ok(());
     };
+    let (env, echo_default, master) = (member.env, member.echo, member.is_master());
     let client_event = matches!(event.name, "join" | "leave" | "update" | "message" | "members");
     if let (true, Some(env)) = (client_event, env) {
-        if rate_limited(shard, key, env) {
+        if rate_limited(rt, fx, key, env) {
             return Ok(());
         }
     }
     let outcome = match (event.name, env) {
-        ("join", Some(env)) => join(shard, key, env, echo_default, &event),
-        ("leave", Some(env)) => leave(shard, key, env, echo_default, &event),
-        ("update", Some(env)) => update(shard, key, env, echo_default, &event),
-        ("message", Some(env)) => message(shard, key, env, echo_default, &event),
-        ("members", Some(env)) => members(shard, key, env, &event),
+        ("join", Some(env)) => join(rt, fx, key, env, echo_default, &event),
+        ("leave", Some(env)) => leave(rt, fx, key, env, echo_default, &event),
+        ("update", Some(env)) => update(rt, fx, key, env, echo_default, &event),
+        ("message", Some(env)) => message(rt, fx, key, env, echo_default, &event),
+        ("members", Some(env)) => members(rt, fx, key, env, &event),
         ("send_message" | "broadcast_message" | "user_event" | "get_members", None) if master => {
-            master_event(shard, key, &event)
+            master_event(rt, fx, key, &event)
         }
         ("send_message" | "broadcast_message" | "user_event" | "get_members", _) => {
             tracing::debug!(
                 event = event.name,
                 "master event from a client connection ignored"
             );
-            Stats::bump(&shard.stats.ignored_master_events);
+            Stats::bump(&fx.stats().ignored_master_events);
             Ok(())
         }
         _ => {
-            Stats::bump(&shard.stats.ignored_events);
+            Stats::bump(&fx.stats().ignored_events);
             Ok(())
         }
     };
@@ -165,29 +196,24 @@ pub(crate) fn handle(shard: &Shard, key: SlabKey, event: Incoming<'_>) -> Result
 /// Checks a client event against its environment's rate limiters, in
 /// order. An event over a limit is dropped and counted; the client gets one
 /// `error` event `{code: "rate_limit_exceeded", message}` per window.
-fn rate_limited(shard: &Shard, key: SlabKey, env: EnvKey) -> bool {
-    let settings = shard.settings.borrow();
+fn rate_limited<S: Sink>(rt: &mut Realtime<S>, fx: &mut impl Effects<S>, key: SlabKey, env: EnvKey) -> bool {
+    let settings = rt.settings().clone();
     let Some(env_settings) = settings.get(env) else {
         return false;
     };
     if env_settings.rate_limits.is_empty() {
         return false;
     }
-    let mut state = shard.state.borrow_mut();
-    let Some(member) = state.conns.get_mut(key as usize) else {
+    let Some(member) = rt.member_mut(key) else {
         return false;
     };
-    let ip = member.client_ip.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
-    let now = shard.shared.now_s();
+    let ip = member.client_ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let now = fx.now_s();
     for (index, limit) in env_settings.rate_limits.iter().enumerate() {
-        let verdict = shard
-            .shared
-            .rates
-            .hit(env, ip, index, limit.limit, limit.window_s, now);
-        let Verdict::Over { window_end } = verdict else {
+        let Verdict::Over { window_end } = fx.rate_hit(env, ip, index, limit.limit, limit.window_s) else {
             continue;
         };
-        Stats::bump(&shard.stats.rate_limited_events);
+        Stats::bump(&fx.stats().rate_limited_events);
         if member.rate_error_until_s <= now {
             member.rate_error_until_s = window_end;
             let frame = frames::event("error", &[], |out| {
@@ -195,7 +221,7 @@ fn rate_limited(shard: &Shard, key: SlabKey, env: EnvKey) -> bool {
                 write_json_str(out, &limit.message);
                 out.push(b'}');
             });
-            member.outbox.push(frame);
+            member.sink.push(frame);
         }
         return true;
     }
@@ -215,8 +241,8 @@ fn args<'a, T: Deserialize<'a>>(event: &'static str, raw: &[&'a str]) -> Result<
     })
 }
 
-fn check_channel(shard: &Shard, channel: &str) -> Result<(), Error> {
-    let max = shard.shared.config.channel_name_bytes_max;
+fn check_channel(limits: &Limits, channel: &str) -> Result<(), Error> {
+    let max = limits.channel_name_bytes_max;
     if channel.is_empty() || channel.len() > max {
         return Err(Error::BadChannel { max });
     }
@@ -236,9 +262,9 @@ const RESERVED_EVENT_NAMES: [&str; 6] = [
 ];
 
 /// Refuses (and counts) event names clients must never receive.
-fn deliverable(shard: &Shard, name: &str) -> Result<(), Error> {
+fn deliverable(stats: &Stats, name: &str) -> Result<(), Error> {
     if RESERVED_EVENT_NAMES.contains(&name) {
-        Stats::bump(&shard.stats.reserved_event_names);
+        Stats::bump(&stats.reserved_event_names);
         return Err(Error::ReservedEventName(name.to_owned()));
     }
     Ok(())
@@ -268,92 +294,128 @@ fn presence_frame(name: &str, channel: &str, id: &str, profile: Option<&Profile>
     })
 }
 
-fn join(shard: &Shard, key: SlabKey, env: EnvKey, echo: bool, event: &Incoming<'_>) -> Result<(), Error> {
+fn join<S: Sink>(
+    rt: &mut Realtime<S>,
+    fx: &mut impl Effects<S>,
+    key: SlabKey,
+    env: EnvKey,
+    echo: bool,
+    event: &Incoming<'_>,
+) -> Result<(), Error> {
     let a: JoinArgs = args("join", event.args)?;
-    check_channel(shard, &a.channel)?;
-    let frame = {
-        let mut state = shard.state.borrow_mut();
-        if !state.envs[env as usize].join(&a.channel, key) {
-            return Ok(());
-        }
-        let Some(member) = state.conns.get_mut(key as usize) else {
-            return Ok(());
-        };
-        member.channels.push(a.channel.as_ref().into());
-        Stats::bump(&shard.stats.joins);
-        presence_frame(
-            "channel:join",
-            &a.channel,
-            member.id.as_str(),
-            member.profile.as_ref(),
-        )
+    check_channel(fx.limits(), &a.channel)?;
+    let Some(index) = rt.env_mut(env) else {
+        return Ok(());
     };
+    if !index.join(&a.channel, key) {
+        return Ok(());
+    }
+    let Some(member) = rt.member_mut(key) else {
+        return Ok(());
+    };
+    member.channels.push(a.channel.as_ref().into());
+    Stats::bump(&fx.stats().joins);
+    let frame = presence_frame(
+        "channel:join",
+        &a.channel,
+        member.id.as_str(),
+        member.profile.as_ref(),
+    );
     let skip = skip_unless(a.echo.unwrap_or(echo), key);
-    shard.publish(env, Target::Channel(Arc::from(a.channel.as_ref())), frame, skip);
+    fx.publish(
+        rt,
+        env,
+        Target::Channel(Arc::from(a.channel.as_ref())),
+        frame,
+        skip,
+    );
     Ok(())
 }
 
-fn leave(shard: &Shard, key: SlabKey, env: EnvKey, echo: bool, event: &Incoming<'_>) -> Result<(), Error> {
+fn leave<S: Sink>(
+    rt: &mut Realtime<S>,
+    fx: &mut impl Effects<S>,
+    key: SlabKey,
+    env: EnvKey,
+    echo: bool,
+    event: &Incoming<'_>,
+) -> Result<(), Error> {
     let a: JoinArgs = args("leave", event.args)?;
-    check_channel(shard, &a.channel)?;
+    check_channel(fx.limits(), &a.channel)?;
     let echo = a.echo.unwrap_or(echo);
-    let frame = {
-        let state = shard.state.borrow();
-        let Some(member) = state.conns.get(key as usize) else {
-            return Ok(());
-        };
-        if !member.channels.iter().any(|c| **c == *a.channel) {
-            return Ok(());
-        }
-        presence_frame(
-            "channel:leave",
-            &a.channel,
-            member.id.as_str(),
-            member.profile.as_ref(),
-        )
+    let Some(member) = rt.member(key) else {
+        return Ok(());
     };
-    let channel: Arc<str> = Arc::from(a.channel.as_ref());
+    if !member.channels.iter().any(|c| **c == *a.channel) {
+        return Ok(());
+    }
+    let frame = presence_frame(
+        "channel:leave",
+        &a.channel,
+        member.id.as_str(),
+        member.profile.as_ref(),
+    );
     if echo {
-        // The leaver hears its own leave only while it is still a member.
-        deliver_to(shard, key, &frame);
+        // The leaver hears its own leave only while it is still a member,
+        // and before anyone else does.
+        member.sink.push(frame.clone());
+        fx.stats().add_deliveries(1);
     }
-    {
-        let mut state = shard.state.borrow_mut();
-        state.envs[env as usize].leave(&channel, key);
-        Stats::bump(&shard.stats.leaves);
-        if let Some(member) = state.conns.get_mut(key as usize) {
-            member.channels.retain(|c| **c != *channel);
-        }
+    let channel: Arc<str> = Arc::from(a.channel.as_ref());
+    if let Some(index) = rt.env_mut(env) {
+        index.leave(&channel, key);
     }
-    shard.publish(env, Target::Channel(channel), frame, Some(key));
+    Stats::bump(&fx.stats().leaves);
+    if let Some(member) = rt.member_mut(key) {
+        member.channels.retain(|c| **c != *channel);
+    }
+    fx.publish(rt, env, Target::Channel(channel), frame, Some(key));
     Ok(())
 }
 
-fn update(shard: &Shard, key: SlabKey, env: EnvKey, echo: bool, event: &Incoming<'_>) -> Result<(), Error> {
+fn update<S: Sink>(
+    rt: &mut Realtime<S>,
+    fx: &mut impl Effects<S>,
+    key: SlabKey,
+    env: EnvKey,
+    echo: bool,
+    event: &Incoming<'_>,
+) -> Result<(), Error> {
     let a: UpdateArgs = args("update", event.args)?;
     let profile = Profile::new(a.data.as_ref().map(|d| d.as_raw_str()), event.attachments);
-    let (id, channels) = {
-        let mut state = shard.state.borrow_mut();
-        let Some(member) = state.conns.get_mut(key as usize) else {
-            return Ok(());
-        };
-        member.profile = profile.clone();
-        (member.id, member.channels.clone())
+    let Some(member) = rt.member_mut(key) else {
+        return Ok(());
     };
+    member.profile = profile;
     let skip = skip_unless(a.echo.unwrap_or(echo), key);
-    for channel in channels {
-        let frame = presence_frame("channel:update", &channel, id.as_str(), profile.as_ref());
-        shard.publish(env, Target::Channel(Arc::from(channel)), frame, skip);
+    let Some(member) = rt.member(key) else {
+        return Ok(());
+    };
+    for channel in &member.channels {
+        let frame = presence_frame(
+            "channel:update",
+            channel,
+            member.id.as_str(),
+            member.profile.as_ref(),
+        );
+        fx.publish(rt, env, Target::Channel(Arc::from(&**channel)), frame, skip);
     }
     Ok(())
 }
 
-fn message(shard: &Shard, key: SlabKey, env: EnvKey, echo: bool, event: &Incoming<'_>) -> Result<(), Error> {
+fn message<S: Sink>(
+    rt: &mut Realtime<S>,
+    fx: &mut impl Effects<S>,
+    key: SlabKey,
+    env: EnvKey,
+    echo: bool,
+    event: &Incoming<'_>,
+) -> Result<(), Error> {
     let a: MessageArgs = args("message", event.args)?;
     if let Some(channel) = &a.channel {
-        check_channel(shard, channel)?;
+        check_channel(fx.limits(), channel)?;
     }
-    deliverable(shard, &a.event_name)?;
+    deliverable(fx.stats(), &a.event_name)?;
     let frame = message_frame(
         &a.event_name,
         a.channel.as_deref(),
@@ -364,23 +426,29 @@ fn message(shard: &Shard, key: SlabKey, env: EnvKey, echo: bool, event: &Incomin
         Some(channel) => Target::Channel(Arc::from(channel.as_ref())),
         None => Target::Environment,
     };
-    shard.publish(env, target, frame, skip_unless(a.echo.unwrap_or(echo), key));
+    fx.publish(rt, env, target, frame, skip_unless(a.echo.unwrap_or(echo), key));
     Ok(())
 }
 
 /// A client's own member-list request (the client library's `getMembers`):
 /// `members {channel}` with an ack, answered with `[{id, data}, ...]` from
-/// every shard, within the client's own environment.
-fn members(shard: &Shard, key: SlabKey, env: EnvKey, event: &Incoming<'_>) -> Result<(), Error> {
+/// everywhere, within the client's own environment.
+fn members<S: Sink>(
+    rt: &mut Realtime<S>,
+    fx: &mut impl Effects<S>,
+    key: SlabKey,
+    env: EnvKey,
+    event: &Incoming<'_>,
+) -> Result<(), Error> {
     #[derive(Deserialize)]
     struct MembersOf<'a> {
         #[serde(borrow)]
         channel: Cow<'a, str>,
     }
     let a: MembersOf = args("members", event.args)?;
-    check_channel(shard, &a.channel)?;
+    check_channel(fx.limits(), &a.channel)?;
     if let Some(ack_id) = event.ack_id {
-        shard.ack_members(key, ack_id, env, &a.channel);
+        fx.ack_members(rt, key, ack_id, env, &a.channel);
     }
     Ok(())
 }
@@ -399,57 +467,53 @@ fn message_frame(event: &str, channel: Option<&str>, message_raw: &str, attachme
     })
 }
 
-fn deliver_to(shard: &Shard, key: SlabKey, frame: &Bytes) {
-    let state = shard.state.borrow();
-    if let Some(member) = state.conns.get(key as usize) {
-        member.outbox.push(frame.clone());
-        shard.stats.add_deliveries(1);
-    }
-}
-
 /// The live environment named `env_id` (absent: `default`).
-pub(crate) fn env_key(shard: &Shard, env_id: Option<&str>) -> Option<EnvKey> {
-    let settings = shard.settings.borrow();
+pub(crate) fn env_key<S: Sink>(rt: &Realtime<S>, env_id: Option<&str>) -> Option<EnvKey> {
+    let settings = rt.settings();
     let key = settings.key(env_id.unwrap_or("default"))?;
     settings.get(key).is_some().then_some(key)
 }
 
 /// The app backend's `send`: event `event_name` with
 /// `{channel, message: <raw>}` to every member of `channel`.
-pub(crate) fn send(
-    shard: &Shard,
+pub(crate) fn send<S: Sink>(
+    rt: &Realtime<S>,
+    fx: &mut impl Effects<S>,
     env: EnvKey,
     channel: &str,
     event_name: &str,
     message_raw: &str,
     attachments: &[Bytes],
 ) -> Result<(), Error> {
-    check_channel(shard, channel)?;
-    deliverable(shard, event_name)?;
+    check_channel(fx.limits(), channel)?;
+    deliverable(fx.stats(), event_name)?;
     let frame = message_frame(event_name, Some(channel), message_raw, attachments);
-    shard.publish(env, Target::Channel(Arc::from(channel)), frame, None);
+    fx.publish(rt, env, Target::Channel(Arc::from(channel)), frame, None);
     Ok(())
 }
 
 /// The app backend's `broadcast`: event `event_name` with
 /// `{channel: null, message: <raw>}` to the whole environment.
-pub(crate) fn broadcast(
-    shard: &Shard,
+pub(crate) fn broadcast<S: Sink>(
+    rt: &Realtime<S>,
+    fx: &mut impl Effects<S>,
     env: EnvKey,
     event_name: &str,
     message_raw: &str,
     attachments: &[Bytes],
 ) -> Result<(), Error> {
-    deliverable(shard, event_name)?;
+    deliverable(fx.stats(), event_name)?;
     let frame = message_frame(event_name, None, message_raw, attachments);
-    shard.publish(env, Target::Environment, frame, None);
+    fx.publish(rt, env, Target::Environment, frame, None);
     Ok(())
 }
 
 /// A user event: every connection of `user_id` in `env` gets event
 /// `event_name` with arguments `(event_name, session, user)`.
-pub(crate) fn user_event(
-    shard: &Shard,
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn user_event<S: Sink>(
+    rt: &Realtime<S>,
+    fx: &mut impl Effects<S>,
     env: EnvKey,
     user_id: &str,
     event_name: &str,
@@ -457,7 +521,7 @@ pub(crate) fn user_event(
     user_raw: &str,
     attachments: &[Bytes],
 ) -> Result<(), Error> {
-    deliverable(shard, event_name)?;
+    deliverable(fx.stats(), event_name)?;
     let frame = frames::event(event_name, attachments, |out| {
         out.push(b',');
         write_json_str(out, event_name);
@@ -466,7 +530,7 @@ pub(crate) fn user_event(
         out.push(b',');
         out.extend_from_slice(user_raw.as_bytes());
     });
-    shard.publish(env, Target::User(Arc::from(user_id)), frame, None);
+    fx.publish(rt, env, Target::User(Arc::from(user_id)), frame, None);
     Ok(())
 }
 
@@ -477,15 +541,21 @@ pub(crate) fn raw_or_null<'a>(value: &'a Option<LazyValue<'_>>) -> &'a str {
 
 /// The master connection's events. An unknown environment makes them no-ops
 /// (and `get_members` answers an empty list).
-fn master_event(shard: &Shard, key: SlabKey, event: &Incoming<'_>) -> Result<(), Error> {
+fn master_event<S: Sink>(
+    rt: &mut Realtime<S>,
+    fx: &mut impl Effects<S>,
+    key: SlabKey,
+    event: &Incoming<'_>,
+) -> Result<(), Error> {
     let raw = raw_or_null;
     match event.name {
         "send_message" => {
             let a: SendMessageArgs = args("send_message", event.args)?;
-            if let Some(env) = env_key(shard, a.env_id.as_deref()) {
+            if let Some(env) = env_key(rt, a.env_id.as_deref()) {
                 let message = raw(&a.message);
                 send(
-                    shard,
+                    rt,
+                    fx,
                     env,
                     &a.channel_name,
                     &a.event_name,
@@ -496,17 +566,17 @@ fn master_event(shard: &Shard, key: SlabKey, event: &Incoming<'_>) -> Result<(),
         }
         "broadcast_message" => {
             let a: BroadcastArgs = args("broadcast_message", event.args)?;
-            if let Some(env) = env_key(shard, a.env_id.as_deref()) {
+            if let Some(env) = env_key(rt, a.env_id.as_deref()) {
                 let message = raw(&a.message);
-                broadcast(shard, env, &a.event_name, message, event.attachments)?;
+                broadcast(rt, fx, env, &a.event_name, message, event.attachments)?;
             }
         }
         "user_event" => {
             let a: UserEventArgs = args("user_event", event.args)?;
-            if let Some(env) = env_key(shard, a.env_id.as_deref()) {
+            if let Some(env) = env_key(rt, a.env_id.as_deref()) {
                 let (session, user) = (raw(&a.session), raw(&a.user));
                 let name = &a.event_name;
-                user_event(shard, env, &a.user_id, name, session, user, event.attachments)?;
+                user_event(rt, fx, env, &a.user_id, name, session, user, event.attachments)?;
             }
         }
         "get_members" => {
@@ -514,11 +584,13 @@ fn master_event(shard: &Shard, key: SlabKey, event: &Incoming<'_>) -> Result<(),
             let Some(ack_id) = event.ack_id else {
                 return Ok(());
             };
-            match env_key(shard, a.env_id.as_deref()) {
-                Some(env) => shard.ack_members(key, ack_id, env, &a.channel),
+            match env_key(rt, a.env_id.as_deref()) {
+                Some(env) => fx.ack_members(rt, key, ack_id, env, &a.channel),
                 None => {
                     let frame = frames::ack(ack_id, &[], |out| out.extend_from_slice(b"[]"));
-                    deliver_to(shard, key, &frame);
+                    if rt.deliver_to(key, frame) {
+                        fx.stats().add_deliveries(1);
+                    }
                 }
             }
         }
@@ -528,11 +600,11 @@ fn master_event(shard: &Shard, key: SlabKey, event: &Incoming<'_>) -> Result<(),
 }
 
 /// Tells every channel a departed member had joined that it left.
-pub(crate) fn disconnected(shard: &Shard, member: crate::shard::Member) {
+pub(crate) fn disconnected<S: Sink>(rt: &Realtime<S>, fx: &mut impl Effects<S>, member: Member<S>) {
     let Some(env) = member.env else {
         return;
     };
-    Stats::add(&shard.stats.leaves, member.channels.len() as u64);
+    Stats::add(&fx.stats().leaves, member.channels.len() as u64);
     for channel in member.channels {
         let frame = presence_frame(
             "channel:leave",
@@ -540,6 +612,9 @@ pub(crate) fn disconnected(shard: &Shard, member: crate::shard::Member) {
             member.id.as_str(),
             member.profile.as_ref(),
         );
-        shard.publish(env, Target::Channel(Arc::from(channel)), frame, None);
+        fx.publish(rt, env, Target::Channel(Arc::from(channel)), frame, None);
     }
 }
+
+#[cfg(test)]
+mod tests;

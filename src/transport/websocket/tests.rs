@@ -1,5 +1,6 @@
 use std::io::Write;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::*;
 use crate::connection::test_support::{on_each_driver, socket_pair, yield_until};
@@ -155,7 +156,7 @@ fn the_connection_future_stays_small() {
         let address = listener.local_addr().unwrap();
         let _client = std::net::TcpStream::connect(address).unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let reader = serve(shard.clone(), server, address);
+        let reader = crate::transport::serve(shard.clone(), server, address);
         let size = size_of_val(&reader);
         assert!(size <= 448, "connection future is {size} bytes");
     });

@@ -1,35 +1,25 @@
 //! Everything one shard may ask of another: the closed set of
-//! [`ShardMessage`]s and the handler that runs them on the receiving shard.
+//! [`ShardMessage`]s, the handler that runs them on the receiving shard, and
+//! the task that drains a shard's inbox.
 //!
 //! Only owned, `Send` data crosses threads: refcounted frames ([`Bytes`]),
 //! `Arc<str>` names, and plain ids. A message never carries a reference into
 //! another shard's memory.
 
+use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::metrics::Snapshot;
-use crate::realtime::profile::Profile;
-use crate::realtime::settings::Settings;
-use crate::shard::{EnvKey, Shard};
+use crate::metrics::{Snapshot, Stats};
+use crate::realtime::settings::{EnvKey, Settings};
+use crate::realtime::state::{MemberEntry, Target};
+use crate::shard::Shard;
 use ringcast_shards::ShardId;
-
-/// Who inside an environment a publish goes to.
-#[derive(Debug, Clone)]
-pub(crate) enum Target {
-    Channel(Arc<str>),
-    /// Every client connection of the environment.
-    Environment,
-    User(Arc<str>),
-}
-
-/// One profile in a member list: the socket id and its profile.
-pub(crate) type MemberEntry = (Box<str>, Option<Profile>);
 
 /// A request or reply between shards.
 pub(crate) enum ShardMessage {
-    /// Deliver `frame` to this shard's connections in `target`.
+    /// Deliver `frame` to this shard's members in `target`.
     Publish {
         env: EnvKey,
         target: Target,
@@ -40,30 +30,30 @@ pub(crate) enum ShardMessage {
         env: EnvKey,
         channel: Arc<str>,
         reply_to: ShardId,
-        request: u32,
+        request: u64,
     },
     /// One shard's part of a member list gathered by `request`.
     MembersReply {
-        request: u32,
+        request: u64,
         members: Vec<MemberEntry>,
     },
     /// New settings (SIGHUP or the admin API); when `ack` is set, the shard
     /// confirms to `ack.0` with request id `ack.1` once applied.
     SettingsChanged {
         settings: Arc<Settings>,
-        ack: Option<(ShardId, u32)>,
+        ack: Option<(ShardId, u64)>,
     },
     /// A shard applied the settings of request `request`.
     SettingsApplied {
-        request: u32,
+        request: u64,
     },
     /// Send this shard's metrics snapshot to `reply_to`.
     StatsRequest {
         reply_to: ShardId,
-        request: u32,
+        request: u64,
     },
     StatsReply {
-        request: u32,
+        request: u64,
         snapshot: Box<Snapshot>,
     },
     /// Stop accepting and drain (SIGTERM/SIGINT).
@@ -71,21 +61,23 @@ pub(crate) enum ShardMessage {
 }
 
 /// Runs `message` on `shard`.
-pub(crate) fn handle(shard: &Shard, message: ShardMessage) {
+fn handle(shard: &Shard, message: ShardMessage) {
     match message {
-        ShardMessage::Publish { env, target, frame } => shard.deliver_local(env, &target, &frame, None),
+        ShardMessage::Publish { env, target, frame } => {
+            let delivered = shard.realtime.borrow().deliver(env, &target, &frame, None);
+            shard.stats.add_deliveries(delivered);
+        }
         ShardMessage::MembersRequest {
             env,
             channel,
             reply_to,
             request,
         } => {
-            let members = shard.local_members(env, &channel);
-            let reply = ShardMessage::MembersReply { request, members };
-            shard.send_to(reply_to, reply);
+            let members = shard.realtime.borrow().local_members(env, &channel);
+            shard.send_to(reply_to, ShardMessage::MembersReply { request, members });
         }
         ShardMessage::MembersReply { request, members } => {
-            shard.gather_part(request, members);
+            shard.members_part(&shard.realtime.borrow(), request, members);
         }
         ShardMessage::SettingsChanged { settings, ack } => {
             shard.apply_settings(settings);
@@ -100,5 +92,33 @@ pub(crate) fn handle(shard: &Shard, message: ShardMessage) {
         }
         ShardMessage::StatsReply { request, snapshot } => shard.stats_part(request, *snapshot),
         ShardMessage::Shutdown => shard.begin_shutdown(),
+    }
+}
+
+/// Messages handled per drain before yielding to the shard's other tasks.
+const INBOX_BATCH_MAX: usize = 256;
+
+/// Drains the shard's inbox for as long as the shard runs. Yields every
+/// [`INBOX_BATCH_MAX`] messages (the writers run and their writes are
+/// submitted before the next batch, which bounds what one turn queues per
+/// client), and waits, in order, for a client that reads but is half its
+/// queue cap behind (head-of-line: see `connection::outbox::Egress`).
+pub(crate) async fn drain_forever(shard: Rc<Shard>) {
+    let inbox = shard.shared.mesh.inbox(shard.id);
+    loop {
+        inbox.ready().await;
+        let mut handled = 0;
+        while let Some(message) = inbox.try_recv() {
+            Stats::bump(&shard.stats.mesh_received);
+            handle(&shard, message);
+            handled += 1;
+            if let Some(recipient) = shard.egress.take_pace_request() {
+                shard.egress.paced(recipient).await;
+                handled = 0;
+            } else if handled == INBOX_BATCH_MAX {
+                shard.yielder.yield_now().await;
+                handled = 0;
+            }
+        }
     }
 }

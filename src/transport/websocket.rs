@@ -1,10 +1,8 @@
-//! The monoio task of one client connection.
-//!
-//! [`serve`] runs the HTTP phase (an upgrade, the API, `/metrics`, or a 4xx)
-//! and then the ingress hot path of an upgraded connection: wait until the
-//! socket is readable → receive everything buffered into the shard's read
-//! buffer → [`websocket::decode_head`] → [`Reassembler`] → Engine.IO →
-//! Socket.IO → [`events::handle`]. The egress end is the connection's
+//! The WebSocket transport of one connection: the ingress hot path (wait
+//! until the socket is readable → receive everything buffered into the
+//! shard's read buffer → [`websocket::decode_head`] → [`Reassembler`] →
+//! Engine.IO → Socket.IO → [`Shard::handle_event`]) and the Engine.IO /
+//! Socket.IO session it feeds. The egress end is the connection's
 //! [`Outbox`], whose writer task exists only while something is queued.
 //!
 //! The reader owns the connection's lifetime: whatever ends it (end of file,
@@ -12,32 +10,24 @@
 //! slow consumer), the reader is the one that unregisters the member and
 //! tells its channels it left.
 
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
-use std::time::Duration;
 
 use bytes::Bytes;
-use monoio::io::AsyncWriteRentExt;
-use monoio::net::TcpStream;
 
-use crate::connection::outbox::{CloseReason, Outbox};
+use super::{receive_into_spare, Upgraded};
+use crate::close::CloseReason;
+use crate::connection::outbox::Outbox;
 use crate::connection::socket::{Received, Socket, WriteHalf};
-use crate::http::{api, route, Route};
 use crate::metrics::Stats;
 use crate::protocol::websocket::{self, Message, Opcode, Reassembler};
-use crate::protocol::{engineio, frames, http as http_codec, socketio};
+use crate::protocol::{engineio, frames, socketio};
 use crate::realtime::auth::{self, Identity};
 use crate::realtime::channels::SlabKey;
-use crate::realtime::events::{self, Incoming};
-use crate::realtime::settings::client_ip;
-use crate::shard::{ConnPermit, LimitExceeded, NewMember, Shard};
+use crate::realtime::events::Incoming;
+use crate::realtime::state::NewMember;
+use crate::shard::{ConnPermit, Shard};
 
-/// First capacity of the buffer a request head is read into, in bytes. The
-/// head is read once per connection; the buffer is gone after the upgrade.
-const HEAD_BUFFER_BYTES: usize = 1024;
-/// Time allowed to write a reply to a plain HTTP request.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Messages one connection handles per scheduling turn before the rest of
 /// its shard runs (a flooding client cannot starve the others).
 const MESSAGES_PER_TURN: usize = 64;
@@ -45,39 +35,9 @@ const MESSAGES_PER_TURN: usize = 64;
 /// one turn can queue for any recipient, whatever the message size).
 const BYTES_PER_TURN: usize = 64 * 1024;
 
-/// Serves one accepted TCP connection until it ends.
-///
-/// Not an `async fn`: the future keeps its arguments for its whole life, so
-/// the stream is split first and the future captures only the small
-/// handles.
-pub(crate) fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) -> impl Future<Output = ()> {
-    let (socket, writer) = Socket::split(stream);
-    socket.set_nodelay();
-    async move {
-        // Boxed: the HTTP phase is over after the first request, and keeping
-        // it out of this task's state keeps every idle connection small.
-        let Some(mut connection) = Box::pin(upgrade(shard, socket, writer, peer)).await else {
-            return;
-        };
-        let reason = connection.run().await;
-        connection.end(reason);
-    }
-}
-
-/// The HTTP phase, then the connection it upgraded to (if it did).
-async fn upgrade(
-    shard: Rc<Shard>,
-    socket: Socket,
-    mut writer: WriteHalf,
-    peer: SocketAddr,
-) -> Option<Connection> {
-    let upgraded = http_phase(&shard, &socket, &mut writer, peer).await?;
-    Some(Connection::new(shard, socket, writer, upgraded, peer))
-}
-
 /// An upgraded connection: everything its reader keeps for its whole life,
 /// in one place (the task's future holds this and little else).
-struct Connection {
+pub(crate) struct Connection {
     session: Session,
     socket: Socket,
     /// Bytes received but not yet handled: empty (no allocation) whenever
@@ -92,7 +52,7 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(
+    pub(crate) fn new(
         shard: Rc<Shard>,
         socket: Socket,
         writer: WriteHalf,
@@ -130,7 +90,7 @@ impl Connection {
 
     /// The ingress loop: waits for readiness and handles what arrived,
     /// until the connection ends.
-    async fn run(&mut self) -> CloseReason {
+    pub(crate) async fn run(&mut self) -> CloseReason {
         // Bytes may have arrived with the upgrade request: handle them first.
         let mut ready = true;
         loop {
@@ -170,7 +130,7 @@ impl Connection {
 
     /// Ends the connection: the close frame (if the client asked), the
     /// outbox's close, the metrics, and the member's departure.
-    fn end(self, reason: CloseReason) {
+    pub(crate) fn end(self, reason: CloseReason) {
         let session = self.session;
         let shard = &session.shard;
         let outbox = &session.outbox;
@@ -184,9 +144,7 @@ impl Connection {
         shard.stats.disconnected(outbox.closing().unwrap_or(reason));
         shard.sockets.borrow_mut().remove(self.slot);
         if let Some(key) = session.member {
-            if let Some(member) = shard.unregister(key) {
-                events::disconnected(shard, member);
-            }
+            shard.disconnected(key);
         }
     }
 }
@@ -198,221 +156,6 @@ impl Connection {
 /// `net.ipv4.tcp_wmem`'s maximum (4 MiB by default) for every stalled client.
 pub(crate) fn send_buffer_bytes(send_queue_bytes_max: usize) -> usize {
     (send_queue_bytes_max / 8).clamp(64 << 10, 1 << 20)
-}
-
-/// An upgraded connection, ready for the Engine.IO session.
-struct Upgraded {
-    /// Bytes already received past the request (frames sent right behind
-    /// the upgrade request).
-    tail: Vec<u8>,
-    origin: Option<Box<str>>,
-    client_ip: Option<IpAddr>,
-    permit: ConnPermit,
-}
-
-/// The HTTP phase: reads the request, answers anything but a valid upgrade
-/// and closes, or completes the upgrade and sends the Engine.IO open packet.
-async fn http_phase(
-    shard: &Rc<Shard>,
-    socket: &Socket,
-    writer: &mut WriteHalf,
-    peer: SocketAddr,
-) -> Option<Upgraded> {
-    let head_timeout = shard.shared.config.http_head_timeout;
-    let request = read_request(socket, shard, peer);
-    let (route, buf) = monoio::time::timeout(head_timeout, request).await.ok()??;
-    let (accept, origin, client_ip) = match route {
-        Routed::Reply(response) => {
-            reply(socket, writer, response).await;
-            return None;
-        }
-        Routed::Metrics => {
-            let snapshots = shard.gather_stats().await;
-            let text = crate::metrics::render(&snapshots, shard.shared.rates.saturated());
-            reply(
-                socket,
-                writer,
-                http_codec::text_response(200, "text/plain; version=0.0.4", &text),
-            )
-            .await;
-            return None;
-        }
-        Routed::Api {
-            method,
-            path,
-            authorization,
-            content_length,
-        } => {
-            let response = if content_length > shard.shared.config.max_payload_bytes {
-                http_codec::json_error(
-                    413,
-                    "payload_too_large",
-                    "the request body is over the payload limit",
-                )
-            } else {
-                let read = read_body(socket, buf, content_length);
-                match monoio::time::timeout(head_timeout, read).await {
-                    Ok(Some(body)) => {
-                        let body = &body[..content_length];
-                        api::handle(shard, &method, &path, authorization.as_deref(), body).await
-                    }
-                    Ok(None) => return None,
-                    Err(_) => http_codec::json_error(
-                        408,
-                        "request_timeout",
-                        "the request body did not arrive in time",
-                    ),
-                }
-            };
-            reply(socket, writer, response).await;
-            return None;
-        }
-        Routed::Upgrade {
-            accept,
-            origin,
-            client_ip,
-        } => (accept, origin, client_ip),
-    };
-    let permit = match ConnPermit::acquire(&shard.shared, client_ip.unwrap_or(peer.ip())) {
-        Ok(permit) => permit,
-        Err(exceeded) => {
-            Stats::bump(&shard.stats.refused_upgrades);
-            let message = match exceeded {
-                LimitExceeded::Total => "the server is at its connection limit",
-                LimitExceeded::PerIp => "too many connections from this address",
-            };
-            reply(
-                socket,
-                writer,
-                http_codec::json_error(503, "too_many_connections", message),
-            )
-            .await;
-            return None;
-        }
-    };
-    let config = &shard.shared.config;
-    let engine_sid = ringcast_shards::conn_id::random_token(20);
-    let open = engineio::open_packet(
-        &engine_sid,
-        config.ping_interval.as_millis() as u64,
-        config.ping_timeout.as_millis() as u64,
-        config.max_payload_bytes,
-    );
-    let mut greeting = http_codec::switching_protocols(&accept);
-    greeting.extend_from_slice(&frames::engineio(&open));
-    let (written, _) = writer.write_all(greeting).await;
-    written.ok()?;
-    Some(Upgraded {
-        tail: buf,
-        origin,
-        client_ip,
-        permit,
-    })
-}
-
-/// Writes a complete response to a plain HTTP request and ends the
-/// connection.
-async fn reply(socket: &Socket, writer: &mut WriteHalf, response: Vec<u8>) {
-    let _ = monoio::time::timeout(REPLY_TIMEOUT, writer.write_all(response)).await;
-    socket.shutdown();
-}
-
-/// What the HTTP phase decided.
-enum Routed {
-    Upgrade {
-        accept: String,
-        origin: Option<Box<str>>,
-        client_ip: Option<IpAddr>,
-    },
-    Reply(Vec<u8>),
-    Api {
-        method: Box<str>,
-        path: Box<str>,
-        authorization: Option<Box<str>>,
-        content_length: usize,
-    },
-    Metrics,
-}
-
-/// Reads until a complete request head is buffered and routes it. Returns
-/// the decision and what was received past the head (a client may send
-/// WebSocket frames right behind its upgrade request).
-async fn read_request(socket: &Socket, shard: &Shard, peer: SocketAddr) -> Option<(Routed, Vec<u8>)> {
-    let head_limit = shard.shared.config.http_head_bytes_max;
-    let mut buf = Vec::with_capacity(HEAD_BUFFER_BYTES.min(head_limit));
-    loop {
-        if !receive(socket, &mut buf, head_limit).await {
-            return None;
-        }
-        match http_codec::parse_request(&buf, head_limit) {
-            Ok(Some(req)) => {
-                let header_len = req.header_len;
-                let routed = match route(&req, &shard.shared.config.path) {
-                    Route::Reply(reply) => Routed::Reply(reply),
-                    Route::Metrics => Routed::Metrics,
-                    Route::Api => Routed::Api {
-                        method: req.method.into(),
-                        path: req.path.into(),
-                        authorization: req.authorization.map(Box::from),
-                        content_length: req.content_length,
-                    },
-                    Route::Upgrade { accept } => Routed::Upgrade {
-                        accept,
-                        origin: req.origin.map(Box::from),
-                        client_ip: client_ip(
-                            peer.ip(),
-                            req.x_forwarded_for,
-                            &shard.shared.config.trusted_proxies,
-                        ),
-                    },
-                };
-                buf.drain(..header_len);
-                return Some((routed, buf));
-            }
-            Ok(None) => {}
-            Err(http_codec::Error::HeadersTooLarge { .. }) => {
-                let reply = http_codec::json_error(431, "headers_too_large", "request headers are too large");
-                return Some((Routed::Reply(reply), Vec::new()));
-            }
-            Err(_) => {
-                let reply = http_codec::json_error(400, "bad_request", "malformed HTTP request");
-                return Some((Routed::Reply(reply), Vec::new()));
-            }
-        }
-    }
-}
-
-/// Reads until `buf` holds at least `len` bytes; `None` if the peer closes
-/// first.
-async fn read_body(socket: &Socket, mut buf: Vec<u8>, len: usize) -> Option<Vec<u8>> {
-    while buf.len() < len {
-        if !receive(socket, &mut buf, len).await {
-            return None;
-        }
-    }
-    Some(buf)
-}
-
-/// Appends at least one received byte to `buf` (growing it up to `max`
-/// bytes, then by one byte past a full `max`, so a head over the limit is
-/// seen as such); false on end of file or error. Tries before waiting for
-/// readiness: a request usually arrives with its connection.
-async fn receive(socket: &Socket, buf: &mut Vec<u8>, max: usize) -> bool {
-    if buf.len() == buf.capacity() {
-        let grow = buf.capacity().max(HEAD_BUFFER_BYTES);
-        buf.reserve(grow.min(max.saturating_sub(buf.len())).max(1));
-    }
-    loop {
-        match receive_into_spare(socket, buf) {
-            Received::Bytes(_) => return true,
-            Received::Closed => return false,
-            Received::WouldBlock => {
-                if socket.readable(false).await.is_err() {
-                    return false;
-                }
-            }
-        }
-    }
 }
 
 /// A binary packet waiting for its attachments.
@@ -747,7 +490,7 @@ impl Session {
             ack_id,
             attachments,
         };
-        match events::handle(&self.shard, key, incoming) {
+        match self.shard.handle_event(key, incoming) {
             Ok(()) => Ok(()),
             Err(e) => {
                 // `41` first: socket.io-client then reports "io server
@@ -776,7 +519,7 @@ impl Session {
             ip: self.client_ip,
         };
         let verdict = auth::authenticate(
-            &self.shard.settings.borrow(),
+            &self.shard.settings(),
             &self.shard.shared.config.master_token,
             peer,
             auth_json,
@@ -794,7 +537,7 @@ impl Session {
                     } => (Some(env), echo, user, api_key),
                 };
                 let (key, id) = self.shard.register(NewMember {
-                    outbox: self.outbox.clone(),
+                    sink: self.outbox.clone(),
                     env,
                     echo,
                     user,
@@ -821,21 +564,6 @@ impl Session {
 struct Budget {
     messages: usize,
     bytes: usize,
-}
-
-/// Receives into `buf`'s spare capacity (which the caller sized).
-fn receive_into_spare(socket: &Socket, buf: &mut Vec<u8>) -> Received {
-    let len = buf.len();
-    let spare = buf.spare_capacity_mut();
-    // SAFETY: `recv` writes only initialized bytes into the spare capacity
-    // and reports how many; `set_len` covers exactly those.
-    let spare = unsafe { &mut *(spare as *mut [std::mem::MaybeUninit<u8>] as *mut [u8]) };
-    let received = socket.recv(spare);
-    if let Received::Bytes(n) = received {
-        // SAFETY: see above; `n <= spare.len()`.
-        unsafe { buf.set_len(len + n) };
-    }
-    received
 }
 
 /// Gives back the memory of a tail that held a large frame.

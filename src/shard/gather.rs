@@ -1,0 +1,396 @@
+//! Scatter/gather across shards: member lists, metrics snapshots and the
+//! confirmation that every shard applied new settings.
+//!
+//! A gather asks every other shard through its inbox, adds this shard's own
+//! part, and completes when every part is in, or at its deadline
+//! (`gather_timeout_ms`) with what arrived, marked incomplete and counted:
+//! a shard that stopped draining its inbox delays an answer, never loses it.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+
+use ahash::AHashMap;
+use bytes::Bytes;
+
+use crate::connection::outbox::Outbox;
+use crate::metrics::{Snapshot, Stats};
+use crate::protocol::frames;
+use crate::protocol::socketio::write_json_str;
+use crate::realtime::channels::SlabKey;
+use crate::realtime::profile::{write_buffers_inline, write_renumbered};
+use crate::realtime::settings::{EnvKey, Settings};
+use crate::realtime::state::{MemberEntry, Realtime};
+use crate::shard::inbox::ShardMessage;
+use crate::shard::Shard;
+
+/// A one-shot, shard-local reply slot.
+pub(crate) struct LocalReply<T> {
+    value: RefCell<Option<T>>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl<T> Default for LocalReply<T> {
+    fn default() -> Self {
+        Self {
+            value: RefCell::new(None),
+            waker: Cell::new(None),
+        }
+    }
+}
+
+impl<T> LocalReply<T> {
+    fn set(&self, value: T) {
+        *self.value.borrow_mut() = Some(value);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Resolves with the value once set.
+    pub(crate) async fn take(&self) -> T {
+        std::future::poll_fn(|cx| match self.value.borrow_mut().take() {
+            Some(v) => Poll::Ready(v),
+            None => {
+                self.waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// A gathered result and whether every shard contributed to it.
+#[derive(Debug)]
+pub(crate) struct Gathered<T> {
+    pub(crate) value: T,
+    /// Shards that did not answer before the deadline.
+    pub(crate) missing: usize,
+}
+
+/// Where a gathered member list goes.
+pub(crate) enum MembersReply {
+    /// Socket.IO ack `ack_id` on member `to` (if it is still the same
+    /// connection: `generation`), with Buffers as attachments.
+    Ack {
+        to: SlabKey,
+        generation: u32,
+        ack_id: u64,
+    },
+    /// A task on this shard awaiting the JSON text (the HTTP API), with
+    /// Buffers inlined as `{"type":"Buffer","data":[...]}`.
+    Local(Rc<LocalReply<Gathered<Vec<u8>>>>),
+}
+
+struct MembersGather {
+    reply: MembersReply,
+    parts_remaining: usize,
+    /// JSON array body so far, without the closing `]`.
+    body: Vec<u8>,
+    entries: usize,
+    /// Binary profile data of the members so far, in placeholder order.
+    attachments: Vec<Bytes>,
+}
+
+struct StatsGather {
+    remaining: usize,
+    snapshots: Vec<Snapshot>,
+    reply: Rc<LocalReply<Gathered<Vec<Snapshot>>>>,
+}
+
+struct SettingsGather {
+    remaining: usize,
+    reply: Rc<LocalReply<Gathered<()>>>,
+}
+
+/// The gathers of one shard in progress, by request id.
+#[derive(Default)]
+pub(crate) struct Gathers {
+    next_request: u64,
+    members: AHashMap<u64, MembersGather>,
+    stats: AHashMap<u64, StatsGather>,
+    settings: AHashMap<u64, SettingsGather>,
+}
+
+impl Gathers {
+    fn next_request(&mut self) -> u64 {
+        self.next_request += 1;
+        self.next_request
+    }
+}
+
+/// Which kind of gather a deadline is for.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Members,
+    Stats,
+    Settings,
+}
+
+impl Shard {
+    /// Starts gathering the members of `channel` of `env` from every shard;
+    /// `reply` gets the list when all parts are in (or at the deadline).
+    pub(crate) fn gather_members(
+        self: &Rc<Self>,
+        rt: &Realtime<Rc<Outbox>>,
+        reply: MembersReply,
+        env: EnvKey,
+        channel: &str,
+    ) {
+        let request = {
+            let mut gathers = self.gathers.borrow_mut();
+            let request = gathers.next_request();
+            gathers.members.insert(
+                request,
+                MembersGather {
+                    reply,
+                    parts_remaining: self.shard_count(),
+                    body: b"[".to_vec(),
+                    entries: 0,
+                    attachments: Vec::new(),
+                },
+            );
+            request
+        };
+        self.expire_later(Kind::Members, request);
+        let channel: Arc<str> = Arc::from(channel);
+        for other in self.other_shards() {
+            let message = ShardMessage::MembersRequest {
+                env,
+                channel: channel.clone(),
+                reply_to: self.id,
+                request,
+            };
+            self.send_to(other, message);
+        }
+        let local = rt.local_members(env, &channel);
+        self.members_part(rt, request, local);
+    }
+
+    /// The members of `channel` of `env` from every shard as JSON text
+    /// `[{"id":..,"data":..},...]` (for the HTTP API).
+    pub(crate) async fn members_json(self: &Rc<Self>, env: EnvKey, channel: &str) -> Gathered<Vec<u8>> {
+        let slot = Rc::new(LocalReply::default());
+        {
+            let rt = self.realtime.borrow();
+            self.gather_members(&rt, MembersReply::Local(slot.clone()), env, channel);
+        }
+        slot.take().await
+    }
+
+    /// Adds one shard's part to member gather `request`, and answers when
+    /// it is complete.
+    pub(crate) fn members_part(&self, rt: &Realtime<Rc<Outbox>>, request: u64, members: Vec<MemberEntry>) {
+        let mut gathers = self.gathers.borrow_mut();
+        let Some(gather) = gathers.members.get_mut(&request) else {
+            return;
+        };
+        for (id, profile) in &members {
+            if gather.entries > 0 {
+                gather.body.push(b',');
+            }
+            gather.entries += 1;
+            gather.body.extend_from_slice(b"{\"id\":");
+            write_json_str(&mut gather.body, id);
+            gather.body.extend_from_slice(b",\"data\":");
+            match (profile, &gather.reply) {
+                (Some(profile), MembersReply::Ack { .. }) => {
+                    write_renumbered(&mut gather.body, profile, gather.attachments.len());
+                    gather.attachments.extend(profile.attachments.iter().cloned());
+                }
+                (Some(profile), MembersReply::Local(_)) => write_buffers_inline(&mut gather.body, profile),
+                (None, _) => gather.body.extend_from_slice(b"null"),
+            }
+            gather.body.push(b'}');
+        }
+        gather.parts_remaining -= 1;
+        if gather.parts_remaining > 0 {
+            return;
+        }
+        if let Some(gather) = gathers.members.remove(&request) {
+            drop(gathers);
+            self.answer_members(rt, gather);
+        }
+    }
+
+    fn answer_members(&self, rt: &Realtime<Rc<Outbox>>, mut gather: MembersGather) {
+        gather.body.push(b']');
+        let missing = gather.parts_remaining;
+        match gather.reply {
+            MembersReply::Local(slot) => slot.set(Gathered {
+                value: gather.body,
+                missing,
+            }),
+            MembersReply::Ack {
+                to,
+                generation,
+                ack_id,
+            } => {
+                if rt.member(to).is_none_or(|m| m.generation != generation) {
+                    return;
+                }
+                let frame = frames::ack(ack_id, &gather.attachments, |out| {
+                    out.extend_from_slice(&gather.body);
+                    if missing > 0 {
+                        // What arrived, and why it may not be everyone:
+                        // clients that read only the list are unaffected.
+                        out.extend_from_slice(b",{\"error\":\"incomplete\",\"missingShards\":");
+                        crate::protocol::socketio::push_decimal(out, missing as u64);
+                        out.push(b'}');
+                    }
+                });
+                if rt.deliver_to(to, frame) {
+                    self.stats.add_deliveries(1);
+                }
+            }
+        }
+    }
+
+    /// Every shard's metrics snapshot, gathered through the mesh.
+    pub(crate) async fn gather_stats(self: &Rc<Self>) -> Gathered<Vec<Snapshot>> {
+        let reply = Rc::new(LocalReply::default());
+        let request = {
+            let mut gathers = self.gathers.borrow_mut();
+            let request = gathers.next_request();
+            gathers.stats.insert(
+                request,
+                StatsGather {
+                    remaining: self.shard_count(),
+                    snapshots: Vec::with_capacity(self.shard_count()),
+                    reply: reply.clone(),
+                },
+            );
+            request
+        };
+        self.expire_later(Kind::Stats, request);
+        for other in self.other_shards() {
+            let message = ShardMessage::StatsRequest {
+                reply_to: self.id,
+                request,
+            };
+            self.send_to(other, message);
+        }
+        self.stats_part(request, self.snapshot());
+        let mut gathered = reply.take().await;
+        gathered.value.sort_by_key(|s| s.shard);
+        gathered
+    }
+
+    /// Adds one shard's snapshot to scrape `request`.
+    pub(crate) fn stats_part(&self, request: u64, snapshot: Snapshot) {
+        let mut gathers = self.gathers.borrow_mut();
+        let Some(gather) = gathers.stats.get_mut(&request) else {
+            return;
+        };
+        gather.snapshots.push(snapshot);
+        gather.remaining -= 1;
+        if gather.remaining == 0 {
+            if let Some(gather) = gathers.stats.remove(&request) {
+                gather.reply.set(Gathered {
+                    value: gather.snapshots,
+                    missing: 0,
+                });
+            }
+        }
+    }
+
+    /// Sends `settings` to every shard (this one included) and resolves once
+    /// all of them applied it, or at the deadline (with the shards that did
+    /// not confirm).
+    pub(crate) async fn apply_everywhere(self: &Rc<Self>, settings: Arc<Settings>) -> Gathered<()> {
+        let reply = Rc::new(LocalReply::default());
+        let request = {
+            let mut gathers = self.gathers.borrow_mut();
+            let request = gathers.next_request();
+            gathers.settings.insert(
+                request,
+                SettingsGather {
+                    remaining: self.shard_count(),
+                    reply: reply.clone(),
+                },
+            );
+            request
+        };
+        self.expire_later(Kind::Settings, request);
+        for target in self.all_shards() {
+            let message = ShardMessage::SettingsChanged {
+                settings: settings.clone(),
+                ack: Some((self.id, request)),
+            };
+            self.send_to(target, message);
+        }
+        reply.take().await
+    }
+
+    /// One shard confirmed settings change `request`.
+    pub(crate) fn settings_applied(&self, request: u64) {
+        let mut gathers = self.gathers.borrow_mut();
+        let Some(gather) = gathers.settings.get_mut(&request) else {
+            return;
+        };
+        gather.remaining -= 1;
+        if gather.remaining == 0 {
+            if let Some(gather) = gathers.settings.remove(&request) {
+                gather.reply.set(Gathered {
+                    value: (),
+                    missing: 0,
+                });
+            }
+        }
+    }
+
+    /// Completes gather `request` of `kind` at the deadline if it is still
+    /// open, with what arrived.
+    fn expire_later(self: &Rc<Self>, kind: Kind, request: u64) {
+        let shard = self.clone();
+        let deadline = self.shared.config.gather_timeout;
+        monoio::spawn(async move {
+            monoio::time::sleep(deadline).await;
+            shard.expire(kind, request);
+        });
+    }
+
+    fn expire(&self, kind: Kind, request: u64) {
+        let mut gathers = self.gathers.borrow_mut();
+        match kind {
+            Kind::Members => {
+                let Some(gather) = gathers.members.remove(&request) else {
+                    return;
+                };
+                drop(gathers);
+                Stats::bump(&self.stats.gather_timeouts);
+                tracing::warn!(
+                    missing = gather.parts_remaining,
+                    "member list incomplete at its deadline"
+                );
+                self.answer_members(&self.realtime.borrow(), gather);
+            }
+            Kind::Stats => {
+                let Some(gather) = gathers.stats.remove(&request) else {
+                    return;
+                };
+                Stats::bump(&self.stats.gather_timeouts);
+                tracing::warn!(missing = gather.remaining, "metrics incomplete at their deadline");
+                gather.reply.set(Gathered {
+                    value: gather.snapshots,
+                    missing: gather.remaining,
+                });
+            }
+            Kind::Settings => {
+                let Some(gather) = gathers.settings.remove(&request) else {
+                    return;
+                };
+                Stats::bump(&self.stats.gather_timeouts);
+                tracing::warn!(
+                    missing = gather.remaining,
+                    "settings not confirmed by every shard at the deadline"
+                );
+                gather.reply.set(Gathered {
+                    value: (),
+                    missing: gather.remaining,
+                });
+            }
+        }
+    }
+}

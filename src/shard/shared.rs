@@ -1,0 +1,191 @@
+//! What every shard shares: the configuration, the mesh, the rate-limit
+//! table, the connection limits and the settings writers' lock.
+//!
+//! Read-only on the hot path but for the rate-limit table (atomics). The
+//! settings lock is taken only by writers (SIGHUP, the admin API); a shard
+//! reads its own copy of the settings.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ahash::AHashMap;
+
+use crate::config::Config;
+use crate::realtime::rate_limit::RateTable;
+use crate::realtime::settings::Settings;
+use crate::shard::inbox::ShardMessage;
+use ringcast_shards::{Mesh, ShardId};
+
+/// State every shard shares.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) mesh: Mesh<ShardMessage>,
+    pub(crate) rates: RateTable,
+    pub(crate) limits: ConnLimits,
+    /// The latest settings, for writers: a change is computed from this,
+    /// stored here, then sent to every shard.
+    settings: Mutex<Arc<Settings>>,
+    /// Clock of rate-limit windows.
+    started: Instant,
+}
+
+/// Why [`Shared::broadcast`] gave up.
+#[derive(Debug, thiserror::Error)]
+#[error("shard {shard} did not take a control message within {waited:?}")]
+pub(crate) struct BroadcastTimeout {
+    pub(crate) shard: ShardId,
+    pub(crate) waited: Duration,
+}
+
+impl Shared {
+    pub(crate) fn new(config: Config) -> Self {
+        let mesh = Mesh::new(config.shard_count, config.mesh_queue_messages_max);
+        let settings = Arc::new(Settings::new(config.environments.clone()));
+        Self {
+            rates: RateTable::new(config.rate_limit_slots),
+            limits: ConnLimits::new(config.connections_max, config.connections_per_ip_max),
+            mesh,
+            settings: Mutex::new(settings),
+            started: Instant::now(),
+            config,
+        }
+    }
+
+    /// The latest settings (for writers and start-up; shards use their own
+    /// copy).
+    pub(crate) fn settings(&self) -> Arc<Settings> {
+        // A poisoned lock only means a writer panicked mid-change; the
+        // stored value is still a complete Settings.
+        self.settings.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Applies `change` to the latest settings and returns the result, which
+    /// the caller sends to every shard. Writers are serialized by the lock;
+    /// shards never take it to read settings.
+    pub(crate) fn change_settings(&self, change: impl FnOnce(&Settings) -> Settings) -> Arc<Settings> {
+        let mut guard = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        let next = Arc::new(change(&guard));
+        *guard = next.clone();
+        drop(guard);
+        next
+    }
+
+    /// Sends `make()` to every shard from a thread that is not a shard's
+    /// (the signal thread). While an inbox is full this thread sleeps and
+    /// retries, up to the gather deadline per shard; a shard that drains
+    /// nothing for that long is reported instead of waited on forever.
+    pub(crate) fn broadcast(&self, make: impl Fn() -> ShardMessage) -> Result<(), BroadcastTimeout> {
+        const RETRY: Duration = Duration::from_millis(1);
+        let deadline = self.config.gather_timeout;
+        let mut result = Ok(());
+        for shard in 0..self.mesh.shard_count() {
+            // unwrap: shard_count <= SHARDS_MAX = 255.
+            let shard = ShardId::try_from(shard).unwrap();
+            let started = Instant::now();
+            let mut message = make();
+            while let Err(back) = self.mesh.send(shard, message) {
+                if started.elapsed() >= deadline {
+                    result = Err(BroadcastTimeout {
+                        shard,
+                        waited: deadline,
+                    });
+                    break;
+                }
+                message = back;
+                std::thread::sleep(RETRY);
+            }
+        }
+        result
+    }
+
+    /// Seconds on the rate-limit clock.
+    pub(crate) fn now_s(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+}
+
+/// The global and per-IP caps on connections. Taken once per connection
+/// (upgrade and close), never per message: the global count is an atomic,
+/// the per-IP counts a map behind a lock used only when a per-IP cap is set.
+pub(crate) struct ConnLimits {
+    total: AtomicUsize,
+    total_max: usize,
+    per_ip: Mutex<AHashMap<IpAddr, usize>>,
+    per_ip_max: usize,
+}
+
+/// Why an upgrade was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LimitExceeded {
+    Total,
+    PerIp,
+}
+
+impl ConnLimits {
+    pub(crate) fn new(total_max: usize, per_ip_max: usize) -> Self {
+        Self {
+            total: AtomicUsize::new(0),
+            total_max,
+            per_ip: Mutex::new(AHashMap::new()),
+            per_ip_max,
+        }
+    }
+
+    /// Counts one more connection from `ip`, or refuses it.
+    pub(crate) fn acquire(&self, ip: IpAddr) -> Result<(), LimitExceeded> {
+        let total = self.total.fetch_add(1, Ordering::AcqRel) + 1;
+        if self.total_max > 0 && total > self.total_max {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(LimitExceeded::Total);
+        }
+        if self.per_ip_max > 0 {
+            let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            let n = per_ip.entry(ip).or_insert(0);
+            if *n >= self.per_ip_max {
+                drop(per_ip);
+                self.total.fetch_sub(1, Ordering::AcqRel);
+                return Err(LimitExceeded::PerIp);
+            }
+            *n += 1;
+        }
+        Ok(())
+    }
+
+    /// Undoes one [`ConnLimits::acquire`] of `ip`.
+    pub(crate) fn release(&self, ip: IpAddr) {
+        self.total.fetch_sub(1, Ordering::AcqRel);
+        if self.per_ip_max > 0 {
+            let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = per_ip.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    per_ip.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+/// One counted connection; released when dropped.
+pub(crate) struct ConnPermit {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl ConnPermit {
+    pub(crate) fn acquire(shared: &Arc<Shared>, ip: IpAddr) -> Result<Self, LimitExceeded> {
+        shared.limits.acquire(ip)?;
+        Ok(Self {
+            shared: shared.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ConnPermit {
+    fn drop(&mut self) {
+        self.shared.limits.release(self.ip);
+    }
+}
