@@ -6,10 +6,13 @@
 //!   sans-IO, no allocation per received message.
 //! - [`engine`]: one generator thread (mio/epoll) owning a share of the
 //!   connections; phases, publishing schedule, counting.
+//! - [`window`]: closed-loop publishing; completion counting shared by the
+//!   workers without locks or per-message allocation.
 //! - [`scenario`]: fanout, rooms, broadcast, connect, latency; coordinates
 //!   the workers and samples the server around the measured window.
 //! - [`procfs`]: server CPU/RSS from /proc, generator CPU from getrusage,
 //!   `ksoftirqd` CPU, the I/O driver a server really runs.
+//! - [`scrape`]: ringcast's counters from `GET /metrics` (frames per write).
 //! - [`report`]: the JSON record and markdown of one run, machine facts.
 //! - [`floor`]: the physical floor, the kernel's CPU per loopback write and
 //!   per frame at K frames per write, measured by the `floor` binary.
@@ -28,5 +31,7 @@ pub mod plot;
 pub mod procfs;
 pub mod report;
 pub mod scenario;
+pub mod scrape;
 pub mod suite;
+pub mod window;
 pub mod wire;
