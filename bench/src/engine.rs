@@ -8,7 +8,7 @@
 //! - one large read buffer per thread; a connection keeps a private buffer
 //!   only while a frame is split across reads;
 //! - received frames go through [`wire::Packet::classify`] and
-//!   [`wire::number_after`] only: no JSON parsing, no allocation per message;
+//!   [`wire::message_numbers`] only: no JSON parsing, no allocation per message;
 //! - writes are appended to a per-connection buffer and flushed once per loop
 //!   turn, so a pong and a publish share one `write`.
 //!
@@ -785,11 +785,7 @@ fn on_text(conn: &mut Conn, index: usize, text: &[u8], ctx: &mut Ctx<'_>) -> Res
 
 fn on_data(conn: &mut Conn, body: &[u8], ctx: &mut Ctx<'_>) {
     ctx.report.delivered_total += 1;
-    let (Some(src), Some(seq), Some(ts)) = (
-        wire::number_after(body, b"\"src\":"),
-        wire::number_after(body, b"\"seq\":"),
-        wire::number_after(body, b"\"ts\":"),
-    ) else {
+    let Some((src, seq, ts)) = wire::message_numbers(body) else {
         ctx.report.other_frames += 1;
         return;
     };
