@@ -8,11 +8,17 @@
 //! drains them with epoll and a 256 KiB buffer (as the `load` generator
 //! does). Each thread measures its own CPU with `CLOCK_THREAD_CPUTIME_ID`.
 //!
-//! The cost of a write grows with N (on a 2-core VM: about 2 µs at N = 1,
-//! 4 µs at N = 10, 10 µs at N = 1,000), because every round touches N
-//! sockets' kernel state and wakes the reader more often, so the floor is
-//! measured at several N and a benchmark row is read against the floor at
-//! the N nearest its own connection count.
+//! The cost of a write grows with N (on the 2-core VM of the committed
+//! results, 2–4 µs at N = 1–10 and 8–10 µs at N = 1,000, with tens of
+//! percent of noise between runs), because every round touches N sockets'
+//! kernel state, so the floor is measured at several N and a benchmark row is
+//! read against the floor at the N nearest its own connection count.
+//!
+//! It is the floor of one `write` system call per connection per round. A
+//! server that submits many writes per system call (io_uring) saves the
+//! system call entry and exit and can come in slightly under it at the same
+//! frames per write; what it cannot beat is the per-frame cost at a higher
+//! frames per write.
 //!
 //! Attribution: on loopback the receive-side TCP work of a segment (the
 //! NET_RX softirq: `tcp_v4_rcv`, queueing, waking the reader) runs in the
