@@ -20,6 +20,10 @@
 //! frames per write; what it cannot beat is the per-frame cost at a higher
 //! frames per write.
 //!
+//! Each point is the cheapest of a few repetitions: other processes and the
+//! hypervisor only ever add to what a write costs, so the minimum is the
+//! estimate of a floor (single measurements varied by ±30% on a shared VM).
+//!
 //! Attribution: on loopback the receive-side TCP work of a segment (the
 //! NET_RX softirq: `tcp_v4_rcv`, queueing, waking the reader) runs in the
 //! *sender's* system call, and this kernel has no IRQ time accounting, so it
@@ -59,11 +63,15 @@ pub struct FloorOptions {
     /// header + `42["m",{"channel":"c0","message":{...}}]`) is about 130.
     #[arg(long, default_value_t = 130)]
     pub frame_bytes: u32,
-    /// Measured seconds per point.
-    #[arg(long, default_value_t = 1.0)]
+    /// Measured seconds per repetition of a point.
+    #[arg(long, default_value_t = 0.5)]
     pub duration_s: f64,
-    /// Unmeasured seconds per point before the measured ones.
-    #[arg(long, default_value_t = 0.2)]
+    /// Repetitions per point; the cheapest one is kept, because interference
+    /// (other processes, the hypervisor) only ever adds cost to a floor.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: u32,
+    /// Unmeasured seconds per repetition before the measured ones.
+    #[arg(long, default_value_t = 0.1)]
     pub warmup_s: f64,
     /// Pin the sender to CPU 0 and the receiver to CPU 1 (when there are two).
     #[arg(long)]
@@ -95,6 +103,9 @@ pub struct FloorPoint {
 pub struct FloorReport {
     pub frame_bytes: u32,
     pub duration_s: f64,
+    /// Repetitions per point (the cheapest is reported).
+    #[serde(default)]
+    pub repeats: u32,
     pub pinned: bool,
     pub points: Vec<FloorPoint>,
 }
@@ -193,15 +204,25 @@ pub fn run(options: &FloorOptions) -> anyhow::Result<FloorReport> {
         }
         let (mut senders, mut receivers) = connect_pairs(n).context("connecting loopback pairs")?;
         for &k in &options.frames {
-            let (point, s, r) = measure(senders, receivers, k.max(1), options, pinned)?;
-            senders = s;
-            receivers = r;
-            points.push(point);
+            let mut cheapest: Option<FloorPoint> = None;
+            for _ in 0..options.repeats.max(1) {
+                let (point, s, r) = measure(senders, receivers, k.max(1), options, pinned)?;
+                senders = s;
+                receivers = r;
+                let cheaper = cheapest
+                    .as_ref()
+                    .is_none_or(|c| point.sender_cpu_us_per_write < c.sender_cpu_us_per_write);
+                if cheaper && point.writes > 0 {
+                    cheapest = Some(point);
+                }
+            }
+            points.extend(cheapest);
         }
     }
     Ok(FloorReport {
         frame_bytes: options.frame_bytes,
         duration_s: options.duration_s,
+        repeats: options.repeats.max(1),
         pinned,
         points,
     })

@@ -757,10 +757,11 @@ fn run_floor(binary: &Path, folder: &Path, options: &SuiteOptions) -> anyhow::Re
         strings(&["100", "1000", "5000"])
     };
     let connections = connections.join(",");
+    // Each point is the cheapest of three repetitions.
     let (duration, warmup) = if options.smoke {
-        ("0.2", "0.05")
+        ("0.1", "0.03")
     } else {
-        ("1", "0.2")
+        ("0.5", "0.1")
     };
     eprintln!(
         "[suite] floor: {connections} connections (machine {:.0}% busy before)",

@@ -1,7 +1,7 @@
 //! `floor`: the kernel's cost of loopback TCP writes, the physical floor a
 //! server's CPU per delivery is read against (see `ringcast_bench::floor`).
 //!
-//!     floor                                   # 1,000 connections, K = 1,4,16,64, 1 s each
+//!     floor                                   # 1,000 connections, K = 1,4,16,64, cheapest of 3 × 0.5 s each
 //!     floor --connections 100,1000,5000       # the floor at three connection counts
 //!     floor --connections 50 --duration-s 0.2 --json floor.json
 
@@ -29,8 +29,9 @@ fn main() -> anyhow::Result<()> {
     }
     if !cli.quiet {
         println!(
-            "floor: loopback TCP, {}-byte frames, {} s per point{}\n",
+            "floor: loopback TCP, {}-byte frames, cheapest of {} × {} s per point{}\n",
             report.frame_bytes,
+            report.repeats,
             report.duration_s,
             if report.pinned {
                 ", sender on CPU 0, receiver on CPU 1"

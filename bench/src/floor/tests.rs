@@ -69,6 +69,7 @@ fn a_tiny_floor_run_measures_every_point() {
         frames: vec![1, 8],
         frame_bytes: 130,
         duration_s: 0.05,
+        repeats: 2,
         warmup_s: 0.01,
         pin: false,
     })

@@ -113,11 +113,14 @@ fn floor_section(out: &mut String, floor: Option<&FloorReport>) {
     let _ = writeln!(
         out,
         "`floor`: one thread writes K frames of {} bytes to each of N loopback TCP connections in one `write` per connection per round, \
-         another drains them with epoll; CPU per thread from `CLOCK_THREAD_CPUTIME_ID`, {} s per point. \
+         another drains them with epoll; CPU per thread from `CLOCK_THREAD_CPUTIME_ID`; each point is the cheapest of {} repetitions of {} s \
+         (interference only adds cost to a floor). \
          It is what the kernel charges a sender that does nothing but write. \
          A write costs more the more connections are written round-robin (more kernel state touched per round), \
          so each row below is compared with the floor at the measured N nearest its own connection count.\n",
-        floor.frame_bytes, floor.duration_s
+        floor.frame_bytes,
+        floor.repeats.max(1),
+        floor.duration_s
     );
     out.push_str(&floor.markdown());
 }
