@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The benchmark suite in one command: builds ringcast (release), the load
-# generator and the peers, then runs `suite` (ringcast at shard counts 1..cores,
-# Node socket.io, socketioxide; every scenario) and writes tables + charts to
-# bench/results/<timestamp>/ and bench/results/latest/.
+# generator, `floor` and the peers, then runs `suite` (the physical floor;
+# ringcast with the io_uring and epoll drivers at 1, 2, 4, ... cores shards;
+# Node socket.io, socketioxide; saturated and fixed-rate scenarios) and writes
+# tables + charts to bench/results/<timestamp>/ and bench/results/latest/.
 #
-#   bench/run.sh                 # the full suite (minutes)
+#   bench/run.sh                 # the full suite (about an hour on 2 cores)
 #   bench/run.sh --smoke         # seconds, ringcast with 1 shard only (CI)
-#   bench/run.sh --scenarios fanout-s1000,rooms --peers node   # a subset
+#   bench/run.sh --scenarios fanout-s1000-w16,rooms-w1 --peers node   # a subset
+#   bench/run.sh --shards 1,2,4,8 --drivers epoll                     # the sweep, one driver
 #
 # Any flag is passed to `suite` (see `target/release/suite --help`).
 set -euo pipefail

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Flamegraph of ringcast under one benchmark scenario.
 #
-#   perf/flamegraph.sh SCENARIO [--shards N] [--duration S] [--dwarf] [--bin PATH]
+#   perf/flamegraph.sh SCENARIO [--shards N] [--duration S] [--window W] [--epoll] [--dwarf] [--bin PATH]
 #   SCENARIO: fanout | rooms | broadcast | connect | latency
 #
 # Builds ringcast with the `profiling` cargo profile (release + debug symbols)
@@ -16,22 +16,29 @@
 # but it also unwinds through std and libc frames built without frame pointers).
 # --bin profiles an existing ringcast binary instead of building one (use
 # --dwarf with it unless it was built with frame pointers).
+# --window W publishes closed-loop (fanout, rooms, broadcast): W messages in
+# flight per publisher, the server saturated; --epoll runs ringcast's epoll
+# driver instead of io_uring. Both show in the output names.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [[ $# -ge 1 ]] || usage
 scenario="$1"; shift
 shards=1
 duration=10
 callgraph=(-g)
 server_bin=""
+window=0
+server_flags=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --shards) shards="$2"; shift 2 ;;
     --duration) duration="$2"; shift 2 ;;
     --dwarf) callgraph=(--call-graph dwarf,16384); shift ;;
     --bin) server_bin="$2"; shift 2 ;;
+    --window) window="$2"; shift 2 ;;
+    --epoll) server_flags+=(--epoll); shift ;;
     *) usage ;;
   esac
 done
@@ -44,6 +51,12 @@ case "$scenario" in
   latency)   load_args=(latency --subscribers 100 --publishers 10 --rate 1000) ;;
   *) echo "unknown scenario $scenario" >&2; usage ;;
 esac
+if [[ "$window" != 0 ]]; then
+  case "$scenario" in
+    fanout|rooms|broadcast) load_args+=(--window "$window") ;;
+    *) echo "--window applies to fanout, rooms and broadcast" >&2; usage ;;
+  esac
+fi
 
 if ! command -v perf >/dev/null; then
   echo "[flamegraph] installing perf (linux-perf)" >&2
@@ -68,10 +81,12 @@ cargo build --quiet --release -p ringcast-bench
 out_dir=perf/out
 mkdir -p "$out_dir"
 name="$scenario-s$shards"
+[[ "$window" != 0 ]] && name="$name-w$window"
+[[ ${#server_flags[@]} -gt 0 ]] && name="$name-epoll"
 data="$out_dir/$name.perf.data"
 server_log="$out_dir/$name.server.log"
 
-"$server_bin" --listen 127.0.0.1:0 --shards "$shards" >"$server_log" 2>&1 &
+"$server_bin" --listen 127.0.0.1:0 --shards "$shards" "${server_flags[@]}" >"$server_log" 2>&1 &
 server_pid=$!
 perf_pid=""
 cleanup() {
@@ -92,7 +107,9 @@ echo "[flamegraph] ringcast pid $server_pid at $url" >&2
 perf record -e cpu-clock -F 999 "${callgraph[@]}" -p "$server_pid" -o "$data" 2>"$out_dir/$name.perf.log" &
 perf_pid=$!
 sleep 0.5
-target/release/load run --url "$url" --pid "$server_pid" --label "ringcast-s$shards" --shards "$shards" \
+driver=io_uring
+[[ ${#server_flags[@]} -gt 0 ]] && driver=epoll
+target/release/load run --url "$url" --pid "$server_pid" --label "ringcast-s$shards" --shards "$shards" --driver "$driver" \
   --duration-s "$duration" --json "$out_dir/$name.json" --quiet "${load_args[@]}"
 kill -INT "$perf_pid"
 wait "$perf_pid" || true
@@ -100,7 +117,7 @@ perf_pid=""
 
 echo "[flamegraph] rendering" >&2
 perf script -i "$data" 2>/dev/null | inferno-collapse-perf >"$out_dir/$name.folded"
-inferno-flamegraph --title "ringcast $scenario, $shards shard(s)" <"$out_dir/$name.folded" >"$out_dir/$name.svg"
+inferno-flamegraph --title "ringcast $name" <"$out_dir/$name.folded" >"$out_dir/$name.svg"
 perf report -i "$data" --no-children --sort symbol --stdio -g none --percent-limit 0.5 2>/dev/null \
   | { grep -v "^#" || true; } | { grep -v "^$" || true; } | head -40 >"$out_dir/$name.top.txt" || true
 # Inclusive share of samples whose stack contains each stage's frame. Fat LTO

@@ -1,21 +1,23 @@
 //! One load-generator thread: an epoll (mio) loop that owns a share of the
 //! client connections, walks each through connect → upgrade → Engine.IO open
-//! → `40{auth}` → optional `join`, then publishes on a fixed schedule and
+//! → `40{auth}` → optional `join`, then publishes, on a fixed schedule or
+//! closed-loop with a window of messages in flight ([`crate::window`]), and
 //! counts what arrives.
 //!
 //! Cheap on purpose, because it shares two cores with the server under test:
 //! - one large read buffer per thread; a connection keeps a private buffer
 //!   only while a frame is split across reads;
 //! - received frames go through [`wire::Packet::classify`] and
-//!   [`wire::number_after`] only: no JSON parsing, no allocation per message;
+//!   [`wire::message_numbers`] only: no JSON parsing, no allocation per message;
 //! - writes are appended to a per-connection buffer and flushed once per loop
 //!   turn, so a pong and a publish share one `write`.
 //!
 //! Timestamps are nanoseconds since [`Shared::epoch`] on the monotonic clock,
-//! shared by all threads of the process. A published message carries the time
-//! it was *scheduled* for, not the time it was written, so a stall anywhere
-//! (generator included) shows up as latency instead of being hidden
-//! (coordinated omission).
+//! shared by all threads of the process. On a schedule, a published message
+//! carries the time it was *scheduled* for, not the time it was written, so a
+//! stall anywhere (generator included) shows up as latency instead of being
+//! hidden (coordinated omission). In window mode there is no schedule to fall
+//! behind: a message carries the time it was written.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -29,6 +31,7 @@ use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
+use crate::window::{WindowBook, WindowTally};
 use crate::wire::{self, FrameHead, MaskRng, Packet, UpgradeResponse};
 
 /// Setup: connect, handshake, join. No publishing.
@@ -42,6 +45,8 @@ pub const PHASE_STOP: u8 = 2;
 pub const DATA_EVENT: &[u8] = b"m";
 const READ_BUFFER_BYTES: usize = 256 * 1024;
 const EVENTS_CAPACITY: usize = 1024;
+/// The token of a worker's waker (window completions from other workers).
+const WAKE_TOKEN: Token = Token(usize::MAX);
 /// How long a loop turn may sleep when nothing is due; bounds phase-change latency.
 const IDLE_POLL_MS: u64 = 20;
 /// Failure reasons kept verbatim per worker (the rest are only counted).
@@ -68,13 +73,16 @@ pub enum Destination {
 #[derive(Debug, Clone, Copy)]
 pub struct PublishSpec {
     pub destination: Destination,
-    /// Time between two messages of this publisher.
+    /// Time between two messages of this publisher (fixed schedule only).
     pub interval_ns: u64,
     /// First message at `publish_start_ns + offset_ns`, to spread publishers.
     pub offset_ns: u64,
     /// Whether the publisher itself is among the destination's members (it
     /// does not count as a recipient: messages are sent without echo).
     pub is_member: bool,
+    /// Closed loop: keep [`Shared::window`]'s number of messages in flight
+    /// instead of following `interval_ns`.
+    pub windowed: bool,
 }
 
 /// What one connection does.
@@ -118,10 +126,12 @@ pub struct Shared {
     pub expected_measured: AtomicU64,
     pub delivered_measured: AtomicU64,
     pub frames_received: AtomicU64,
+    /// Completion counting for windowed publishers (None: all on a schedule).
+    pub window: Option<WindowBook>,
 }
 
 impl Shared {
-    pub fn new(channels: usize) -> Self {
+    pub fn new(channels: usize, window: Option<WindowBook>) -> Self {
         Self {
             epoch: Instant::now(),
             phase: AtomicU8::new(PHASE_SETUP),
@@ -135,6 +145,7 @@ impl Shared {
             expected_measured: AtomicU64::new(0),
             delivered_measured: AtomicU64::new(0),
             frames_received: AtomicU64::new(0),
+            window,
         }
     }
 
@@ -163,6 +174,8 @@ pub struct WorkerReport {
     pub closed_by_server: u64,
     /// Handshakes that ended (connected or failed); bounds those in flight.
     pub handshakes_settled: u64,
+    /// Window mode: deliveries of a message that was not in flight (duplicates).
+    pub window_stray: u64,
 }
 
 impl WorkerReport {
@@ -184,6 +197,7 @@ impl WorkerReport {
             bytes_received: 0,
             closed_by_server: 0,
             handshakes_settled: 0,
+            window_stray: 0,
         }
     }
 
@@ -208,6 +222,7 @@ impl WorkerReport {
         self.pings_answered += other.pings_answered;
         self.bytes_received += other.bytes_received;
         self.closed_by_server += other.closed_by_server;
+        self.window_stray += other.window_stray;
     }
 }
 
@@ -255,6 +270,8 @@ struct Conn {
     /// Last sequence number seen per publisher: `(src, seq)`; few entries.
     last_seq: Vec<(u32, u64)>,
     next_seq: u64,
+    /// Window mode: the oldest message not known to be complete.
+    oldest_seq: u64,
 }
 
 impl Conn {
@@ -272,10 +289,14 @@ struct Ctx<'a> {
     dirty: &'a mut Vec<usize>,
     now_ns: u64,
     measure_start_ns: u64,
+    tally: &'a mut WindowTally,
+    /// This worker's number (window completions are addressed by it).
+    worker: usize,
 }
 
-/// Runs one worker until the phase becomes [`PHASE_STOP`].
+/// Runs worker number `worker` until the phase becomes [`PHASE_STOP`].
 pub fn run_worker(
+    worker: usize,
     specs: Vec<ConnSpec>,
     settings: &Settings,
     shared: &Shared,
@@ -299,8 +320,22 @@ pub fn run_worker(
             dirty: false,
             last_seq: Vec::new(),
             next_seq: 0,
+            oldest_seq: 0,
         })
         .collect();
+    let book = shared.window.as_ref();
+    let mut tally = WindowTally::new(book);
+    // Window mode: this worker's connection index of each publisher index.
+    let mut conn_of_publisher = vec![usize::MAX; book.map_or(0, WindowBook::publishers)];
+    if let Some(book) = book {
+        book.set_waker(worker, mio::Waker::new(poll.registry(), WAKE_TOKEN)?);
+        for (index, conn) in conns.iter().enumerate() {
+            if let Some(p) = book.publisher(conn.spec.id) {
+                conn_of_publisher[p as usize] = index;
+            }
+        }
+    }
+    let mut to_pump: Vec<u32> = Vec::new();
     let mut report = WorkerReport::new();
     let mut rng = MaskRng::new(seed);
     let mut read_buffer = vec![0u8; READ_BUFFER_BYTES];
@@ -355,8 +390,17 @@ pub fn run_worker(
                 dirty: &mut dirty,
                 now_ns,
                 measure_start_ns,
+                tally: &mut tally,
+                worker,
             };
             fire_timers(&mut timers, &mut conns, &mut ctx, end_ns);
+            if let Some(book) = book {
+                book.take_completed(worker, |p| to_pump.push(p));
+                for p in to_pump.drain(..) {
+                    let index = conn_of_publisher[p as usize];
+                    pump_window(&mut conns[index], index, book, p, &mut ctx, end_ns);
+                }
+            }
         }
         flush_dirty(&mut conns, &mut dirty, &mut report, shared);
 
@@ -373,6 +417,9 @@ pub fn run_worker(
 
         let now_ns = shared.now_ns();
         for event in &events {
+            if event.token() == WAKE_TOKEN {
+                continue;
+            }
             let index = event.token().0;
             let conn = &mut conns[index];
             let mut ctx = Ctx {
@@ -383,6 +430,8 @@ pub fn run_worker(
                 dirty: &mut dirty,
                 now_ns,
                 measure_start_ns,
+                tally: &mut tally,
+                worker,
             };
             if conn.state == State::Connecting && (event.is_writable() || event.is_error()) {
                 on_connected(conn, index, &mut ctx);
@@ -395,9 +444,13 @@ pub fn run_worker(
             }
         }
         flush_dirty(&mut conns, &mut dirty, &mut report, shared);
+        if let Some(book) = book {
+            tally.flush(book, worker);
+        }
         published_progress.publish(&report, shared);
     }
     published_progress.publish(&report, shared);
+    report.window_stray = tally.stray;
     Ok(report)
 }
 
@@ -732,11 +785,7 @@ fn on_text(conn: &mut Conn, index: usize, text: &[u8], ctx: &mut Ctx<'_>) -> Res
 
 fn on_data(conn: &mut Conn, body: &[u8], ctx: &mut Ctx<'_>) {
     ctx.report.delivered_total += 1;
-    let (Some(src), Some(seq), Some(ts)) = (
-        wire::number_after(body, b"\"src\":"),
-        wire::number_after(body, b"\"seq\":"),
-        wire::number_after(body, b"\"ts\":"),
-    ) else {
+    let Some((src, seq, ts)) = wire::message_numbers(body) else {
         ctx.report.other_frames += 1;
         return;
     };
@@ -750,6 +799,11 @@ fn on_data(conn: &mut Conn, body: &[u8], ctx: &mut Ctx<'_>) {
             }
         }
         None => conn.last_seq.push((src, seq)),
+    }
+    if let Some(book) = ctx.shared.window.as_ref() {
+        if let Some(publisher) = book.publisher(src) {
+            ctx.tally.add(book, publisher, seq);
+        }
     }
     if ts >= ctx.measure_start_ns {
         ctx.report.delivered_measured += 1;
@@ -781,12 +835,78 @@ fn fire_timers(
             // recipients' share shows up in the setup failures instead.
             continue;
         }
-        publish_one(conn, index, publish, due_ns, ctx);
+        if publish.windowed {
+            // The window's first fill; completions refill it from then on.
+            if let Some(book) = ctx.shared.window.as_ref() {
+                if let Some(p) = book.publisher(conn.spec.id) {
+                    pump_window(conn, index, book, p, ctx, end_ns);
+                }
+            }
+            continue;
+        }
+        let recipients = recipients(publish, ctx.shared);
+        publish_one(conn, index, publish, due_ns, recipients, ctx);
         timers.push(Reverse((due_ns + publish.interval_ns, index)));
     }
 }
 
-fn publish_one(conn: &mut Conn, index: usize, publish: PublishSpec, due_ns: u64, ctx: &mut Ctx<'_>) {
+/// Window mode: retires `conn`'s completed messages (in order) and fills its
+/// window up again, unless publishing has ended.
+fn pump_window(
+    conn: &mut Conn,
+    index: usize,
+    book: &WindowBook,
+    publisher: u32,
+    ctx: &mut Ctx<'_>,
+    end_ns: u64,
+) {
+    while conn.oldest_seq < conn.next_seq && book.is_done(publisher, conn.oldest_seq) {
+        conn.oldest_seq += 1;
+    }
+    let Some(publish) = conn.spec.publish else {
+        return;
+    };
+    // The message is timestamped when it is written: this turn's flush.
+    let now_ns = ctx.shared.now_ns();
+    if conn.state != State::Ready || now_ns >= end_ns {
+        return;
+    }
+    let mut nobody = false;
+    while conn.next_seq - conn.oldest_seq < u64::from(book.window()) {
+        let recipients = recipients(publish, ctx.shared);
+        book.arm(publisher, conn.next_seq, recipients);
+        publish_one(conn, index, publish, now_ns, recipients, ctx);
+        if recipients == 0 {
+            // Done at once, and no delivery will say so: look again next turn.
+            nobody = true;
+            break;
+        }
+    }
+    if nobody {
+        book.complete(publisher, ctx.worker);
+    }
+}
+
+/// Who should receive a message to `publish`'s destination right now: the
+/// members whose join was acknowledged, minus the publisher itself.
+fn recipients(publish: PublishSpec, shared: &Shared) -> u32 {
+    let members = match publish.destination {
+        Destination::Channel(channel) => shared.channel_members[channel as usize].load(Ordering::Relaxed),
+        Destination::Environment => shared.environment_members.load(Ordering::Relaxed),
+    };
+    members.saturating_sub(u32::from(publish.is_member))
+}
+
+/// Writes message `conn.next_seq` stamped `ts_ns` (its scheduled time, or in
+/// window mode the time it is written) and counts it when it is measured.
+fn publish_one(
+    conn: &mut Conn,
+    index: usize,
+    publish: PublishSpec,
+    ts_ns: u64,
+    recipients: u32,
+    ctx: &mut Ctx<'_>,
+) {
     let seq = conn.next_seq;
     conn.next_seq += 1;
     let src = conn.spec.id;
@@ -796,23 +916,16 @@ fn publish_one(conn: &mut Conn, index: usize, publish: PublishSpec, due_ns: u64,
         let _ = match publish.destination {
             Destination::Channel(channel) => write!(
                 out,
-                "42[\"message\",{{\"channel\":\"c{channel}\",\"eventName\":\"m\",\"message\":{{\"src\":{src},\"seq\":{seq},\"ts\":{due_ns},\"pad\":\"{pad}\"}}}}]"
+                "42[\"message\",{{\"channel\":\"c{channel}\",\"eventName\":\"m\",\"message\":{{\"src\":{src},\"seq\":{seq},\"ts\":{ts_ns},\"pad\":\"{pad}\"}}}}]"
             ),
             Destination::Environment => write!(
                 out,
-                "42[\"message\",{{\"eventName\":\"m\",\"message\":{{\"src\":{src},\"seq\":{seq},\"ts\":{due_ns},\"pad\":\"{pad}\"}}}}]"
+                "42[\"message\",{{\"eventName\":\"m\",\"message\":{{\"src\":{src},\"seq\":{seq},\"ts\":{ts_ns},\"pad\":\"{pad}\"}}}}]"
             ),
         };
     });
     mark_dirty(conn, index, ctx.dirty);
-    if due_ns >= ctx.measure_start_ns {
-        let members = match publish.destination {
-            Destination::Channel(channel) => {
-                ctx.shared.channel_members[channel as usize].load(Ordering::Relaxed)
-            }
-            Destination::Environment => ctx.shared.environment_members.load(Ordering::Relaxed),
-        };
-        let recipients = members.saturating_sub(u32::from(publish.is_member));
+    if ts_ns >= ctx.measure_start_ns {
         ctx.report.sent_measured += 1;
         ctx.report.expected_measured += u64::from(recipients);
     }

@@ -152,45 +152,58 @@ fn draw_grouped_bars(
     Ok(())
 }
 
-/// Lines over an integer x axis (shard counts), one per series; `x` gives
-/// the x value of each index of the series' values.
-pub fn lines(
+/// Side-by-side line charts with one shared y scale, one per `(caption,
+/// series)` panel (e.g. one per I/O driver).
+pub fn lines_panels(
     path: &Path,
     title: &str,
     x_label: &str,
     y_label: &str,
     x: &[u32],
-    series: &[Series],
+    panels: &[(String, Vec<Series>)],
 ) -> anyhow::Result<()> {
-    let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
-    draw_lines(&root, title, x_label, y_label, x, series)
+    let width = WIDTH.max(560 * panels.len() as u32);
+    let root = SVGBackend::new(path, (width, HEIGHT)).into_drawing_area();
+    let drawn = root
+        .fill(&WHITE)
         .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("drawing {}", path.display()))?;
+        .and_then(|()| {
+            let below = root
+                .titled(title, ("sans-serif", 22))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let y_max = panels
+                .iter()
+                .flat_map(|(_, series)| series.iter().flat_map(|s| s.values.iter().copied()))
+                .fold(0.0f64, f64::max)
+                .max(1e-9);
+            let areas = below.split_evenly((1, panels.len().max(1)));
+            for ((caption, series), area) in panels.iter().zip(&areas) {
+                draw_lines(area, caption, x_label, y_label, x, series, y_max)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+            Ok(())
+        });
+    drawn.with_context(|| format!("drawing {}", path.display()))?;
     root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
 }
 
 fn draw_lines(
-    root: &DrawingArea<SVGBackend<'_>, Shift>,
-    title: &str,
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    caption: &str,
     x_label: &str,
     y_label: &str,
     x: &[u32],
     series: &[Series],
+    y_max: f64,
 ) -> DrawResult {
-    root.fill(&WHITE)?;
-    let max = series
-        .iter()
-        .flat_map(|s| s.values.iter().copied())
-        .fold(0.0f64, f64::max)
-        .max(1e-9);
     let x_max = x.iter().copied().max().unwrap_or(1);
-    let mut chart = ChartBuilder::on(root)
-        .caption(title, ("sans-serif", 22))
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 18))
         .margin(16)
         .x_label_area_size(48)
         .y_label_area_size(80)
-        .build_cartesian_2d(0.5f64..f64::from(x_max) + 0.5, 0.0..max * 1.15)?;
+        .build_cartesian_2d(0.5f64..f64::from(x_max) + 0.5, 0.0..y_max * 1.15)?;
     chart
         .configure_mesh()
         .x_labels(x.len() + 1)
@@ -210,6 +223,7 @@ fn draw_lines(
         let points: Vec<(f64, f64)> = x
             .iter()
             .zip(&s.values)
+            .filter(|(_, y)| **y > 0.0)
             .map(|(x, y)| (f64::from(*x), *y))
             .collect();
         chart

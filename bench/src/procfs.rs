@@ -37,6 +37,52 @@ pub fn self_cpu_s() -> f64 {
     seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
+/// CPU seconds of all `ksoftirqd/N` threads: network receive work the kernel
+/// deferred out of the sending process's context, so it is charged to no
+/// process under test (on loopback it belongs to the sender).
+pub fn ksoftirqd_cpu_s() -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    let mut total = 0.0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        if !stat.contains("(ksoftirqd/") {
+            continue;
+        }
+        if let Some((cpu_s, _)) = parse_stat(&stat) {
+            total += cpu_s;
+        }
+    }
+    total
+}
+
+/// The I/O driver a process runs, from its file descriptors: `io_uring` if it
+/// holds an io_uring instance, `epoll` if it holds only epoll instances.
+/// Checks that a server started with a driver flag really runs that driver
+/// (ringcast falls back to epoll where io_uring is unavailable).
+pub fn io_driver(pid: u32) -> Option<&'static str> {
+    let entries = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    let mut epoll = false;
+    for entry in entries.flatten() {
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        let target = target.to_string_lossy();
+        if target.contains("io_uring") {
+            return Some("io_uring");
+        }
+        epoll |= target.contains("eventpoll");
+    }
+    epoll.then_some("epoll")
+}
+
 fn clock_ticks_per_s() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };

@@ -7,6 +7,8 @@ use std::process::Command;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::scrape::ServerCounters;
+
 /// The server a run measured.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ServerInfo {
@@ -18,6 +20,14 @@ pub struct ServerInfo {
     pub shards: u32,
     pub pid: Option<u32>,
     pub url: String,
+    /// The I/O driver the server was started with (`io_uring`, `epoll`;
+    /// empty for peers).
+    #[serde(default)]
+    pub driver: String,
+    /// The driver its file descriptors show it runs (`io_uring` if it holds
+    /// an io_uring instance, else `epoll`), read at the end of the run.
+    #[serde(default)]
+    pub driver_detected: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -174,6 +184,26 @@ pub struct RunReport {
     /// Fraction of the machine's CPUs busy just before the run (set by the suite).
     #[serde(default)]
     pub machine_busy_before: f64,
+    /// Messages each publisher kept in flight (closed loop); 0 on a fixed schedule.
+    #[serde(default)]
+    pub window: u32,
+    /// Window mode: deliveries of a message that was not in flight
+    /// (duplicates); always 0 for a correct server.
+    #[serde(default)]
+    pub window_stray: u64,
+    /// The server's counters over the window (ringcast's `/metrics`).
+    #[serde(default)]
+    pub server_counters: Option<ServerCounters>,
+    /// Frames per socket write over the window (0: not known).
+    #[serde(default)]
+    pub frames_per_write: f64,
+    /// Socket writes per second over the window (0: not known).
+    #[serde(default)]
+    pub server_writes_per_s: f64,
+    /// CPU of the kernel's `ksoftirqd` threads over the window: network
+    /// work charged to no process (not in the server's CPU).
+    #[serde(default)]
+    pub ksoftirqd_cpu_s: f64,
 }
 
 impl RunReport {
@@ -181,7 +211,14 @@ impl RunReport {
     pub fn markdown(&self) -> String {
         let mut out = String::new();
         let label = self.server.as_ref().map_or("?", |s| s.label.as_str());
-        let _ = writeln!(out, "### {} on {label}\n", self.scenario);
+        let driver = self.server.as_ref().map_or(String::new(), |s| {
+            match (s.driver.as_str(), s.driver_detected.as_str()) {
+                ("", "") => String::new(),
+                (asked, seen) if asked == seen || seen.is_empty() => format!(" ({asked})"),
+                (asked, seen) => format!(" (started as {asked}, runs {seen})"),
+            }
+        });
+        let _ = writeln!(out, "### {} on {label}{driver}\n", self.scenario);
         let _ = writeln!(out, "| metric | value |\n|---|---|");
         let rows: Vec<(&str, String)> = vec![
             (
@@ -196,14 +233,22 @@ impl RunReport {
                 "handshake p50 / p99 µs",
                 format!("{:.0} / {:.0}", self.handshake_us.p50, self.handshake_us.p99),
             ),
+            (
+                "publishing",
+                if self.window > 0 {
+                    format!("closed loop, window {} per publisher", self.window)
+                } else {
+                    "fixed schedule".to_owned()
+                },
+            ),
             ("window s", format!("{:.2}", self.window_s)),
             (
                 "sent / expected / delivered",
                 format!("{} / {} / {}", self.sent, self.expected, self.delivered),
             ),
             (
-                "lost / out-of-order",
-                format!("{} / {}", self.lost, self.out_of_order),
+                "lost / out-of-order / stray",
+                format!("{} / {} / {}", self.lost, self.out_of_order, self.window_stray),
             ),
             ("deliveries/s", format!("{:.0}", self.deliveries_per_s)),
             ("server CPU s", format!("{:.2}", self.server_cpu_s)),
@@ -215,6 +260,11 @@ impl RunReport {
                 "deliveries per server CPU-s",
                 format!("{:.0}", self.deliveries_per_server_cpu_s),
             ),
+            (
+                "server frames/write, writes/s",
+                format!("{:.2}, {:.0}", self.frames_per_write, self.server_writes_per_s),
+            ),
+            ("ksoftirqd CPU s", format!("{:.2}", self.ksoftirqd_cpu_s)),
             (
                 "latency p50 / p99 / p999 / max µs",
                 format!(

@@ -2,6 +2,11 @@
 //! the coordinating thread that moves the workers through the phases and
 //! samples the server around the measured window.
 //!
+//! Fanout, rooms and broadcast publish either on a fixed schedule (`--rate`:
+//! how a server copes with a given load) or closed-loop (`--window W`: each
+//! publisher keeps W messages in flight, which measures the most a server
+//! delivers; see [`crate::window`]).
+//!
 //! Every phase has a deadline, so a run is bounded in time even when the
 //! server stalls or drops connections: setup (`setup_timeout_s`), settling of
 //! join notifications (`settle_timeout_s`), warm-up + window (`warmup_s` +
@@ -19,6 +24,8 @@ use serde::Serialize;
 use crate::engine::{self, ConnSpec, Destination, PublishSpec, Settings, Shared, Target, WorkerReport};
 use crate::procfs::{self, ProcSample};
 use crate::report::{Machine, Percentiles, RunReport, ServerInfo};
+use crate::scrape::{self, ServerCounters};
+use crate::window::WindowBook;
 
 /// Options every scenario shares.
 #[derive(Debug, Clone, Args, Serialize)]
@@ -38,6 +45,10 @@ pub struct Common {
     /// Shard count / worker threads of the server, for the report.
     #[arg(long, default_value_t = 1)]
     pub shards: u32,
+    /// The server's I/O driver as started (io_uring, epoll), for the report;
+    /// the driver it really runs is read from its file descriptors.
+    #[arg(long, default_value = "")]
+    pub driver: String,
     /// Generator threads (each runs its own epoll loop).
     #[arg(long, default_value_t = 1)]
     pub threads: u32,
@@ -77,25 +88,36 @@ pub struct Common {
 
 #[derive(Debug, Clone, Subcommand, Serialize)]
 pub enum Scenario {
-    /// S subscribers in one channel, P publishers (not members) at a fixed total rate.
+    /// S subscribers in one channel, P publishers (not members) at a fixed
+    /// total rate, or each keeping a window of messages in flight.
     Fanout {
         #[arg(long, default_value_t = 1000)]
         subscribers: u32,
         #[arg(long, default_value_t = 1)]
         publishers: u32,
-        /// Messages per second, all publishers together.
+        /// Messages per second, all publishers together (ignored with --window).
         #[arg(long, default_value_t = 100.0)]
         rate: f64,
+        /// Closed loop: each publisher keeps W messages in flight and sends
+        /// the next as soon as one reached every subscriber (0: --rate).
+        #[arg(long, default_value_t = 0)]
+        window: u32,
     },
-    /// C channels × M members; every member publishes to its channel at a fixed rate.
+    /// C channels × M members; every member publishes to its channel at a
+    /// fixed rate, or keeping its own window of messages in flight.
     Rooms {
         #[arg(long, default_value_t = 1000)]
         channels: u32,
         #[arg(long, default_value_t = 10)]
         members: u32,
-        /// Messages per second per member.
+        /// Messages per second per member (ignored with --window).
         #[arg(long, default_value_t = 1.0)]
         rate_per_member: f64,
+        /// Closed loop: each member keeps W messages in flight to its channel
+        /// and sends the next as soon as one reached the other M − 1 members
+        /// (0: --rate-per-member).
+        #[arg(long, default_value_t = 0)]
+        window: u32,
     },
     /// N connections in the environment; P of them publish environment-wide.
     Broadcast {
@@ -103,9 +125,13 @@ pub enum Scenario {
         connections: u32,
         #[arg(long, default_value_t = 1)]
         publishers: u32,
-        /// Messages per second, all publishers together.
+        /// Messages per second, all publishers together (ignored with --window).
         #[arg(long, default_value_t = 50.0)]
         rate: f64,
+        /// Closed loop: each publisher keeps W messages in flight and sends
+        /// the next as soon as one reached every other connection (0: --rate).
+        #[arg(long, default_value_t = 0)]
+        window: u32,
     },
     /// N connections as fast as possible, then held idle.
     Connect {
@@ -138,13 +164,25 @@ impl Scenario {
         }
     }
 
+    /// Messages each publisher keeps in flight; 0 on a fixed schedule.
+    pub fn window(&self) -> u32 {
+        match *self {
+            Self::Fanout { window, .. } | Self::Rooms { window, .. } | Self::Broadcast { window, .. } => {
+                window
+            }
+            Self::Connect { .. } | Self::Latency { .. } => 0,
+        }
+    }
+
     /// The connections and the channel count.
     fn plan(&self) -> (Vec<ConnSpec>, usize) {
+        let windowed = self.window() > 0;
         match *self {
             Self::Fanout {
                 subscribers,
                 publishers,
                 rate,
+                ..
             }
             | Self::Latency {
                 subscribers,
@@ -168,6 +206,7 @@ impl Scenario {
                             interval_ns,
                             offset_ns: spread(p, publishers, interval_ns),
                             is_member: false,
+                            windowed,
                         }),
                     });
                 }
@@ -177,6 +216,7 @@ impl Scenario {
                 channels,
                 members,
                 rate_per_member,
+                ..
             } => {
                 let interval_ns = interval_ns(rate_per_member);
                 let total = channels * members;
@@ -191,6 +231,7 @@ impl Scenario {
                             interval_ns,
                             offset_ns: spread(id, total, interval_ns),
                             is_member: true,
+                            windowed,
                         }),
                     })
                     .collect();
@@ -200,6 +241,7 @@ impl Scenario {
                 connections,
                 publishers,
                 rate,
+                ..
             } => {
                 let interval_ns = interval_ns(rate / f64::from(publishers.max(1)));
                 let specs = (0..connections)
@@ -211,6 +253,7 @@ impl Scenario {
                             interval_ns,
                             offset_ns: spread(id, publishers, interval_ns),
                             is_member: true,
+                            windowed,
                         }),
                     })
                     .collect();
@@ -322,10 +365,21 @@ pub fn run(scenario: &Scenario, common: &Common) -> anyhow::Result<RunReport> {
         auth: common.auth.clone(),
         pad: pad_for(common.payload_bytes),
     };
-    let shared = Shared::new(channels);
     let threads = common.threads.max(1) as usize;
+    let window = scenario.window();
+    let book = (window > 0).then(|| {
+        let publishers: Vec<(u32, u32)> = specs
+            .iter()
+            .enumerate()
+            .filter(|(_, spec)| spec.publish.is_some_and(|p| p.windowed))
+            .map(|(i, spec)| (spec.id, (i % threads) as u32))
+            .collect();
+        WindowBook::new(window, &publishers, threads)
+    });
+    let shared = Shared::new(channels, book);
     let mut per_thread: Vec<Vec<ConnSpec>> = (0..threads).map(|_| Vec::new()).collect();
     for (i, spec) in specs.into_iter().enumerate() {
+        // Round-robin, as the window book's owners above assume.
         per_thread[i % threads].push(spec);
     }
 
@@ -344,11 +398,11 @@ pub fn run(scenario: &Scenario, common: &Common) -> anyhow::Result<RunReport> {
                 thread::Builder::new()
                     .name(format!("load-{i}"))
                     .spawn_scoped(scope, move || {
-                        engine::run_worker(specs, settings, shared, 0x5EED + i as u64)
+                        engine::run_worker(i, specs, settings, shared, 0x5EED + i as u64)
                     })
             })
             .collect::<Result<_, _>>()?;
-        let timing = coordinate(scenario, common, &shared, connections);
+        let timing = coordinate(scenario, common, &shared, connections, &target);
         shared.phase.store(engine::PHASE_STOP, Ordering::Release);
         let mut total = WorkerReport::new();
         for handle in handles {
@@ -364,7 +418,13 @@ pub fn run(scenario: &Scenario, common: &Common) -> anyhow::Result<RunReport> {
         shards: common.shards,
         pid: Some(pid),
         url: common.url.clone(),
+        driver: common.driver.clone(),
+        driver_detected: procfs::io_driver(pid).unwrap_or_default().to_owned(),
     });
+    let counters = match (timing.counters_at_start, timing.counters_at_end) {
+        (Some(a), Some(b)) => Some(a.delta(&b)),
+        _ => None,
+    };
     let server_cpu_s = match (timing.server_at_start, timing.server_at_end) {
         (Some(a), Some(b)) => (b.cpu_s - a.cpu_s).max(0.0),
         _ => 0.0,
@@ -434,6 +494,15 @@ pub fn run(scenario: &Scenario, common: &Common) -> anyhow::Result<RunReport> {
         generator_threads: common.threads.max(1),
         failure_samples: report.failure_samples,
         machine_busy_before: 0.0,
+        window,
+        window_stray: report.window_stray,
+        frames_per_write: counters.map_or(0.0, |c| c.frames_per_write()),
+        server_writes_per_s: match counters {
+            Some(c) if timing.window_s > 0.0 => c.writes as f64 / timing.window_s,
+            _ => 0.0,
+        },
+        server_counters: counters,
+        ksoftirqd_cpu_s: (timing.ksoftirqd_at_end_s - timing.ksoftirqd_at_start_s).max(0.0),
     })
 }
 
@@ -447,9 +516,37 @@ struct Timing {
     server_at_end: Option<ProcSample>,
     generator_at_start_s: f64,
     generator_at_end_s: f64,
+    counters_at_start: Option<ServerCounters>,
+    counters_at_end: Option<ServerCounters>,
+    ksoftirqd_at_start_s: f64,
+    ksoftirqd_at_end_s: f64,
 }
 
-fn coordinate(scenario: &Scenario, common: &Common, shared: &Shared, connections: u64) -> Timing {
+impl Timing {
+    /// Samples everything measured over the window, at its start.
+    fn start_window(&mut self, common: &Common, target: &Target) {
+        self.server_at_start = sample(common.pid);
+        self.generator_at_start_s = procfs::self_cpu_s();
+        self.ksoftirqd_at_start_s = procfs::ksoftirqd_cpu_s();
+        self.counters_at_start = common.pid.and_then(|_| scrape::scrape(target.addr, &target.host));
+    }
+
+    /// Samples everything measured over the window, at its end.
+    fn end_window(&mut self, common: &Common, target: &Target) {
+        self.server_at_end = sample(common.pid);
+        self.generator_at_end_s = procfs::self_cpu_s();
+        self.ksoftirqd_at_end_s = procfs::ksoftirqd_cpu_s();
+        self.counters_at_end = common.pid.and_then(|_| scrape::scrape(target.addr, &target.host));
+    }
+}
+
+fn coordinate(
+    scenario: &Scenario,
+    common: &Common,
+    shared: &Shared,
+    connections: u64,
+    target: &Target,
+) -> Timing {
     let mut timing = Timing::default();
     let setup_started = Instant::now();
     let settled = |shared: &Shared| {
@@ -495,13 +592,11 @@ fn coordinate(scenario: &Scenario, common: &Common, shared: &Shared, connections
     });
 
     if let Scenario::Connect { hold_s, .. } = *scenario {
-        timing.server_at_start = sample(common.pid);
-        timing.generator_at_start_s = procfs::self_cpu_s();
+        timing.start_window(common, target);
         let hold_started = Instant::now();
         thread::sleep(Duration::from_secs_f64(hold_s));
         timing.window_s = hold_started.elapsed().as_secs_f64();
-        timing.server_at_end = sample(common.pid);
-        timing.generator_at_end_s = procfs::self_cpu_s();
+        timing.end_window(common, target);
         timing.server_after_setup = timing.server_at_end;
         return timing;
     }
@@ -516,8 +611,7 @@ fn coordinate(scenario: &Scenario, common: &Common, shared: &Shared, connections
     shared.phase.store(engine::PHASE_PUBLISH, Ordering::Release);
 
     sleep_until_ns(shared, measure_start_ns);
-    timing.server_at_start = sample(common.pid);
-    timing.generator_at_start_s = procfs::self_cpu_s();
+    timing.start_window(common, target);
     let window_started = Instant::now();
     say(common, "measuring");
     sleep_until_ns(shared, publish_end_ns);
@@ -539,8 +633,7 @@ fn coordinate(scenario: &Scenario, common: &Common, shared: &Shared, connections
         let all_in = expected > 0 && delivered >= expected && shared.now_ns() > publish_end_ns + 50_000_000;
         all_in || last_change.elapsed() > Duration::from_secs(1)
     });
-    timing.server_at_end = sample(common.pid);
-    timing.generator_at_end_s = procfs::self_cpu_s();
+    timing.end_window(common, target);
     // The window ends with the last delivery, but never before the schedule ends.
     let schedule_s = (publish_end_ns - measure_start_ns) as f64 / 1e9;
     timing.window_s = last_delivery_at.as_secs_f64().max(schedule_s);

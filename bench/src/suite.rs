@@ -1,17 +1,19 @@
-//! The benchmark suite: ringcast at every shard count from 1 to the core
-//! count and each peer (Node socket.io, socketioxide), each scenario against
-//! a freshly started server, then a markdown table with ringcast/peer ratios
-//! and SVG charts in `bench/results/<timestamp>/` (copied to
-//! `bench/results/latest/`).
+//! The benchmark suite: the physical floor first, then ringcast at each
+//! shard count with each I/O driver (io_uring, the default, and `--epoll`)
+//! and each peer (Node socket.io, socketioxide), every scenario against a
+//! freshly started server; then markdown tables with the floor, saturated
+//! and fixed-rate results and ringcast/peer ratios, and SVG charts, in
+//! `bench/results/<timestamp>/` (copied to `bench/results/latest/`).
 //!
 //! Each server is started with `--listen 127.0.0.1:0`, and its port is read
 //! from the `... listening on http://IP:PORT/PATH` line it prints. Before a
 //! server is measured it must pass [`crate::check`]. Scenarios run in the
-//! separate `load` process so the generator's file descriptors, CPU and
-//! memory are its own.
+//! separate `load` process, and the floor in the separate `floor` process,
+//! so the generator's file descriptors, CPU and memory are its own.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
+mod charts;
+mod summary;
+
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,11 +23,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context as _};
 use clap::Args;
 
-use crate::plot::{self, Series};
-use crate::report::{human_bytes, Machine, RunReport};
+use crate::floor::FloorReport;
+use crate::report::{Machine, RunReport};
 
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// ringcast's I/O drivers, as `--drivers` names them.
+const DRIVERS: [&str; 2] = ["io_uring", "epoll"];
 
 #[derive(Debug, Clone, Args)]
 pub struct SuiteOptions {
@@ -38,17 +42,22 @@ pub struct SuiteOptions {
     pub out: Option<PathBuf>,
     #[arg(long, default_value = "target/release/ringcast")]
     pub ringcast: PathBuf,
-    /// Shard counts for ringcast (default: 1 to the core count).
+    /// Shard counts for ringcast and worker threads for socketioxide, e.g.
+    /// `1,2,4,8` (default: 1, 2, 4, … up to the core count, and the core
+    /// count; 1 with --smoke).
     #[arg(long, value_delimiter = ',')]
     pub shards: Vec<u32>,
+    /// ringcast I/O drivers: io_uring (the default driver), epoll (`--epoll`).
+    #[arg(long, value_delimiter = ',', default_value = "io_uring,epoll")]
+    pub drivers: Vec<String>,
     /// Measure only the peers (to redo a peer after changing it).
     #[arg(long)]
     pub skip_ringcast: bool,
     /// Peers to measure: node, socketioxide (default both; none with --smoke).
     #[arg(long, value_delimiter = ',')]
     pub peers: Option<Vec<String>>,
-    /// Scenario runs to do (default: all): fanout-s100, fanout-s1000,
-    /// fanout-s10000, rooms, broadcast, connect, latency.
+    /// Scenario runs to do (default: all; the ids are the headings of
+    /// results.md, e.g. fanout-s1000-w16, rooms-w1, fanout-s1000-r50, connect).
     #[arg(long, value_delimiter = ',')]
     pub scenarios: Option<Vec<String>>,
     #[arg(long, default_value = "bench/peers/node/server.js")]
@@ -61,6 +70,16 @@ pub struct SuiteOptions {
     /// The load generator binary (default: `load` beside this binary).
     #[arg(long)]
     pub load: Option<PathBuf>,
+    /// The floor binary (default: `floor` beside this binary).
+    #[arg(long)]
+    pub floor: Option<PathBuf>,
+    /// Connection counts the floor is measured at (default 100,1000,5000,
+    /// the saturated scenarios' sizes; 50 with --smoke).
+    #[arg(long, value_delimiter = ',')]
+    pub floor_connections: Vec<u32>,
+    /// Skip measuring the physical floor (the report then has no multiples of it).
+    #[arg(long)]
+    pub skip_floor: bool,
     /// Connections for the connect scenario (the local maximum is about 19,000
     /// with RLIMIT_NOFILE = 20,000 per process).
     #[arg(long, default_value_t = 19_000)]
@@ -87,13 +106,27 @@ struct ServerSpec {
     label: String,
     kind: &'static str,
     shards: u32,
+    /// ringcast's I/O driver (`io_uring`, `epoll`); empty for peers.
+    driver: &'static str,
     command: Vec<String>,
+}
+
+/// What a scenario measures, which decides its table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Closed loop (`--window`): the most a server delivers.
+    Saturated,
+    /// A fixed offered load: CPU and latency at that load.
+    FixedRate,
+    /// Connections only: handshakes and memory.
+    Connect,
 }
 
 /// One scenario invocation of `load`.
 #[derive(Debug, Clone)]
 struct ScenarioRun {
-    id: &'static str,
+    id: String,
+    mode: Mode,
     /// Arguments after the common ones: the subcommand and its flags.
     args: Vec<String>,
     /// Common flags that differ from the defaults.
@@ -101,6 +134,45 @@ struct ScenarioRun {
     /// Only for these server kinds (None: all). Keeps hour-long runs out:
     /// a 10,000-member join storm is 5·10⁷ notifications.
     kinds: Option<&'static [&'static str]>,
+    /// Only with these ringcast drivers (None: all).
+    drivers: Option<&'static [&'static str]>,
+}
+
+impl ScenarioRun {
+    fn new(id: impl Into<String>, mode: Mode, args: &[&str], common: &[String]) -> Self {
+        Self {
+            id: id.into(),
+            mode,
+            args: strings(args),
+            common: common.to_vec(),
+            kinds: None,
+            drivers: None,
+        }
+    }
+
+    fn common(mut self, extra: &[&str]) -> Self {
+        self.common.extend(strings(extra));
+        self
+    }
+
+    fn kinds(mut self, kinds: &'static [&'static str]) -> Self {
+        self.kinds = Some(kinds);
+        self
+    }
+
+    fn drivers(mut self, drivers: &'static [&'static str]) -> Self {
+        self.drivers = Some(drivers);
+        self
+    }
+
+    fn applies_to(&self, server: &ServerSpec) -> bool {
+        let kind_ok = self.kinds.is_none_or(|kinds| kinds.contains(&server.kind));
+        let driver_ok = server.driver.is_empty()
+            || self
+                .drivers
+                .is_none_or(|drivers| drivers.contains(&server.driver));
+        kind_ok && driver_ok
+    }
 }
 
 fn strings(items: &[&str]) -> Vec<String> {
@@ -108,101 +180,87 @@ fn strings(items: &[&str]) -> Vec<String> {
 }
 
 fn scenario_runs(options: &SuiteOptions) -> Vec<ScenarioRun> {
-    let duration = format!("{}", options.duration_s);
     if options.smoke {
-        let common = strings(&[
-            "--duration-s",
-            "1",
-            "--warmup-s",
-            "0.3",
-            "--setup-timeout-s",
-            "20",
-            "--drain-timeout-s",
-            "3",
-        ]);
-        return vec![
-            ScenarioRun {
-                id: "fanout-s50",
-                args: strings(&["fanout", "--subscribers", "50", "--rate", "50"]),
-                common: common.clone(),
-                kinds: None,
-            },
-            ScenarioRun {
-                id: "rooms",
-                args: strings(&[
-                    "rooms",
-                    "--channels",
-                    "20",
-                    "--members",
-                    "5",
-                    "--rate-per-member",
-                    "5",
-                ]),
-                common: common.clone(),
-                kinds: None,
-            },
-            ScenarioRun {
-                id: "broadcast",
-                args: strings(&["broadcast", "--connections", "50", "--rate", "20"]),
-                common: common.clone(),
-                kinds: None,
-            },
-            ScenarioRun {
-                id: "connect",
-                args: strings(&["connect", "--connections", "500", "--hold-s", "1"]),
-                common: common.clone(),
-                kinds: None,
-            },
-            ScenarioRun {
-                id: "latency",
-                args: strings(&[
-                    "latency",
-                    "--subscribers",
-                    "20",
-                    "--publishers",
-                    "2",
-                    "--rate",
-                    "200",
-                ]),
-                common,
-                kinds: None,
-            },
-        ];
+        return smoke_scenario_runs();
     }
+    let duration = format!("{}", options.duration_s);
     let common = strings(&["--duration-s", &duration, "--warmup-s", "1"]);
-    let connect_n = options.connect_n.to_string();
-    vec![
-        ScenarioRun {
-            id: "fanout-s100",
-            args: strings(&[
-                "fanout",
-                "--subscribers",
-                "100",
-                "--publishers",
-                "1",
-                "--rate",
-                "500",
-            ]),
-            common: common.clone(),
-            kinds: None,
-        },
-        ScenarioRun {
-            id: "fanout-s1000",
-            args: strings(&[
-                "fanout",
-                "--subscribers",
-                "1000",
-                "--publishers",
-                "1",
-                "--rate",
-                "100",
-            ]),
-            common: common.clone(),
-            kinds: None,
-        },
-        ScenarioRun {
-            id: "fanout-s10000",
-            args: strings(&[
+    // A join storm of S²/2 notifications before a large fanout publishes.
+    let storm = ["--settle-timeout-s", "300", "--setup-timeout-s", "300"];
+    let mut runs = Vec::new();
+    for subscribers in [100, 1000, 5000] {
+        for window in [16, 64] {
+            let (s, w) = (subscribers.to_string(), window.to_string());
+            let run = ScenarioRun::new(
+                format!("fanout-s{subscribers}-w{window}"),
+                Mode::Saturated,
+                &["fanout", "--subscribers", &s, "--publishers", "1", "--window", &w],
+                &common,
+            );
+            runs.push(if subscribers >= 5000 {
+                run.common(&storm)
+            } else {
+                run
+            });
+        }
+    }
+    runs.push(ScenarioRun::new(
+        "broadcast-n1000-w16",
+        Mode::Saturated,
+        &[
+            "broadcast",
+            "--connections",
+            "1000",
+            "--publishers",
+            "1",
+            "--window",
+            "16",
+        ],
+        &common,
+    ));
+    // Every member keeps one message in flight: 10,000 messages and 90,000
+    // deliveries outstanding, which saturates any server here.
+    runs.push(ScenarioRun::new(
+        "rooms-w1",
+        Mode::Saturated,
+        &["rooms", "--channels", "1000", "--members", "10", "--window", "1"],
+        &common,
+    ));
+    runs.push(ScenarioRun::new(
+        "fanout-s100",
+        Mode::FixedRate,
+        &[
+            "fanout",
+            "--subscribers",
+            "100",
+            "--publishers",
+            "1",
+            "--rate",
+            "500",
+        ],
+        &common,
+    ));
+    // 50,000 deliveries/s: well below saturation for every server, so p99
+    // is latency at a comfortable load, not queueing.
+    runs.push(ScenarioRun::new(
+        "fanout-s1000-r50",
+        Mode::FixedRate,
+        &[
+            "fanout",
+            "--subscribers",
+            "1000",
+            "--publishers",
+            "1",
+            "--rate",
+            "50",
+        ],
+        &common,
+    ));
+    runs.push(
+        ScenarioRun::new(
+            "fanout-s10000",
+            Mode::FixedRate,
+            &[
                 "fanout",
                 "--subscribers",
                 "10000",
@@ -210,90 +268,192 @@ fn scenario_runs(options: &SuiteOptions) -> Vec<ScenarioRun> {
                 "1",
                 "--rate",
                 "10",
-            ]),
-            common: [
-                common.clone(),
-                strings(&["--settle-timeout-s", "120", "--setup-timeout-s", "240"]),
-            ]
-            .concat(),
-            kinds: Some(&["ringcast"]),
-        },
-        ScenarioRun {
-            id: "rooms",
-            args: strings(&[
+            ],
+            &common,
+        )
+        .common(&["--settle-timeout-s", "120", "--setup-timeout-s", "240"])
+        .kinds(&["ringcast"]),
+    );
+    runs.push(ScenarioRun::new(
+        "rooms",
+        Mode::FixedRate,
+        &[
+            "rooms",
+            "--channels",
+            "1000",
+            "--members",
+            "10",
+            "--rate-per-member",
+            "1",
+        ],
+        &common,
+    ));
+    runs.push(ScenarioRun::new(
+        "broadcast",
+        Mode::FixedRate,
+        &[
+            "broadcast",
+            "--connections",
+            "1000",
+            "--publishers",
+            "1",
+            "--rate",
+            "50",
+        ],
+        &common,
+    ));
+    runs.push(ScenarioRun::new(
+        "latency",
+        Mode::FixedRate,
+        &[
+            "latency",
+            "--subscribers",
+            "100",
+            "--publishers",
+            "10",
+            "--rate",
+            "100",
+        ],
+        &common,
+    ));
+    let connect_n = options.connect_n.to_string();
+    runs.push(ScenarioRun::new(
+        "connect",
+        Mode::Connect,
+        &["connect", "--connections", &connect_n, "--hold-s", "5"],
+        &strings(&["--setup-timeout-s", "180"]),
+    ));
+    runs
+}
+
+/// Tiny numbers for CI: every scenario kind for about a second each with the
+/// default driver, and one closed-loop run with both drivers.
+fn smoke_scenario_runs() -> Vec<ScenarioRun> {
+    let common = strings(&[
+        "--duration-s",
+        "1",
+        "--warmup-s",
+        "0.3",
+        "--setup-timeout-s",
+        "20",
+        "--drain-timeout-s",
+        "3",
+    ]);
+    let uring_only: &[&str] = &["io_uring"];
+    vec![
+        ScenarioRun::new(
+            "fanout-s50-w4",
+            Mode::Saturated,
+            &["fanout", "--subscribers", "50", "--window", "4"],
+            &common,
+        ),
+        ScenarioRun::new(
+            "fanout-s50",
+            Mode::FixedRate,
+            &["fanout", "--subscribers", "50", "--rate", "50"],
+            &common,
+        )
+        .drivers(uring_only),
+        ScenarioRun::new(
+            "rooms",
+            Mode::FixedRate,
+            &[
                 "rooms",
                 "--channels",
-                "1000",
+                "20",
                 "--members",
-                "10",
+                "5",
                 "--rate-per-member",
-                "1",
-            ]),
-            common: common.clone(),
-            kinds: None,
-        },
-        ScenarioRun {
-            id: "broadcast",
-            args: strings(&[
-                "broadcast",
-                "--connections",
-                "1000",
-                "--publishers",
-                "1",
-                "--rate",
-                "50",
-            ]),
-            common: common.clone(),
-            kinds: None,
-        },
-        ScenarioRun {
-            id: "connect",
-            args: strings(&["connect", "--connections", &connect_n, "--hold-s", "5"]),
-            common: strings(&["--setup-timeout-s", "180"]),
-            kinds: None,
-        },
-        ScenarioRun {
-            id: "latency",
-            args: strings(&[
+                "5",
+            ],
+            &common,
+        )
+        .drivers(uring_only),
+        ScenarioRun::new(
+            "broadcast",
+            Mode::FixedRate,
+            &["broadcast", "--connections", "50", "--rate", "20"],
+            &common,
+        )
+        .drivers(uring_only),
+        ScenarioRun::new(
+            "connect",
+            Mode::Connect,
+            &["connect", "--connections", "500", "--hold-s", "1"],
+            &common,
+        )
+        .drivers(uring_only),
+        ScenarioRun::new(
+            "latency",
+            Mode::FixedRate,
+            &[
                 "latency",
                 "--subscribers",
-                "100",
+                "20",
                 "--publishers",
-                "10",
+                "2",
                 "--rate",
-                "100",
-            ]),
-            common,
-            kinds: None,
-        },
+                "200",
+            ],
+            &common,
+        )
+        .drivers(uring_only),
     ]
 }
 
+/// 1, 2, 4, … below `cores`, then `cores`.
+fn default_sweep(cores: u32) -> Vec<u32> {
+    let mut counts: Vec<u32> = std::iter::successors(Some(1u32), |n| n.checked_mul(2))
+        .take_while(|n| *n < cores)
+        .collect();
+    counts.push(cores.max(1));
+    counts
+}
+
 fn servers(options: &SuiteOptions, cores: u32) -> Vec<ServerSpec> {
-    let shard_counts: Vec<u32> = if options.skip_ringcast {
-        Vec::new()
-    } else if !options.shards.is_empty() {
+    let sweep: Vec<u32> = if !options.shards.is_empty() {
         options.shards.clone()
     } else if options.smoke {
         vec![1]
     } else {
-        (1..=cores).collect()
+        default_sweep(cores)
     };
-    let mut list: Vec<ServerSpec> = shard_counts
-        .iter()
-        .map(|&n| ServerSpec {
-            label: format!("ringcast-s{n}"),
-            kind: "ringcast",
-            shards: n,
-            command: vec![
-                options.ringcast.display().to_string(),
-                "--listen".into(),
-                "127.0.0.1:0".into(),
-                "--shards".into(),
-                n.to_string(),
-            ],
-        })
+    let drivers: Vec<&'static str> = DRIVERS
+        .into_iter()
+        .filter(|d| options.drivers.iter().any(|wanted| wanted == d))
         .collect();
+    for wanted in &options.drivers {
+        if !DRIVERS.contains(&wanted.as_str()) {
+            eprintln!("[suite] unknown driver {wanted:?} (io_uring, epoll), skipped");
+        }
+    }
+    let mut list = Vec::new();
+    if !options.skip_ringcast {
+        for &n in &sweep {
+            for &driver in &drivers {
+                let mut command = vec![
+                    options.ringcast.display().to_string(),
+                    "--listen".into(),
+                    "127.0.0.1:0".into(),
+                    "--shards".into(),
+                    n.to_string(),
+                ];
+                let label = if driver == "epoll" {
+                    command.push("--epoll".into());
+                    format!("ringcast-s{n}-epoll")
+                } else {
+                    format!("ringcast-s{n}")
+                };
+                list.push(ServerSpec {
+                    label,
+                    kind: "ringcast",
+                    shards: n,
+                    driver,
+                    command,
+                });
+            }
+        }
+    }
     let peers = options.peers.clone().unwrap_or_else(|| {
         if options.smoke {
             Vec::new()
@@ -307,6 +467,7 @@ fn servers(options: &SuiteOptions, cores: u32) -> Vec<ServerSpec> {
                 label: "node-socket.io".into(),
                 kind: "node-socket.io",
                 shards: 1,
+                driver: "",
                 command: vec![
                     "node".into(),
                     options.node_peer.display().to_string(),
@@ -316,11 +477,12 @@ fn servers(options: &SuiteOptions, cores: u32) -> Vec<ServerSpec> {
             }),
             "socketioxide" => {
                 // Worker threads are socketioxide's "shard count".
-                for n in 1..=cores {
+                for &n in &sweep {
                     list.push(ServerSpec {
                         label: format!("socketioxide-t{n}"),
                         kind: "socketioxide",
                         shards: n,
+                        driver: "",
                         command: vec![
                             options.socketioxide_peer.display().to_string(),
                             "--listen".into(),
@@ -409,19 +571,32 @@ impl Drop for RunningServer {
     }
 }
 
-fn load_binary(options: &SuiteOptions) -> anyhow::Result<PathBuf> {
-    if let Some(path) = &options.load {
+fn sibling_binary(explicit: Option<&PathBuf>, name: &str) -> anyhow::Result<PathBuf> {
+    if let Some(path) = explicit {
         return Ok(path.clone());
     }
     let me = std::env::current_exe()?;
-    Ok(me.with_file_name("load"))
+    Ok(me.with_file_name(name))
+}
+
+/// Everything one suite run produced, for the summary and the charts.
+struct Outcome<'a> {
+    results: &'a [RunReport],
+    scenarios: &'a [ScenarioRun],
+    floor: Option<&'a FloorReport>,
+    machine: &'a Machine,
+    options: &'a SuiteOptions,
+    problems: &'a [String],
+    /// The command line that reproduces this run.
+    command: String,
 }
 
 /// Runs the whole suite; returns the results folder.
 pub fn run(options: &SuiteOptions) -> anyhow::Result<PathBuf> {
     let machine = Machine::detect();
     let cores = machine.cores as u32;
-    let load = load_binary(options)?;
+    let load = sibling_binary(options.load.as_ref(), "load")?;
+    let floor_binary = sibling_binary(options.floor.as_ref(), "floor")?;
     let stamp = timestamp();
     let out = options.out.clone().unwrap_or_else(|| {
         PathBuf::from(if options.smoke {
@@ -434,11 +609,17 @@ pub fn run(options: &SuiteOptions) -> anyhow::Result<PathBuf> {
     let runs_folder = folder.join("runs");
     std::fs::create_dir_all(&runs_folder)?;
     let scenarios = scenario_runs(options);
+    for wanted in options.scenarios.iter().flatten() {
+        if !scenarios.iter().any(|s| s.id == *wanted) {
+            let known: Vec<&str> = scenarios.iter().map(|s| s.id.as_str()).collect();
+            eprintln!(
+                "[suite] unknown scenario {wanted:?}, skipped (known: {})",
+                known.join(", ")
+            );
+        }
+    }
     let scenarios: Vec<ScenarioRun> = match &options.scenarios {
-        Some(wanted) => scenarios
-            .into_iter()
-            .filter(|s| wanted.iter().any(|w| w == s.id))
-            .collect(),
+        Some(wanted) => scenarios.into_iter().filter(|s| wanted.contains(&s.id)).collect(),
         None => scenarios,
     };
     let servers = servers(options, cores);
@@ -450,9 +631,26 @@ pub fn run(options: &SuiteOptions) -> anyhow::Result<PathBuf> {
             .trim()
     );
 
-    let mut results: Vec<RunReport> = Vec::new();
     let mut problems: Vec<String> = Vec::new();
+    let floor = if options.skip_floor {
+        None
+    } else {
+        match run_floor(&floor_binary, &folder, options) {
+            Ok(report) => Some(report),
+            Err(error) => {
+                eprintln!("[suite] floor: {error:#}");
+                problems.push(format!("floor: {error:#}"));
+                None
+            }
+        }
+    };
+
+    let mut results: Vec<RunReport> = Vec::new();
     for server in &servers {
+        let applicable: Vec<&ScenarioRun> = scenarios.iter().filter(|s| s.applies_to(server)).collect();
+        if applicable.is_empty() {
+            continue;
+        }
         // The check runs on its own server instance so it leaves no trace in
         // the measured ones (RSS baseline, channels).
         let checked = RunningServer::start(server).and_then(|running| {
@@ -469,12 +667,7 @@ pub fn run(options: &SuiteOptions) -> anyhow::Result<PathBuf> {
             problems.push(format!("{}: {error:#}", server.label));
             continue;
         }
-        for scenario in &scenarios {
-            if let Some(kinds) = scenario.kinds {
-                if !kinds.contains(&server.kind) {
-                    continue;
-                }
-            }
+        for scenario in applicable {
             let json = runs_folder.join(format!("{}--{}.json", scenario.id, server.label));
             let busy = wait_for_quiet(options);
             eprintln!(
@@ -485,11 +678,19 @@ pub fn run(options: &SuiteOptions) -> anyhow::Result<PathBuf> {
             );
             match run_one(&load, server, scenario, &json, options) {
                 Ok(mut report) => {
-                    // The suite's scenario id (fanout-s1000) is more precise
-                    // than the load scenario name (fanout).
-                    report.scenario = scenario.id.to_owned();
+                    // The suite's scenario id (fanout-s1000-w16) is more
+                    // precise than the load scenario name (fanout).
+                    report.scenario.clone_from(&scenario.id);
                     report.machine_busy_before = busy;
                     std::fs::write(&json, serde_json::to_vec_pretty(&report)?)?;
+                    if let Some(problem) = driver_mismatch(&report) {
+                        eprintln!("[suite] {problem}");
+                        // The smoke verdict judges this itself: CI machines
+                        // without io_uring should not fail the smoke run.
+                        if !options.smoke {
+                            problems.push(problem);
+                        }
+                    }
                     results.push(report);
                 }
                 Err(error) => {
@@ -501,19 +702,104 @@ pub fn run(options: &SuiteOptions) -> anyhow::Result<PathBuf> {
     }
 
     std::fs::write(folder.join("results.json"), serde_json::to_vec_pretty(&results)?)?;
-    let scenario_ids: Vec<&str> = scenarios.iter().map(|s| s.id).collect();
-    let markdown = summary_markdown(&results, &scenario_ids, &machine, options, &problems);
+    let outcome = Outcome {
+        results: &results,
+        scenarios: &scenarios,
+        floor: floor.as_ref(),
+        machine: &machine,
+        options,
+        problems: &problems,
+        command: reproduce_command(),
+    };
+    let markdown = summary::markdown(&outcome);
     std::fs::write(folder.join("results.md"), &markdown)?;
-    charts(&folder, &results, &scenario_ids)?;
+    charts::draw(&folder, &outcome)?;
     println!("{markdown}");
     publish_latest(&out, &folder)?;
     if results.is_empty() {
         bail!("no scenario produced a result");
     }
     if options.smoke {
-        smoke_verdict(&results, &problems)?;
+        smoke_verdict(&outcome)?;
     }
     Ok(folder)
+}
+
+/// `bench/run.sh` with this run's arguments (run.sh passes its own to the
+/// suite unchanged), shell-quoted where needed.
+fn reproduce_command() -> String {
+    let mut command = String::from("bench/run.sh");
+    for arg in std::env::args().skip(1) {
+        command.push(' ');
+        let plain = !arg.is_empty()
+            && arg
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_=.,/:".contains(&b));
+        if plain {
+            command.push_str(&arg);
+        } else {
+            command.push('\'');
+            command.push_str(&arg.replace('\'', r"'\''"));
+            command.push('\'');
+        }
+    }
+    command
+}
+
+/// Measures the physical floor in the `floor` process.
+fn run_floor(binary: &Path, folder: &Path, options: &SuiteOptions) -> anyhow::Result<FloorReport> {
+    let busy = wait_for_quiet(options);
+    let connections: Vec<String> = if !options.floor_connections.is_empty() {
+        options.floor_connections.iter().map(u32::to_string).collect()
+    } else if options.smoke {
+        strings(&["50"])
+    } else {
+        strings(&["100", "1000", "5000"])
+    };
+    let connections = connections.join(",");
+    // Each point is the cheapest of three repetitions.
+    let (duration, warmup) = if options.smoke {
+        ("0.1", "0.03")
+    } else {
+        ("0.5", "0.1")
+    };
+    eprintln!(
+        "[suite] floor: {connections} connections (machine {:.0}% busy before)",
+        busy * 100.0
+    );
+    let json = folder.join("floor.json");
+    let status = Command::new(binary)
+        .args(["--connections", &connections])
+        .args([
+            "--duration-s",
+            duration,
+            "--warmup-s",
+            warmup,
+            "--quiet",
+            "--json",
+        ])
+        .arg(&json)
+        .status()
+        .with_context(|| format!("running {}", binary.display()))?;
+    if !status.success() {
+        bail!("floor exited with {status}");
+    }
+    Ok(serde_json::from_slice(&std::fs::read(&json)?)?)
+}
+
+/// A ringcast run whose process does not hold the I/O driver it was started
+/// with (ringcast falls back to epoll where io_uring is unavailable).
+fn driver_mismatch(report: &RunReport) -> Option<String> {
+    let server = report.server.as_ref()?;
+    let mismatch = !server.driver.is_empty()
+        && !server.driver_detected.is_empty()
+        && server.driver != server.driver_detected;
+    mismatch.then(|| {
+        format!(
+            "{} / {}: started with the {} driver but runs {}",
+            server.label, report.scenario, server.driver, server.driver_detected
+        )
+    })
 }
 
 /// Fraction of all CPUs busy over `window`, from /proc/stat.
@@ -582,6 +868,8 @@ fn run_one(
             &server.label,
             "--kind",
             server.kind,
+            "--driver",
+            server.driver,
         ])
         .args(["--shards", &shards, "--threads", &threads])
         .arg("--json")
@@ -597,26 +885,68 @@ fn run_one(
     Ok(report)
 }
 
-/// CI's verdict on a smoke run: everything connected, nothing lost.
-fn smoke_verdict(results: &[RunReport], problems: &[String]) -> anyhow::Result<()> {
+/// CI's verdict on a smoke run: the floor measured something; every run
+/// connected everything, lost nothing, delivered something; ringcast kept
+/// order, saw no duplicates, ran the driver it was started with (when it is
+/// epoll: io_uring may be unavailable to CI) and reported its writes.
+fn smoke_verdict(outcome: &Outcome<'_>) -> anyhow::Result<()> {
     let mut passed = 0;
     let mut failed = 0;
-    for r in results {
-        let ok = r.setup_failures == 0
-            && r.connected == r.connections
-            && r.lost == 0
-            && (r.scenario == "connect" || r.delivered > 0);
+    let mut check = |ok: bool, what: &str, detail: String| {
         if ok {
             passed += 1;
         } else {
             failed += 1;
-            eprintln!(
-                "[suite] smoke FAIL {}: connected {}/{}, lost {}, delivered {}",
-                r.scenario, r.connected, r.connections, r.lost, r.delivered
-            );
+            eprintln!("[suite] smoke FAIL {what}: {detail}");
         }
+    };
+    if !outcome.options.skip_floor {
+        let floor_ok = outcome.floor.is_some_and(|f| {
+            !f.points.is_empty()
+                && f.points
+                    .iter()
+                    .all(|p| p.writes > 0 && p.sender_cpu_us_per_write > 0.0)
+        });
+        check(
+            floor_ok,
+            "floor",
+            format!("{:?}", outcome.floor.map(|f| &f.points)),
+        );
     }
-    failed += problems.len();
+    for r in outcome.results {
+        let server = r.server.as_ref();
+        let is_ringcast = server.is_some_and(|s| s.kind == "ringcast");
+        let messages = !r.scenario.starts_with("connect");
+        let counters = r.server_counters.unwrap_or_default();
+        let driver_ok = server.is_none_or(|s| s.driver != "epoll" || s.driver_detected == "epoll");
+        let ok = r.setup_failures == 0
+            && r.connected == r.connections
+            && r.lost == 0
+            && r.window_stray == 0
+            && (!messages || r.delivered > 0)
+            && (!is_ringcast || r.out_of_order == 0)
+            && (!is_ringcast || !messages || (counters.writes > 0 && counters.frames_written > 0))
+            && driver_ok;
+        let label = server.map_or("?", |s| s.label.as_str());
+        check(
+            ok,
+            &format!("{} on {label}", r.scenario),
+            format!(
+                "connected {}/{}, lost {}, out of order {}, stray {}, delivered {}, server writes {} frames {}, driver {:?} → {:?}",
+                r.connected,
+                r.connections,
+                r.lost,
+                r.out_of_order,
+                r.window_stray,
+                r.delivered,
+                counters.writes,
+                counters.frames_written,
+                server.map(|s| s.driver.as_str()),
+                server.map(|s| s.driver_detected.as_str()),
+            ),
+        );
+    }
+    failed += outcome.problems.len();
     println!("bench smoke: {passed} passed, {failed} failed");
     if failed > 0 {
         bail!("smoke run failed");
@@ -678,329 +1008,14 @@ fn kind(r: &RunReport) -> &str {
     r.server.as_ref().map_or("?", |s| s.kind.as_str())
 }
 
-/// The best (most deliveries per server CPU-second) result of a kind in a scenario.
-fn best<'a>(results: &'a [RunReport], scenario: &str, kind_name: &str) -> Option<&'a RunReport> {
-    results
-        .iter()
-        .filter(|r| r.scenario == scenario && kind(r) == kind_name)
-        .max_by(|a, b| {
-            a.deliveries_per_server_cpu_s
-                .total_cmp(&b.deliveries_per_server_cpu_s)
-        })
+/// The driver of a ringcast run (`io_uring`, `epoll`); empty for peers.
+fn driver(r: &RunReport) -> &str {
+    r.server.as_ref().map_or("", |s| s.driver.as_str())
 }
 
-/// The lowest-RSS-per-connection result of a kind in the connect scenario.
-fn leanest<'a>(results: &'a [RunReport], kind_name: &str) -> Option<&'a RunReport> {
-    results
-        .iter()
-        .filter(|r| r.scenario == "connect" && kind(r) == kind_name && r.connected > 0)
-        .min_by(|a, b| {
-            a.server_rss_per_connection_bytes
-                .total_cmp(&b.server_rss_per_connection_bytes)
-        })
+fn shards(r: &RunReport) -> u32 {
+    r.server.as_ref().map_or(0, |s| s.shards)
 }
 
-fn summary_markdown(
-    results: &[RunReport],
-    scenarios: &[&str],
-    machine: &Machine,
-    options: &SuiteOptions,
-    problems: &[String],
-) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "# ringcast benchmark results\n");
-    let _ = writeln!(
-        out,
-        "Machine: {} ({} cores, {} MiB), kernel {}, commit {}, RLIMIT_NOFILE {}.",
-        machine.cpu_model,
-        machine.cores,
-        machine.memory_kib / 1024,
-        machine.kernel,
-        machine.commit,
-        machine.nofile_limit
-    );
-    let _ = writeln!(
-        out,
-        "Generator: `load`, {} thread(s), same machine (it shares the cores with the server; its CPU is listed).",
-        options.load_threads
-    );
-    let _ = writeln!(
-        out,
-        "Reproduce: `bench/run.sh{}`.\n",
-        if options.smoke { " --smoke" } else { "" }
-    );
-
-    let _ = writeln!(
-        out,
-        "## Ratios (best ringcast shard count vs best peer configuration)\n"
-    );
-    let _ = writeln!(
-        out,
-        "| scenario | metric | ringcast | peer | value | ratio |\n|---|---|---|---|---|---|"
-    );
-    for scenario in scenarios.iter().filter(|s| **s != "connect") {
-        let Some(rc) = best(results, scenario, "ringcast") else {
-            continue;
-        };
-        for peer in ["node-socket.io", "socketioxide"] {
-            let Some(p) = best(results, scenario, peer) else {
-                continue;
-            };
-            let ratio = if p.deliveries_per_server_cpu_s > 0.0 {
-                rc.deliveries_per_server_cpu_s / p.deliveries_per_server_cpu_s
-            } else {
-                0.0
-            };
-            let _ = writeln!(
-                out,
-                "| {scenario} | deliveries per server CPU-s | {} | {} | {} vs {} | **{ratio:.1}×** |",
-                label(rc),
-                label(p),
-                plot::short_number(rc.deliveries_per_server_cpu_s),
-                plot::short_number(p.deliveries_per_server_cpu_s)
-            );
-        }
-    }
-    if let Some(rc) = leanest(results, "ringcast") {
-        for peer in ["node-socket.io", "socketioxide"] {
-            let Some(p) = leanest(results, peer) else { continue };
-            let ratio = if rc.server_rss_per_connection_bytes > 0.0 {
-                p.server_rss_per_connection_bytes / rc.server_rss_per_connection_bytes
-            } else {
-                0.0
-            };
-            let _ = writeln!(
-                out,
-                "| connect ({} conns) | RSS per idle connection (peer ÷ ringcast) | {} | {} | {:.0} B vs {:.0} B | **{ratio:.1}×** |",
-                rc.connected,
-                label(rc),
-                label(p),
-                rc.server_rss_per_connection_bytes,
-                p.server_rss_per_connection_bytes
-            );
-        }
-    }
-
-    for scenario in scenarios {
-        let rows: Vec<&RunReport> = results.iter().filter(|r| r.scenario == *scenario).collect();
-        if rows.is_empty() {
-            continue;
-        }
-        let _ = writeln!(out, "\n## {scenario}\n");
-        if let Some(first) = rows.first() {
-            let _ = writeln!(out, "Settings: `{}`\n", scenario_settings(first));
-        }
-        if *scenario == "connect" {
-            let _ = writeln!(
-                out,
-                "| server | connected | failed | connects/s | handshake p50 / p99 ms | RSS before → after | RSS per connection | idle CPU s |\n|---|---|---|---|---|---|---|---|"
-            );
-            for r in rows {
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | {} | {:.0} | {:.1} / {:.1} | {} → {} | {:.0} B | {:.2} |",
-                    label(r),
-                    r.connected,
-                    r.setup_failures,
-                    r.connects_per_s,
-                    r.handshake_us.p50 / 1e3,
-                    r.handshake_us.p99 / 1e3,
-                    human_bytes(r.server_rss_before_bytes),
-                    human_bytes(r.server_rss_after_bytes),
-                    r.server_rss_per_connection_bytes,
-                    r.server_cpu_s
-                );
-            }
-            continue;
-        }
-        let _ = writeln!(
-            out,
-            "| server | deliveries/s | server CPU s | CPU µs/delivery | deliveries per CPU-s | lost | out of order | p50 / p99 / p999 ms | RSS/conn | gen CPU cores | machine busy before |\n|---|---|---|---|---|---|---|---|---|---|---|"
-        );
-        for r in rows {
-            let _ = writeln!(
-                out,
-                "| {} | {} | {:.2} | {:.3} | {} | {} | {} | {:.2} / {:.2} / {:.2} | {:.0} B | {:.2} | {:.0}% |",
-                label(r),
-                plot::short_number(r.deliveries_per_s),
-                r.server_cpu_s,
-                r.server_cpu_us_per_delivery,
-                plot::short_number(r.deliveries_per_server_cpu_s),
-                r.lost,
-                r.out_of_order,
-                r.latency_us.p50 / 1e3,
-                r.latency_us.p99 / 1e3,
-                r.latency_us.p999 / 1e3,
-                r.server_rss_per_connection_bytes,
-                r.generator_cpu_cores,
-                r.machine_busy_before * 100.0
-            );
-        }
-    }
-    if !problems.is_empty() {
-        let _ = writeln!(out, "\n## Problems\n");
-        for problem in problems {
-            let _ = writeln!(out, "- {problem}");
-        }
-    }
-    let _ = writeln!(out, "\nCharts: `efficiency.svg`, `throughput.svg`, `latency.svg`, `memory.svg`, `shards.svg` in this folder.");
-    out
-}
-
-/// The scenario's own flags as `load` got them, for the table headers.
-fn scenario_settings(report: &RunReport) -> String {
-    let scenario = &report.settings["scenario"];
-    let Some(object) = scenario.as_object() else {
-        return String::new();
-    };
-    let mut parts = Vec::new();
-    for (name, fields) in object {
-        parts.push(name.to_lowercase());
-        if let Some(fields) = fields.as_object() {
-            for (key, value) in fields {
-                parts.push(format!("{key}={value}"));
-            }
-        }
-    }
-    let common = &report.settings["common"];
-    for key in ["duration_s", "warmup_s", "payload_bytes", "threads"] {
-        if let Some(value) = common.get(key) {
-            parts.push(format!("{key}={value}"));
-        }
-    }
-    parts.join(" ")
-}
-
-fn charts(folder: &Path, results: &[RunReport], scenarios: &[&str]) -> anyhow::Result<()> {
-    let message_scenarios: Vec<String> = scenarios
-        .iter()
-        .filter(|s| **s != "connect")
-        .map(|s| (*s).to_owned())
-        .collect();
-    let mut labels: Vec<String> = Vec::new();
-    for r in results {
-        if !labels.contains(&label(r)) {
-            labels.push(label(r));
-        }
-    }
-    let lookup: BTreeMap<(String, String), &RunReport> = results
-        .iter()
-        .map(|r| ((r.scenario.clone(), label(r)), r))
-        .collect();
-    let series_of = |metric: &dyn Fn(&RunReport) -> f64| -> Vec<Series> {
-        labels
-            .iter()
-            .map(|l| Series {
-                name: l.clone(),
-                values: message_scenarios
-                    .iter()
-                    .map(|s| lookup.get(&(s.clone(), l.clone())).map_or(0.0, |r| metric(r)))
-                    .collect(),
-            })
-            .collect()
-    };
-    if !message_scenarios.is_empty() {
-        plot::grouped_bars(
-            &folder.join("efficiency.svg"),
-            "Deliveries per server CPU-second (higher is better)",
-            "deliveries / CPU-s",
-            &message_scenarios,
-            &series_of(&|r| r.deliveries_per_server_cpu_s),
-            true,
-        )?;
-        plot::grouped_bars(
-            &folder.join("throughput.svg"),
-            "Deliveries per second at the offered load",
-            "deliveries / s",
-            &message_scenarios,
-            &series_of(&|r| r.deliveries_per_s),
-            true,
-        )?;
-        // Latency: p50 / p99 / p999 per server for the latency scenario (or
-        // the first message scenario).
-        let focus = if message_scenarios.iter().any(|s| s == "latency") {
-            "latency".to_owned()
-        } else {
-            message_scenarios[0].clone()
-        };
-        let percentiles = ["p50", "p99", "p999"].map(String::from);
-        let latency_series: Vec<Series> = labels
-            .iter()
-            .filter_map(|l| lookup.get(&(focus.clone(), l.clone())).map(|r| (l, r)))
-            .map(|(l, r)| Series {
-                name: l.clone(),
-                values: vec![
-                    r.latency_us.p50 / 1e3,
-                    r.latency_us.p99 / 1e3,
-                    r.latency_us.p999 / 1e3,
-                ],
-            })
-            .collect();
-        plot::grouped_bars(
-            &folder.join("latency.svg"),
-            &format!("Latency percentiles, {focus} scenario (ms)"),
-            "ms",
-            &percentiles,
-            &latency_series,
-            true,
-        )?;
-    }
-    let connect: Vec<&RunReport> = results.iter().filter(|r| r.scenario == "connect").collect();
-    if !connect.is_empty() {
-        let groups: Vec<String> = connect.iter().map(|r| label(r)).collect();
-        let series = vec![Series {
-            name: "RSS bytes per idle connection".into(),
-            values: connect
-                .iter()
-                .map(|r| r.server_rss_per_connection_bytes.max(0.0))
-                .collect(),
-        }];
-        let n = connect.iter().map(|r| r.connected).max().unwrap_or(0);
-        plot::grouped_bars(
-            &folder.join("memory.svg"),
-            &format!("Server RSS per idle connection at {n} connections (lower is better)"),
-            "bytes",
-            &groups,
-            &series,
-            true,
-        )?;
-    }
-    // ringcast across shard counts.
-    let mut shard_counts: Vec<u32> = results
-        .iter()
-        .filter(|r| kind(r) == "ringcast")
-        .filter_map(|r| r.server.as_ref().map(|s| s.shards))
-        .collect();
-    shard_counts.sort_unstable();
-    shard_counts.dedup();
-    if !shard_counts.is_empty() && !message_scenarios.is_empty() {
-        let series: Vec<Series> = message_scenarios
-            .iter()
-            .map(|s| Series {
-                name: s.clone(),
-                values: shard_counts
-                    .iter()
-                    .map(|n| {
-                        results
-                            .iter()
-                            .find(|r| {
-                                &r.scenario == s
-                                    && kind(r) == "ringcast"
-                                    && r.server.as_ref().is_some_and(|x| x.shards == *n)
-                            })
-                            .map_or(0.0, |r| r.server_cpu_us_per_delivery)
-                    })
-                    .collect(),
-            })
-            .collect();
-        plot::lines(
-            &folder.join("shards.svg"),
-            "ringcast: server CPU µs per delivery vs shard count (lower is better)",
-            "shards",
-            "CPU µs / delivery",
-            &shard_counts,
-            &series,
-        )?;
-    }
-    Ok(())
-}
+#[cfg(test)]
+mod tests;

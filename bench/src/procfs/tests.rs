@@ -23,3 +23,11 @@ fn status_kib() {
         Some(1234)
     );
 }
+
+#[test]
+fn own_driver_is_epoll_once_mio_polls() {
+    let poll = mio::Poll::new().expect("epoll");
+    assert_eq!(io_driver(std::process::id()), Some("epoll"));
+    drop(poll);
+    assert!(ksoftirqd_cpu_s() >= 0.0);
+}

@@ -120,3 +120,16 @@ fn numbers_are_found_in_any_key_order() {
     assert_eq!(number_after(body, b"\"ts\":"), Some(1_234_567_890));
     assert_eq!(number_after(body, b"\"nope\":"), None);
 }
+
+#[test]
+fn message_numbers_in_the_written_order_and_any_other() {
+    let written = br#",{"channel":"c0","message":{"src":1000,"seq":5,"ts":123456789,"pad":"xx"}}]"#;
+    assert_eq!(message_numbers(written), Some((1000, 5, 123_456_789)));
+    let sorted = br#",{"channel":"c1","message":{"pad":"xx","seq":42,"src":7,"ts":1234567890}}]"#;
+    assert_eq!(message_numbers(sorted), Some((7, 42, 1_234_567_890)));
+    let spaced = br#",{"channel":null,"message":{"src":3, "seq":4, "ts":5}}]"#;
+    assert_eq!(message_numbers(spaced), Some((3, 4, 5)));
+    assert_eq!(message_numbers(br#",{"message":{"src":3,"seq":4}}]"#), None);
+    assert_eq!(message_numbers(br#",{"message":{"seq":4,"ts":5}}]"#), None);
+    assert_eq!(message_numbers(br#",{"message":{"src":,"seq":4,"ts":5}}]"#), None);
+}

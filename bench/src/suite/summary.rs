@@ -1,0 +1,416 @@
+//! `results.md`: the machine and the command that reproduces the run, the
+//! physical floor, ringcast/peer ratios from this run, then one table per
+//! scenario: saturated (closed-loop) runs first, fixed-rate runs, connect.
+
+use std::fmt::Write as _;
+
+use super::{driver, kind, label, shards, Mode, Outcome};
+use crate::floor::FloorReport;
+use crate::plot::short_number;
+use crate::report::{human_bytes, RunReport};
+
+/// Frames per write the "× floor at 16" column is read at: what a server
+/// that coalesces well reaches (ringcast's epoll driver packs 10–15).
+pub(super) const FLOOR_REFERENCE_FRAMES: f64 = 16.0;
+
+const PEERS: [(&str, &str); 2] = [("node-socket.io", "node"), ("socketioxide", "socketioxide")];
+
+pub(super) fn markdown(o: &Outcome<'_>) -> String {
+    let mut out = String::new();
+    header(&mut out, o);
+    floor_section(&mut out, o.floor);
+    ratios(&mut out, o);
+    for (mode, title, blurb) in [
+        (
+            Mode::Saturated,
+            "Saturated (closed loop)",
+            "Each publisher keeps `window` messages in flight and sends the next as soon as one has reached all its recipients: deliveries/s is the most the server delivers here (it shares the cores with the generator).",
+        ),
+        (
+            Mode::FixedRate,
+            "Fixed rate",
+            "A fixed send schedule: CPU per delivery and latency at that offered load.",
+        ),
+        (
+            Mode::Connect,
+            "Connections",
+            "Connections opened as fast as possible (256 handshakes in flight), then held idle.",
+        ),
+    ] {
+        let ids: Vec<&str> = o
+            .scenarios
+            .iter()
+            .filter(|s| s.mode == mode)
+            .map(|s| s.id.as_str())
+            .filter(|id| o.results.iter().any(|r| r.scenario == *id))
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "\n## {title}\n\n{blurb}");
+        for id in ids {
+            let rows: Vec<&RunReport> = o.results.iter().filter(|r| r.scenario == id).collect();
+            let _ = writeln!(out, "\n### {id}\n");
+            if let Some(first) = rows.first() {
+                let _ = writeln!(out, "Settings: `{}`\n", scenario_settings(first));
+            }
+            match mode {
+                Mode::Saturated => saturated_table(&mut out, &rows, o.floor),
+                Mode::FixedRate => fixed_rate_table(&mut out, &rows),
+                Mode::Connect => connect_table(&mut out, &rows),
+            }
+        }
+    }
+    if !o.problems.is_empty() {
+        let _ = writeln!(out, "\n## Problems\n");
+        for problem in o.problems {
+            let _ = writeln!(out, "- {problem}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nCharts: `efficiency.svg`, `throughput.svg`, `latency.svg`, `memory.svg`, `shards.svg` in this folder."
+    );
+    out
+}
+
+fn header(out: &mut String, o: &Outcome<'_>) {
+    let m = o.machine;
+    let _ = writeln!(out, "# ringcast benchmark results\n");
+    let _ = writeln!(
+        out,
+        "Machine: {} ({} cores, {} MiB), kernel {}, commit {}, RLIMIT_NOFILE {}.",
+        m.cpu_model,
+        m.cores,
+        m.memory_kib / 1024,
+        m.kernel,
+        m.commit,
+        m.nofile_limit
+    );
+    let _ = writeln!(
+        out,
+        "Generator: `load`, {} thread(s), same machine (it shares the cores with the server; its CPU is in every row).",
+        o.options.load_threads
+    );
+    let _ = writeln!(out, "Reproduce: `{}`\n", o.command);
+    let _ = writeln!(
+        out,
+        "How to read: `server CPU µs/delivery` is the server's CPU (all threads, user + system) over the window ÷ deliveries; \
+         `frames/write` and `writes/s` are ringcast's own counters (`/metrics`) over the window; \
+         `× floor` divides the CPU per delivery by the physical floor's sender CPU per frame (at the nearest connection count), \
+         once at the frames per write the server reached and once at {FLOOR_REFERENCE_FRAMES:.0} frames per write \
+         (what good coalescing reaches); `gen CPU` is the load generator's, in cores. \
+         On loopback the receiving side's TCP work is charged to the sender, so every server's CPU includes it, and so does the floor's."
+    );
+}
+
+fn floor_section(out: &mut String, floor: Option<&FloorReport>) {
+    let _ = writeln!(out, "\n## The physical floor\n");
+    let Some(floor) = floor else {
+        let _ = writeln!(out, "Not measured in this run.");
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "`floor`: one thread writes K frames of {} bytes to each of N loopback TCP connections in one `write` per connection per round, \
+         another drains them with epoll; CPU per thread from `CLOCK_THREAD_CPUTIME_ID`; each point is the cheapest of {} repetitions of {} s \
+         (interference only adds cost to a floor). \
+         It is what the kernel charges a sender that does nothing but write. \
+         A write costs more the more connections are written round-robin (more kernel state touched per round), \
+         so each row below is compared with the floor at the measured N nearest its own connection count.\n",
+        floor.frame_bytes,
+        floor.repeats.max(1),
+        floor.duration_s
+    );
+    out.push_str(&floor.markdown());
+}
+
+/// The best ringcast row of a driver, or the best row of a peer kind, by `key`.
+fn best_of<'a>(
+    rows: &[&'a RunReport],
+    kind_name: &str,
+    driver_name: Option<&str>,
+    key: impl Fn(&RunReport) -> f64,
+    lower_is_better: bool,
+) -> Option<&'a RunReport> {
+    rows.iter()
+        .copied()
+        .filter(|r| kind(r) == kind_name && driver_name.is_none_or(|d| driver(r) == d))
+        .filter(|r| key(r) > 0.0)
+        .max_by(|a, b| {
+            let order = key(a).total_cmp(&key(b));
+            if lower_is_better {
+                order.reverse()
+            } else {
+                order
+            }
+        })
+}
+
+struct Metric {
+    name: &'static str,
+    key: fn(&RunReport) -> f64,
+    lower_is_better: bool,
+    format: fn(f64) -> String,
+}
+
+fn ratios(out: &mut String, o: &Outcome<'_>) {
+    let _ = writeln!(out, "\n## Ratios (this run)\n");
+    let _ = writeln!(
+        out,
+        "Each cell is the best configuration of that server in this run (shard count or worker threads in brackets); \
+         a ratio above 1 means ringcast is better (for lower-is-better metrics it is peer ÷ ringcast); \
+         `io_uring vs epoll` compares ringcast's two drivers the same way (below 1: the default io_uring driver does worse).\n"
+    );
+    let _ = writeln!(
+        out,
+        "| scenario | metric | ringcast io_uring | ringcast epoll | node | socketioxide | io_uring vs epoll | io_uring vs node | epoll vs node | io_uring vs socketioxide | epoll vs socketioxide |\n|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    let throughput = Metric {
+        name: "deliveries/s",
+        key: |r| r.deliveries_per_s,
+        lower_is_better: false,
+        format: short_number,
+    };
+    let efficiency = Metric {
+        name: "deliveries per server CPU-s",
+        key: |r| r.deliveries_per_server_cpu_s,
+        lower_is_better: false,
+        format: short_number,
+    };
+    let p99 = Metric {
+        name: "p99 latency ms",
+        key: |r| r.latency_us.p99 / 1e3,
+        lower_is_better: true,
+        format: |v| format!("{v:.2}"),
+    };
+    let rss = Metric {
+        name: "RSS per idle connection",
+        key: |r| r.server_rss_per_connection_bytes,
+        lower_is_better: true,
+        format: |v| format!("{v:.0} B"),
+    };
+    let handshakes = Metric {
+        name: "handshakes/s",
+        key: |r| r.connects_per_s,
+        lower_is_better: false,
+        format: short_number,
+    };
+    for scenario in o.scenarios {
+        let rows: Vec<&RunReport> = o.results.iter().filter(|r| r.scenario == scenario.id).collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let metrics: Vec<&Metric> = match scenario.mode {
+            Mode::Saturated => vec![&throughput, &efficiency],
+            Mode::FixedRate if scenario.id == "fanout-s1000-r50" || scenario.id == "latency" => {
+                vec![&efficiency, &p99]
+            }
+            Mode::FixedRate => vec![&efficiency],
+            Mode::Connect => vec![&rss, &handshakes],
+        };
+        for metric in metrics {
+            ratio_row(out, &scenario.id, metric, &rows);
+        }
+    }
+}
+
+fn ratio_row(out: &mut String, scenario: &str, metric: &Metric, rows: &[&RunReport]) {
+    let pick = |kind_name: &str, driver_name: Option<&str>| {
+        best_of(rows, kind_name, driver_name, metric.key, metric.lower_is_better)
+    };
+    let uring = pick("ringcast", Some("io_uring"));
+    let epoll = pick("ringcast", Some("epoll"));
+    let peers: Vec<Option<&RunReport>> = PEERS.iter().map(|(k, _)| pick(k, None)).collect();
+    if uring.is_none() && epoll.is_none() {
+        return;
+    }
+    let cell = |r: Option<&RunReport>| {
+        r.map_or_else(
+            || "—".to_owned(),
+            |r| format!("{} ({})", (metric.format)((metric.key)(r)), shards(r)),
+        )
+    };
+    let ratio = |ours: Option<&RunReport>, theirs: Option<&RunReport>| match (ours, theirs) {
+        (Some(a), Some(b)) => {
+            let (a, b) = ((metric.key)(a), (metric.key)(b));
+            let value = if metric.lower_is_better { b / a } else { a / b };
+            format!("**{value:.1}×**")
+        }
+        _ => "—".to_owned(),
+    };
+    let _ = writeln!(
+        out,
+        "| {scenario} | {}{} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        metric.name,
+        if metric.lower_is_better {
+            " (lower is better)"
+        } else {
+            ""
+        },
+        cell(uring),
+        cell(epoll),
+        cell(peers[0]),
+        cell(peers[1]),
+        ratio(uring, epoll),
+        ratio(uring, peers[0]),
+        ratio(epoll, peers[0]),
+        ratio(uring, peers[1]),
+        ratio(epoll, peers[1]),
+    );
+}
+
+/// `io_uring`, `epoll` (with a warning if the process runs another), or `—`.
+fn driver_cell(r: &RunReport) -> String {
+    let Some(server) = r.server.as_ref() else {
+        return "—".to_owned();
+    };
+    match (server.driver.as_str(), server.driver_detected.as_str()) {
+        ("", _) => "—".to_owned(),
+        (asked, seen) if seen.is_empty() || asked == seen => asked.to_owned(),
+        (asked, seen) => format!("{asked} (runs {seen}!)"),
+    }
+}
+
+fn multiple(value: f64, of: Option<f64>) -> String {
+    match of {
+        Some(floor) if floor > 0.0 && value > 0.0 => format!("{:.1}×", value / floor),
+        _ => "—".to_owned(),
+    }
+}
+
+fn known(value: f64, format: impl Fn(f64) -> String) -> String {
+    if value > 0.0 {
+        format(value)
+    } else {
+        "—".to_owned()
+    }
+}
+
+fn cores(r: &RunReport) -> f64 {
+    if r.window_s > 0.0 {
+        r.server_cpu_s / r.window_s
+    } else {
+        0.0
+    }
+}
+
+fn saturated_table(out: &mut String, rows: &[&RunReport], floor: Option<&FloorReport>) {
+    let _ = writeln!(
+        out,
+        "| server | driver | deliveries/s | server CPU µs/delivery | × floor at its frames/write | × floor at {FLOOR_REFERENCE_FRAMES:.0} frames/write | frames/write | writes/s | server CPU cores | gen CPU cores | lost | out of order | p50 / p99 ms | ksoftirqd CPU s | machine busy before |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for r in rows {
+        let at_own = (r.frames_per_write > 0.0)
+            .then(|| floor.and_then(|f| f.us_per_frame_at(r.connections, r.frames_per_write)))
+            .flatten();
+        let at_reference = floor.and_then(|f| f.us_per_frame_at(r.connections, FLOOR_REFERENCE_FRAMES));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.3} | {} | {} | {} | {} | {:.2} | {:.2} | {} | {} | {:.2} / {:.2} | {:.2} | {:.0}% |",
+            label(r),
+            driver_cell(r),
+            short_number(r.deliveries_per_s),
+            r.server_cpu_us_per_delivery,
+            multiple(r.server_cpu_us_per_delivery, at_own),
+            multiple(r.server_cpu_us_per_delivery, at_reference),
+            known(r.frames_per_write, |v| format!("{v:.2}")),
+            known(r.server_writes_per_s, short_number),
+            cores(r),
+            r.generator_cpu_cores,
+            r.lost,
+            r.out_of_order,
+            r.latency_us.p50 / 1e3,
+            r.latency_us.p99 / 1e3,
+            r.ksoftirqd_cpu_s,
+            r.machine_busy_before * 100.0
+        );
+    }
+}
+
+fn fixed_rate_table(out: &mut String, rows: &[&RunReport]) {
+    let _ = writeln!(
+        out,
+        "| server | driver | deliveries/s | server CPU µs/delivery | deliveries per CPU-s | frames/write | writes/s | server CPU cores | gen CPU cores | lost | out of order | p50 / p99 / p999 ms | RSS/conn | machine busy before |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.3} | {} | {} | {} | {:.2} | {:.2} | {} | {} | {:.2} / {:.2} / {:.2} | {:.0} B | {:.0}% |",
+            label(r),
+            driver_cell(r),
+            short_number(r.deliveries_per_s),
+            r.server_cpu_us_per_delivery,
+            short_number(r.deliveries_per_server_cpu_s),
+            known(r.frames_per_write, |v| format!("{v:.2}")),
+            known(r.server_writes_per_s, short_number),
+            cores(r),
+            r.generator_cpu_cores,
+            r.lost,
+            r.out_of_order,
+            r.latency_us.p50 / 1e3,
+            r.latency_us.p99 / 1e3,
+            r.latency_us.p999 / 1e3,
+            r.server_rss_per_connection_bytes,
+            r.machine_busy_before * 100.0
+        );
+    }
+}
+
+fn connect_table(out: &mut String, rows: &[&RunReport]) {
+    let _ = writeln!(
+        out,
+        "| server | driver | connected | failed | handshakes/s | handshake p50 / p99 ms | RSS before → after | RSS per connection | idle server CPU s | gen CPU cores |\n|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {:.0} | {:.1} / {:.1} | {} → {} | {:.0} B | {:.2} | {:.2} |",
+            label(r),
+            driver_cell(r),
+            r.connected,
+            r.setup_failures,
+            r.connects_per_s,
+            r.handshake_us.p50 / 1e3,
+            r.handshake_us.p99 / 1e3,
+            human_bytes(r.server_rss_before_bytes),
+            human_bytes(r.server_rss_after_bytes),
+            r.server_rss_per_connection_bytes,
+            r.server_cpu_s,
+            r.generator_cpu_cores
+        );
+    }
+}
+
+/// The scenario's own flags as `load` got them, for the table headers.
+fn scenario_settings(report: &RunReport) -> String {
+    let scenario = &report.settings["scenario"];
+    let Some(object) = scenario.as_object() else {
+        return String::new();
+    };
+    let mut parts = Vec::new();
+    for (name, fields) in object {
+        parts.push(name.to_lowercase());
+        if let Some(fields) = fields.as_object() {
+            let windowed = fields
+                .get("window")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0)
+                > 0;
+            for (key, value) in fields {
+                // A closed loop ignores the rate flags; a schedule has no window.
+                if (windowed && key.starts_with("rate")) || (!windowed && key == "window") {
+                    continue;
+                }
+                parts.push(format!("{key}={value}"));
+            }
+        }
+    }
+    let common = &report.settings["common"];
+    for key in ["duration_s", "warmup_s", "payload_bytes", "threads"] {
+        if let Some(value) = common.get(key) {
+            parts.push(format!("{key}={value}"));
+        }
+    }
+    parts.join(" ")
+}

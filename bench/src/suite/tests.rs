@@ -1,0 +1,170 @@
+use super::*;
+use crate::floor::FloorPoint;
+use crate::report::ServerInfo;
+use crate::scrape::ServerCounters;
+
+fn options(args: &[&str]) -> SuiteOptions {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        options: SuiteOptions,
+    }
+    let mut argv = vec!["suite"];
+    argv.extend_from_slice(args);
+    Cli::parse_from(argv).options
+}
+
+#[test]
+fn the_default_sweep_doubles_up_to_the_core_count() {
+    assert_eq!(default_sweep(1), vec![1]);
+    assert_eq!(default_sweep(2), vec![1, 2]);
+    assert_eq!(default_sweep(6), vec![1, 2, 4, 6]);
+    assert_eq!(default_sweep(16), vec![1, 2, 4, 8, 16]);
+}
+
+#[test]
+fn every_ringcast_shard_count_runs_with_both_drivers() {
+    let list = servers(&options(&["--shards", "1,4", "--peers", "socketioxide"]), 2);
+    let labels: Vec<&str> = list.iter().map(|s| s.label.as_str()).collect();
+    assert_eq!(
+        labels,
+        [
+            "ringcast-s1",
+            "ringcast-s1-epoll",
+            "ringcast-s4",
+            "ringcast-s4-epoll",
+            "socketioxide-t1",
+            "socketioxide-t4"
+        ]
+    );
+    assert!(list[1].command.contains(&"--epoll".to_owned()));
+    assert!(!list[0].command.contains(&"--epoll".to_owned()));
+    assert_eq!(list[1].driver, "epoll");
+    let epoll_only = servers(&options(&["--smoke", "--drivers", "epoll"]), 2);
+    assert_eq!(epoll_only.len(), 1);
+    assert_eq!(epoll_only[0].label, "ringcast-s1-epoll");
+}
+
+#[test]
+fn the_suite_has_the_saturated_and_fixed_rate_scenarios() {
+    let runs = scenario_runs(&options(&[]));
+    let ids: Vec<&str> = runs.iter().map(|s| s.id.as_str()).collect();
+    for id in [
+        "fanout-s100-w16",
+        "fanout-s100-w64",
+        "fanout-s1000-w16",
+        "fanout-s1000-w64",
+        "fanout-s5000-w16",
+        "fanout-s5000-w64",
+        "broadcast-n1000-w16",
+        "rooms-w1",
+        "fanout-s1000-r50",
+        "connect",
+    ] {
+        assert!(ids.contains(&id), "{id} missing from {ids:?}");
+    }
+    let mut unique = ids.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "ids are unique");
+    for run in &runs {
+        let windowed = run.args.iter().any(|a| a == "--window");
+        assert_eq!(windowed, run.mode == Mode::Saturated, "{}", run.id);
+    }
+}
+
+#[test]
+fn the_smoke_run_has_one_window_scenario_with_both_drivers() {
+    let runs = scenario_runs(&options(&["--smoke"]));
+    let list = servers(&options(&["--smoke"]), 2);
+    let saturated: Vec<&ScenarioRun> = runs.iter().filter(|s| s.mode == Mode::Saturated).collect();
+    assert_eq!(saturated.len(), 1);
+    assert!(list.iter().all(|server| saturated[0].applies_to(server)));
+    let epoll = list
+        .iter()
+        .find(|s| s.driver == "epoll")
+        .expect("an epoll server");
+    assert_eq!(runs.iter().filter(|s| s.applies_to(epoll)).count(), 1);
+}
+
+fn report(scenario: &str, label: &str, kind: &str, driver: &str, us_per_delivery: f64) -> RunReport {
+    RunReport {
+        scenario: scenario.to_owned(),
+        server: Some(ServerInfo {
+            label: label.to_owned(),
+            kind: kind.to_owned(),
+            shards: 1,
+            pid: Some(1),
+            url: String::new(),
+            driver: driver.to_owned(),
+            driver_detected: driver.to_owned(),
+        }),
+        connections: 1001,
+        window_s: 1.0,
+        delivered: 1000,
+        deliveries_per_s: 1000.0 / us_per_delivery,
+        server_cpu_us_per_delivery: us_per_delivery,
+        deliveries_per_server_cpu_s: 1e6 / us_per_delivery,
+        ..RunReport::default()
+    }
+}
+
+#[test]
+fn saturated_rows_carry_multiples_of_the_floor_and_ratios() {
+    let mut uring = report("fanout-s1000-w16", "ringcast-s1", "ringcast", "io_uring", 4.0);
+    uring.frames_per_write = 1.0;
+    uring.server_writes_per_s = 250_000.0;
+    uring.server_counters = Some(ServerCounters::default());
+    let mut epoll = report("fanout-s1000-w16", "ringcast-s1-epoll", "ringcast", "epoll", 0.5);
+    epoll.frames_per_write = 16.0;
+    let node = report("fanout-s1000-w16", "node-socket.io", "node-socket.io", "", 10.0);
+    let results = vec![uring, epoll, node];
+    let floor = FloorReport {
+        points: vec![
+            FloorPoint {
+                connections: 1000,
+                frames_per_write: 1,
+                writes: 1,
+                sender_cpu_us_per_write: 4.0,
+                ..FloorPoint::default()
+            },
+            FloorPoint {
+                connections: 1000,
+                frames_per_write: 16,
+                writes: 1,
+                sender_cpu_us_per_write: 4.0,
+                ..FloorPoint::default()
+            },
+        ],
+        ..FloorReport::default()
+    };
+    let opts = options(&[]);
+    let scenarios = scenario_runs(&opts);
+    let outcome = Outcome {
+        results: &results,
+        scenarios: &scenarios,
+        floor: Some(&floor),
+        machine: &Machine::default(),
+        options: &opts,
+        problems: &[],
+        command: "bench/run.sh --shards 1".to_owned(),
+    };
+    let text = summary::markdown(&outcome);
+    assert!(text.contains("Reproduce: `bench/run.sh --shards 1`"), "{text}");
+    // io_uring: 4 µs per delivery at 1 frame/write is 1× the floor there,
+    // and 16× the floor at 16 frames/write (0.25 µs per frame).
+    assert!(
+        text.contains("| ringcast-s1 | io_uring | 250 | 4.000 | 1.0× | 16.0× | 1.00 | 250.0k |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("| ringcast-s1-epoll | epoll | 2.0k | 0.500 | 2.0× | 2.0× | 16.00 |"),
+        "{text}"
+    );
+    // Ratios: epoll is 8× io_uring; io_uring is 2.5× node.
+    assert!(
+        text.contains("| fanout-s1000-w16 | deliveries per server CPU-s | 250.0k (1) | 2.0M (1) | 100.0k (1) | — | **0.1×** | **2.5×** | **20.0×** | — | — |"),
+        "{text}"
+    );
+}
