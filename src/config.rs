@@ -275,7 +275,7 @@ impl Config {
             max_payload_bytes,
             backlog: cli.backlog.or(s.backlog).unwrap_or(1024),
             epoll: cli.epoll,
-            ring_entries: s.ring_entries.unwrap_or(1024),
+            ring_entries: s.ring_entries.unwrap_or(4096),
             http_head_bytes_max: s.http_head_bytes_max.unwrap_or(16 * 1024).max(1024),
             http_head_timeout: Duration::from_millis(s.http_head_timeout_ms.unwrap_or(10_000).max(1)),
             connect_timeout: Duration::from_millis(s.connect_timeout_ms.unwrap_or(10_000).max(1)),
