@@ -24,6 +24,9 @@ pub fn start(config: Config) -> std::io::Result<Server> {
         backlog: config.backlog,
         ring_entries: config.ring_entries,
         pin_cores: true,
+        send_buffer_bytes: Some(crate::connection::socket::send_buffer_bytes(
+            config.send_queue_bytes_max,
+        )),
         driver: if config.epoll { Driver::Epoll } else { Driver::Auto },
     };
     let shared = Arc::new(Shared::new(config));

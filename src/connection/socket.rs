@@ -114,28 +114,17 @@ impl Socket {
         }
     }
 
-    /// Caps the kernel's send buffer for this socket (the kernel doubles
-    /// the value for its bookkeeping and stops autotuning it).
-    pub(crate) fn set_send_buffer_bytes(&self, bytes: usize) {
-        let value = bytes.min(i32::MAX as usize) as libc::c_int;
-        // SAFETY: setsockopt with a valid `c_int` option value on an open
-        // descriptor.
-        unsafe {
-            libc::setsockopt(
-                self.raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_SNDBUF,
-                (&value as *const libc::c_int).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-    }
-
-    pub(crate) fn set_nodelay(&self) {
-        let _ = self.stream().set_nodelay(true);
-    }
-
     fn raw_fd(&self) -> i32 {
         self.stream().as_raw_fd()
     }
+}
+
+/// The kernel send buffer of one connection, from its queue cap: a client
+/// that stops reading pins a quarter of the cap in the kernel (the kernel
+/// doubles the value set), at least 128 KiB and at most 2 MiB, on top of the
+/// cap in ringcast's queue. Set on the listeners, which accepted sockets
+/// inherit it from. Without it the kernel would grow the buffer to
+/// `net.ipv4.tcp_wmem`'s maximum (4 MiB by default) for every stalled client.
+pub(crate) fn send_buffer_bytes(send_queue_bytes_max: usize) -> usize {
+    (send_queue_bytes_max / 8).clamp(64 << 10, 1 << 20)
 }

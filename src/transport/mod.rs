@@ -37,8 +37,8 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 /// the stream is split first and the future captures only the small
 /// handles.
 pub(crate) fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) -> impl Future<Output = ()> {
+    // No Nagle delay and a bounded send buffer: inherited from the listener.
     let (socket, writer) = Socket::split(stream);
-    socket.set_nodelay();
     async move {
         // Boxed: the HTTP phase is over after the first request, and keeping
         // it out of this task's state keeps every idle connection small.

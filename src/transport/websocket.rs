@@ -60,7 +60,6 @@ impl Connection {
         peer: SocketAddr,
     ) -> Self {
         let config = &shard.shared.config;
-        socket.set_send_buffer_bytes(send_buffer_bytes(config.send_queue_bytes_max));
         let outbox = Rc::new(Outbox::new(
             config.send_queue_bytes_max,
             socket.clone(),
@@ -147,15 +146,6 @@ impl Connection {
             shard.disconnected(key);
         }
     }
-}
-
-/// The kernel send buffer of one connection, from its queue cap: a client
-/// that stops reading pins a quarter of the cap in the kernel (the kernel
-/// doubles the value set), at least 128 KiB and at most 2 MiB, on top of the
-/// cap in ringcast's queue. Without it the kernel would grow the buffer to
-/// `net.ipv4.tcp_wmem`'s maximum (4 MiB by default) for every stalled client.
-pub(crate) fn send_buffer_bytes(send_queue_bytes_max: usize) -> usize {
-    (send_queue_bytes_max / 8).clamp(64 << 10, 1 << 20)
 }
 
 /// A binary packet waiting for its attachments.
