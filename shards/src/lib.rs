@@ -24,5 +24,5 @@ pub mod wait;
 pub mod yielder;
 
 pub use conn_id::ConnId;
-pub use mesh::{Inbox, Mesh};
+pub use mesh::{Inbox, Lane, Mesh};
 pub use topology::ShardId;

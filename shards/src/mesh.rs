@@ -1,15 +1,17 @@
 //! The bounded, lock-free queues through which shards hand each other work.
 //!
-//! Every shard has one inbound [`ArrayQueue`] (multi-producer; only the owning
-//! shard pops) and an [`AtomicWaker`] for the one task that drains it. A
-//! sender pushes and then wakes that task; monoio's `sync` feature carries the
-//! wake-up to the owning thread. A full queue is never waited on by blocking a
-//! thread: [`Mesh::send`] hands the message back so the caller decides
-//! (drop, count, or [`Mesh::send_wait`], which yields to the runtime until
-//! there is room).
+//! Every shard has two inbound lanes, each an [`ArrayQueue`] (multi-producer;
+//! only the owning shard pops) with an [`AtomicWaker`] for the one task that
+//! drains it: [`Lane::Data`] for the traffic to deliver (which its drain may
+//! pace to a slow client), and [`Lane::Control`] for requests, replies and
+//! settings, which are therefore never stuck behind data. A sender pushes and
+//! then wakes that lane's task; monoio's `sync` feature carries the wake-up
+//! to the owning thread. A full lane is never waited on by blocking a
+//! thread: [`Mesh::send`] hands the message back so the caller decides.
 //!
-//! Messages for one target from one sending thread are popped in the order
-//! they were pushed, which is what per-sender ordering across shards rests on.
+//! Messages for one target and lane from one sending thread are popped in the
+//! order they were pushed, which is what per-sender ordering across shards
+//! rests on.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,12 +23,35 @@ use crossbeam_queue::ArrayQueue;
 
 use crate::ShardId;
 
-struct Slot<M> {
+/// Which of a shard's two inbound queues a message travels in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Traffic to deliver; in order per sender.
+    Data,
+    /// Requests, replies and settings: drained promptly whatever the data
+    /// lane is waiting for.
+    Control,
+}
+
+impl Lane {
+    pub const ALL: [Self; 2] = [Self::Data, Self::Control];
+
+    fn index(self) -> usize {
+        match self {
+            Self::Data => 0,
+            Self::Control => 1,
+        }
+    }
+}
+
+struct Queue<M> {
     queue: ArrayQueue<M>,
     waker: AtomicWaker,
 }
 
-/// Handles to every shard's inbound queue. Cheap to clone; `Send + Sync`.
+type Slot<M> = [Queue<M>; 2];
+
+/// Handles to every shard's inbound lanes. Cheap to clone; `Send + Sync`.
 pub struct Mesh<M> {
     slots: Arc<[Slot<M>]>,
 }
@@ -40,14 +65,16 @@ impl<M> Clone for Mesh<M> {
 }
 
 impl<M: Send> Mesh<M> {
-    /// One queue of `queue_messages_max` slots per shard.
+    /// Two lanes of `queue_messages_max` slots each per shard.
     pub fn new(shard_count: usize, queue_messages_max: usize) -> Self {
         assert!(shard_count > 0 && shard_count <= crate::topology::SHARDS_MAX);
         assert!(queue_messages_max > 0);
         let slots = (0..shard_count)
-            .map(|_| Slot {
-                queue: ArrayQueue::new(queue_messages_max),
-                waker: AtomicWaker::new(),
+            .map(|_| {
+                std::array::from_fn(|_| Queue {
+                    queue: ArrayQueue::new(queue_messages_max),
+                    waker: AtomicWaker::new(),
+                })
             })
             .collect();
         Self { slots }
@@ -57,53 +84,58 @@ impl<M: Send> Mesh<M> {
         self.slots.len()
     }
 
-    /// Queues `message` for `target` and wakes its drain task. Returns the
-    /// message when the queue is full or `target` does not exist.
-    pub fn send(&self, target: ShardId, message: M) -> Result<(), M> {
+    /// Queues `message` on `lane` of `target` and wakes that lane's drain
+    /// task. Returns the message when the lane is full or `target` does not
+    /// exist.
+    pub fn send(&self, target: ShardId, lane: Lane, message: M) -> Result<(), M> {
         let Some(slot) = self.slots.get(usize::from(target)) else {
             return Err(message);
         };
-        slot.queue.push(message)?;
-        slot.waker.wake();
+        let queue = &slot[lane.index()];
+        queue.queue.push(message)?;
+        queue.waker.wake();
         Ok(())
     }
 
-    /// The receiving end for `shard`. Only that shard's thread should drain it.
-    pub fn inbox(&self, shard: ShardId) -> Inbox<M> {
+    /// The receiving end of `lane` of `shard`. Only that shard's thread
+    /// should drain it.
+    pub fn inbox(&self, shard: ShardId, lane: Lane) -> Inbox<M> {
         assert!(usize::from(shard) < self.slots.len());
         Inbox {
             mesh: self.clone(),
             shard,
+            lane,
         }
     }
 }
 
-/// The receiving end of one shard's queue.
+/// The receiving end of one lane of one shard.
 pub struct Inbox<M> {
     mesh: Mesh<M>,
     shard: ShardId,
+    lane: Lane,
 }
 
 impl<M: Send> Inbox<M> {
-    fn slot(&self) -> &Slot<M> {
-        &self.mesh.slots[usize::from(self.shard)]
+    fn queue(&self) -> &Queue<M> {
+        &self.mesh.slots[usize::from(self.shard)][self.lane.index()]
     }
 
     pub fn try_recv(&self) -> Option<M> {
-        self.slot().queue.pop()
+        self.queue().queue.pop()
     }
 
-    /// Resolves once the queue holds at least one message.
+    /// Resolves once the lane holds at least one message.
     pub fn ready(&self) -> Ready<'_, M> {
         Ready { inbox: self }
     }
 
     pub fn len(&self) -> usize {
-        self.slot().queue.len()
+        self.queue().queue.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.slot().queue.is_empty()
+        self.queue().queue.is_empty()
     }
 }
 
@@ -116,14 +148,14 @@ impl<M: Send> Future for Ready<'_, M> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let slot = self.inbox.slot();
-        if !slot.queue.is_empty() {
+        let queue = self.inbox.queue();
+        if !queue.queue.is_empty() {
             return Poll::Ready(());
         }
-        slot.waker.register(cx.waker());
+        queue.waker.register(cx.waker());
         // A sender may have pushed between the check and the registration;
         // check again so that wake-up is not lost.
-        if slot.queue.is_empty() {
+        if queue.queue.is_empty() {
             Poll::Pending
         } else {
             Poll::Ready(())
@@ -138,15 +170,18 @@ mod tests {
     #[test]
     fn full_queue_hands_the_message_back() {
         let mesh = Mesh::<u32>::new(2, 2);
-        assert_eq!(mesh.send(1, 1), Ok(()));
-        assert_eq!(mesh.send(1, 2), Ok(()));
-        assert_eq!(mesh.send(1, 3), Err(3));
-        assert_eq!(mesh.send(7, 4), Err(4));
-        let inbox = mesh.inbox(1);
+        assert_eq!(mesh.send(1, Lane::Data, 1), Ok(()));
+        assert_eq!(mesh.send(1, Lane::Data, 2), Ok(()));
+        assert_eq!(mesh.send(1, Lane::Data, 3), Err(3));
+        assert_eq!(mesh.send(7, Lane::Data, 4), Err(4));
+        // A full data lane leaves the control lane free.
+        assert_eq!(mesh.send(1, Lane::Control, 5), Ok(()));
+        let inbox = mesh.inbox(1, Lane::Data);
         assert_eq!(inbox.try_recv(), Some(1));
         assert_eq!(inbox.try_recv(), Some(2));
         assert_eq!(inbox.try_recv(), None);
-        assert!(mesh.inbox(0).is_empty());
+        assert_eq!(mesh.inbox(1, Lane::Control).try_recv(), Some(5));
+        assert!(mesh.inbox(0, Lane::Data).is_empty());
     }
 
     /// A runtime thread receives 10,000 messages through its inbox, woken
@@ -163,7 +198,7 @@ mod tests {
                     .build()
                     .unwrap();
                 rt.block_on(async move {
-                    let inbox = mesh.inbox(1);
+                    let inbox = mesh.inbox(1, Lane::Data);
                     let mut expected = 0;
                     while expected < COUNT {
                         inbox.ready().await;
@@ -182,7 +217,7 @@ mod tests {
             let mut message = n;
             // Bounded: the receiver drains continuously.
             for _ in 0..10_000_000 {
-                match mesh.send(1, message) {
+                match mesh.send(1, Lane::Data, message) {
                     Ok(()) => break,
                     Err(back) => {
                         message = back;

@@ -128,3 +128,34 @@ impl Socket {
 pub(crate) fn send_buffer_bytes(send_queue_bytes_max: usize) -> usize {
     (send_queue_bytes_max / 8).clamp(64 << 10, 1 << 20)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use crate::connection::test_support::{on_each_driver, socket_pair};
+
+    /// Shutting a connection down goes through a handle that keeps its
+    /// descriptor open: with every other handle gone, the number still
+    /// names this connection's socket (it cannot have been reused for
+    /// another), and the shutdown reaches the peer.
+    #[test]
+    fn a_handle_keeps_its_descriptor_open_until_it_is_dropped() {
+        on_each_driver(|| async {
+            let (socket, writer, mut client) = socket_pair().await;
+            let kept = socket.clone();
+            let fd = kept.raw_fd();
+            drop(socket);
+            drop(writer);
+            // SAFETY: fcntl(F_GETFD) only reads the descriptor's flags.
+            assert!(
+                unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0,
+                "descriptor still open"
+            );
+            kept.shutdown();
+            let mut rest = Vec::new();
+            client.read_to_end(&mut rest).expect("end of file");
+            drop(kept);
+        });
+    }
+}

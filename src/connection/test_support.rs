@@ -42,6 +42,33 @@ pub(crate) async fn socket_pair() -> (Socket, WriteHalf, std::net::TcpStream) {
     (socket, writer, client)
 }
 
+/// Like [`socket_pair`], with small kernel buffers: the server end's send
+/// buffer and the client end's receive buffer, in bytes (the kernel
+/// doubles what is set), so a client that does not read fills them fast.
+pub(crate) async fn small_socket_pair(
+    send_bytes: usize,
+    recv_bytes: usize,
+) -> (Socket, WriteHalf, std::net::TcpStream) {
+    use socket2::{Domain, Protocol, Socket as RawSocket, Type};
+    let address: std::net::SocketAddr = "127.0.0.1:0".parse().expect("address");
+    let listener = RawSocket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+    listener.set_send_buffer_size(send_bytes).expect("SO_SNDBUF");
+    listener.bind(&address.into()).expect("bind");
+    listener.listen(4).expect("listen");
+    let address = listener.local_addr().expect("address").as_socket().expect("IP");
+    let listener = monoio::net::TcpListener::from_std(listener.into()).expect("listener");
+    let client = RawSocket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+    client.set_recv_buffer_size(recv_bytes).expect("SO_RCVBUF");
+    client.connect(&address.into()).expect("connect");
+    let client: std::net::TcpStream = client.into();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    let (server, _) = listener.accept().await.expect("accept");
+    let (socket, writer) = Socket::split(server);
+    (socket, writer, client)
+}
+
 /// Lets the runtime run until `done()` holds; panics after 10 s.
 pub(crate) async fn yield_until(done: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);

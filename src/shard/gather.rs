@@ -394,3 +394,6 @@ impl Shard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -15,7 +15,7 @@ use crate::metrics::{Snapshot, Stats};
 use crate::realtime::settings::{EnvKey, Settings};
 use crate::realtime::state::{MemberEntry, Target};
 use crate::shard::Shard;
-use ringcast_shards::ShardId;
+use ringcast_shards::{Lane, ShardId};
 
 /// A request or reply between shards.
 pub(crate) enum ShardMessage {
@@ -60,6 +60,18 @@ pub(crate) enum ShardMessage {
     Shutdown,
 }
 
+impl ShardMessage {
+    /// Publishes travel in the data lane (whose drain may wait for a slow
+    /// client); everything else in the control lane, which is drained
+    /// promptly whatever the data lane waits for.
+    pub(crate) fn lane(&self) -> Lane {
+        match self {
+            Self::Publish { .. } => Lane::Data,
+            _ => Lane::Control,
+        }
+    }
+}
+
 /// Runs `message` on `shard`.
 fn handle(shard: &Shard, message: ShardMessage) {
     match message {
@@ -98,13 +110,14 @@ fn handle(shard: &Shard, message: ShardMessage) {
 /// Messages handled per drain before yielding to the shard's other tasks.
 const INBOX_BATCH_MAX: usize = 256;
 
-/// Drains the shard's inbox for as long as the shard runs. Yields every
+/// Drains the shard's data lane for as long as the shard runs. Yields every
 /// [`INBOX_BATCH_MAX`] messages (the writers run and their writes are
 /// submitted before the next batch, which bounds what one turn queues per
 /// client), and waits, in order, for a client that reads but is half its
-/// queue cap behind (head-of-line: see `connection::outbox::Egress`).
-pub(crate) async fn drain_forever(shard: Rc<Shard>) {
-    let inbox = shard.shared.mesh.inbox(shard.id);
+/// queue cap behind (head-of-line for data only: see
+/// `connection::outbox::Egress`; the control lane has its own task).
+pub(crate) async fn drain_data_forever(shard: Rc<Shard>) {
+    let inbox = shard.shared.mesh.inbox(shard.id, Lane::Data);
     loop {
         inbox.ready().await;
         let mut handled = 0;
@@ -116,6 +129,28 @@ pub(crate) async fn drain_forever(shard: Rc<Shard>) {
                 shard.egress.paced(recipient).await;
                 handled = 0;
             } else if handled == INBOX_BATCH_MAX {
+                shard.yielder.yield_now().await;
+                handled = 0;
+            }
+        }
+    }
+}
+
+/// Drains the shard's control lane (requests, replies, settings, shutdown)
+/// for as long as the shard runs. It never waits for a client: a pacing
+/// request its handling leaves (an ack to a client that is behind) is
+/// dropped, the frame being queued all the same.
+pub(crate) async fn drain_control_forever(shard: Rc<Shard>) {
+    let inbox = shard.shared.mesh.inbox(shard.id, Lane::Control);
+    loop {
+        inbox.ready().await;
+        let mut handled = 0;
+        while let Some(message) = inbox.try_recv() {
+            Stats::bump(&shard.stats.mesh_received);
+            handle(&shard, message);
+            shard.egress.take_pace_request();
+            handled += 1;
+            if handled == INBOX_BATCH_MAX {
                 shard.yielder.yield_now().await;
                 handled = 0;
             }

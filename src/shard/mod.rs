@@ -216,7 +216,7 @@ impl Shard {
         let settings = rt.settings();
         let mut gauges = Gauges {
             sockets: sockets.len() as u64,
-            inbox_depth: self.shared.mesh.inbox(self.id).len() as u64,
+            inbox_depth: self.shared.mesh.inbox(self.id, ringcast_shards::Lane::Data).len() as u64,
             queued_bytes: sockets.iter().map(|(_, o)| o.queued_bytes() as u64).sum(),
             mesh_backlog: self.outgoing.len() as u64,
             masters: rt.master_count() as u64,
@@ -242,7 +242,8 @@ where
     Fut: Future<Output = ()> + 'static,
 {
     let shard = Rc::new(Shard::new(shard_id, shared));
-    monoio::spawn(inbox::drain_forever(shard.clone()));
+    monoio::spawn(inbox::drain_data_forever(shard.clone()));
+    monoio::spawn(inbox::drain_control_forever(shard.clone()));
     monoio::spawn(
         shard
             .outgoing

@@ -85,7 +85,8 @@ impl Shared {
             let shard = ShardId::try_from(shard).unwrap();
             let started = Instant::now();
             let mut message = make();
-            while let Err(back) = self.mesh.send(shard, message) {
+            let lane = message.lane();
+            while let Err(back) = self.mesh.send(shard, lane, message) {
                 if started.elapsed() >= deadline {
                     result = Err(BroadcastTimeout {
                         shard,

@@ -7,6 +7,7 @@
 
 mod support;
 
+mod backlog;
 mod bad_input;
 mod cross_shard;
 mod deploy_files;

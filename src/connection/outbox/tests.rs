@@ -1,7 +1,7 @@
 use std::io::Read;
 
 use super::*;
-use crate::connection::test_support::{on_each_driver, socket_pair, yield_until};
+use crate::connection::test_support::{on_each_driver, small_socket_pair, socket_pair, yield_until};
 
 fn frame(text: &str) -> Bytes {
     crate::protocol::frames::engineio(text)
@@ -120,5 +120,73 @@ fn the_writer_future_stays_small() {
         let writer = write_loop(outbox, spare_writer);
         let size = size_of_val(&writer);
         assert!(size <= 384, "writer future is {size} bytes");
+    });
+}
+
+/// A client that reads but is half its cap behind asks its producer to wait
+/// for it; once its writes have made no progress for the stall timeout it
+/// asks no more (it costs no one else anything) and is closed at the cap.
+#[test]
+fn producers_pace_to_a_client_that_reads_but_not_to_a_stalled_one() {
+    on_each_driver(|| async {
+        let (server, writer, client) = small_socket_pair(4096, 4096).await;
+        let stall_timeout = Duration::from_millis(20);
+        let egress = Rc::new(Egress::new(Rc::new(Stats::default()), stall_timeout));
+        let cap = 64 * 1024;
+        let outbox = Rc::new(Outbox::new(cap, server, writer, egress.clone()));
+        let kilobyte = frame(&"k".repeat(1000));
+        // Before any write is stuck: past half the cap, pacing is asked for.
+        while outbox.queued_bytes() <= cap / 2 {
+            outbox.push(kilobyte.clone());
+        }
+        assert!(egress
+            .take_pace_request()
+            .is_some_and(|r| Rc::ptr_eq(&r, &outbox)));
+        // The client never reads: the writer's write gets stuck, and after
+        // the stall timeout the client counts as stalled.
+        yield_until(|| outbox.is_stalled()).await;
+        egress.take_pace_request();
+        outbox.push(kilobyte.clone());
+        assert!(
+            egress.take_pace_request().is_none(),
+            "no one waits for a stalled client"
+        );
+        while outbox.closing().is_none() {
+            outbox.push(kilobyte.clone());
+        }
+        assert_eq!(outbox.closing(), Some(CloseReason::SlowConsumer));
+        assert!(egress.take_pace_request().is_none());
+        drop(client);
+    });
+}
+
+/// A producer waiting for a client that reads resumes once the client has
+/// read enough for the queue to fall under half the cap.
+#[test]
+fn a_paced_producer_resumes_when_the_client_catches_up() {
+    on_each_driver(|| async {
+        let (server, writer, client) = small_socket_pair(4096, 4096).await;
+        let egress = Rc::new(Egress::new(Rc::new(Stats::default()), Duration::from_secs(10)));
+        let cap = 64 * 1024;
+        let outbox = Rc::new(Outbox::new(cap, server, writer, egress.clone()));
+        let kilobyte = frame(&"k".repeat(1000));
+        while outbox.queued_bytes() <= cap / 2 {
+            outbox.push(kilobyte.clone());
+        }
+        let recipient = egress.take_pace_request().expect("pacing asked for");
+        let total = outbox.queued_bytes();
+        let mut client = client;
+        let reader = std::thread::spawn(move || {
+            let mut all = vec![0; total];
+            client.read_exact(&mut all).map(|()| all.len())
+        });
+        egress.paced(recipient).await;
+        assert!(
+            outbox.queued_bytes() <= cap / 2,
+            "released only once under half the cap"
+        );
+        // The rest is written while the runtime runs.
+        yield_until(|| reader.is_finished()).await;
+        assert_eq!(reader.join().unwrap().unwrap(), total);
     });
 }

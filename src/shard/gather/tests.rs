@@ -1,0 +1,55 @@
+//! Gathers whose other shards never answer: shard 0 of a two-shard mesh
+//! runs alone here, so whatever it asks of shard 1 sits in an inbox no one
+//! drains, and every answer must come from the deadline.
+
+use std::time::Duration;
+
+use super::*;
+use crate::config::{Cli, Config};
+use crate::connection::test_support::on_each_driver;
+use crate::shard::Shared;
+
+fn lonely_shard() -> Rc<Shard> {
+    let cli = Cli {
+        shards: Some(2),
+        ..Cli::default()
+    };
+    let mut config = Config::load(&cli).expect("config");
+    config.gather_timeout = Duration::from_millis(50);
+    Rc::new(Shard::new(0, Arc::new(Shared::new(config))))
+}
+
+#[test]
+fn a_member_list_is_answered_at_its_deadline_with_what_arrived() {
+    on_each_driver(|| async {
+        let shard = lonely_shard();
+        let gathered = shard.members_json(0, "room").await;
+        assert_eq!(gathered.missing, 1);
+        assert_eq!(gathered.value, b"[]");
+        assert_eq!(shard.stats.gather_timeouts.get(), 1);
+        assert!(shard.gathers.borrow().members.is_empty(), "the gather is gone");
+    });
+}
+
+#[test]
+fn a_scrape_is_answered_at_its_deadline_with_this_shards_snapshot() {
+    on_each_driver(|| async {
+        let shard = lonely_shard();
+        let gathered = shard.gather_stats().await;
+        assert_eq!(gathered.missing, 1);
+        assert_eq!(gathered.value.len(), 1);
+        assert_eq!(gathered.value[0].shard, 0);
+    });
+}
+
+#[test]
+fn a_settings_change_reports_the_shards_that_did_not_confirm() {
+    on_each_driver(|| async {
+        let shard = lonely_shard();
+        // This shard's own confirmation goes through its inbox too, which
+        // nobody drains here: both are missing.
+        let gathered = shard.apply_everywhere(shard.settings()).await;
+        assert_eq!(gathered.missing, 2);
+        assert_eq!(shard.stats.gather_timeouts.get(), 1);
+    });
+}
