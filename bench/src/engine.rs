@@ -92,7 +92,14 @@ pub struct ConnSpec {
     pub id: u32,
     pub join: Option<u32>,
     pub publish: Option<PublishSpec>,
+    /// Stops reading once joined (a stalled subscriber): it is not counted
+    /// as a recipient, and its small receive buffer fills at once, so the
+    /// server's handling of slow consumers is what the run measures.
+    pub stall: bool,
 }
+
+/// Receive buffer of a stalled subscriber's socket, in bytes.
+const STALLED_RCVBUF_BYTES: usize = 4096;
 
 /// Fixed per run.
 #[derive(Debug, Clone)]
@@ -252,6 +259,8 @@ enum State {
     /// `join` sent with echo, waiting for our own `channel:join`.
     Joining,
     Ready,
+    /// Joined, and reads nothing more (see [`ConnSpec::stall`]).
+    Stalled,
     Dead,
 }
 
@@ -502,6 +511,9 @@ fn start_connect(
     let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     socket.set_nonblocking(true)?;
     socket.set_tcp_nodelay(true)?;
+    if conn.spec.stall {
+        socket.set_recv_buffer_size(STALLED_RCVBUF_BYTES)?;
+    }
     if settings.source_ips > 0 && target.is_ipv4() && target.ip().is_loopback() {
         // Spread source addresses over 127.0.0.x so the 4-tuple space is not
         // limited by one address's ephemeral ports; the port is picked at
@@ -609,6 +621,9 @@ fn fail(conn: &mut Conn, report: &mut WorkerReport, shared: &Shared, reason: &st
 }
 
 fn read_all(conn: &mut Conn, index: usize, buffer: &mut [u8], ctx: &mut Ctx<'_>) {
+    if conn.state == State::Stalled {
+        return;
+    }
     loop {
         let Some(stream) = conn.stream.as_mut() else {
             return;
@@ -723,9 +738,13 @@ fn on_text(conn: &mut Conn, index: usize, text: &[u8], ctx: &mut Ctx<'_>) -> Res
                 && name == b"channel:join"
                 && memchr::memmem::find(body, conn.sid()).is_some()
             {
-                conn.state = State::Ready;
-                if let Some(channel) = conn.spec.join {
-                    ctx.shared.channel_members[channel as usize].fetch_add(1, Ordering::Relaxed);
+                if conn.spec.stall {
+                    conn.state = State::Stalled;
+                } else {
+                    conn.state = State::Ready;
+                    if let Some(channel) = conn.spec.join {
+                        ctx.shared.channel_members[channel as usize].fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 ctx.shared.ready.fetch_add(1, Ordering::Relaxed);
             }

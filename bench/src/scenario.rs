@@ -102,6 +102,10 @@ pub enum Scenario {
         /// the next as soon as one reached every subscriber (0: --rate).
         #[arg(long, default_value_t = 0)]
         window: u32,
+        /// Subscribers that stop reading once joined (not counted as
+        /// recipients): what slow consumers cost everyone else.
+        #[arg(long, default_value_t = 0)]
+        stalled: u32,
     },
     /// C channels × M members; every member publishes to its channel at a
     /// fixed rate, or keeping its own window of messages in flight.
@@ -177,6 +181,10 @@ impl Scenario {
     /// The connections and the channel count.
     fn plan(&self) -> (Vec<ConnSpec>, usize) {
         let windowed = self.window() > 0;
+        let stalled = match *self {
+            Self::Fanout { stalled, .. } => stalled,
+            _ => 0,
+        };
         match *self {
             Self::Fanout {
                 subscribers,
@@ -194,6 +202,7 @@ impl Scenario {
                         id,
                         join: Some(0),
                         publish: None,
+                        stall: false,
                     })
                     .collect();
                 let interval_ns = interval_ns(rate / f64::from(publishers.max(1)));
@@ -208,6 +217,15 @@ impl Scenario {
                             is_member: false,
                             windowed,
                         }),
+                        stall: false,
+                    });
+                }
+                for s in 0..stalled {
+                    specs.push(ConnSpec {
+                        id: subscribers + publishers + s,
+                        join: Some(0),
+                        publish: None,
+                        stall: true,
                     });
                 }
                 (specs, 1)
@@ -233,6 +251,7 @@ impl Scenario {
                             is_member: true,
                             windowed,
                         }),
+                        stall: false,
                     })
                     .collect();
                 (specs, channels as usize)
@@ -255,6 +274,7 @@ impl Scenario {
                             is_member: true,
                             windowed,
                         }),
+                        stall: false,
                     })
                     .collect();
                 (specs, 0)
@@ -265,6 +285,7 @@ impl Scenario {
                         id,
                         join: None,
                         publish: None,
+                        stall: false,
                     })
                     .collect(),
                 0,

@@ -204,6 +204,27 @@ fn scenario_runs(options: &SuiteOptions) -> Vec<ScenarioRun> {
             });
         }
     }
+    // What clients that stop reading cost everyone else: the same fanout
+    // with 20 more subscribers that never read again after their join.
+    runs.push(
+        ScenarioRun::new(
+            "fanout-s1000-w16-stalled20",
+            Mode::Saturated,
+            &[
+                "fanout",
+                "--subscribers",
+                "1000",
+                "--publishers",
+                "1",
+                "--window",
+                "16",
+                "--stalled",
+                "20",
+            ],
+            &common,
+        )
+        .kinds(&["ringcast"]),
+    );
     runs.push(ScenarioRun::new(
         "broadcast-n1000-w16",
         Mode::Saturated,

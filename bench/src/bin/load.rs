@@ -16,8 +16,9 @@ struct Cli {
 enum Command {
     /// Run a scenario.
     Run {
+        // Boxed: the options are far bigger than the other command's.
         #[command(flatten)]
-        common: Common,
+        common: Box<Common>,
         #[command(subcommand)]
         scenario: Scenario,
     },
