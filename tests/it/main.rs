@@ -9,6 +9,7 @@ mod support;
 
 mod bad_input;
 mod cross_shard;
+mod dependencies;
 mod deploy_files;
 mod doctor;
 mod engineio;
