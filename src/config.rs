@@ -290,7 +290,11 @@ impl Config {
             gather_timeout: Duration::from_millis(s.gather_timeout_ms.unwrap_or(2000).max(1)),
             channel_name_bytes_max: s.channel_name_bytes_max.unwrap_or(256),
             trusted_proxies,
-            rate_limit_slots: s.rate_limit_slots.unwrap_or(1 << 18).next_power_of_two(),
+            rate_limit_slots: s
+                .rate_limit_slots
+                .unwrap_or(1 << 18)
+                .max(crate::realtime::rate_limit::PROBES)
+                .next_power_of_two(),
             file: cli.config.clone(),
             environments,
         })

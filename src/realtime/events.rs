@@ -9,7 +9,6 @@
 //! JSON text, never re-serialized.
 
 use std::borrow::Cow;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -21,7 +20,7 @@ use crate::protocol::frames;
 use crate::protocol::socketio::write_json_str;
 use crate::realtime::channels::SlabKey;
 use crate::realtime::profile::Profile;
-use crate::realtime::rate_limit::Verdict;
+use crate::realtime::rate_limit::{RateKey, Verdict};
 use crate::realtime::settings::EnvKey;
 use crate::realtime::state::{Member, Realtime, Sink, Target};
 
@@ -37,8 +36,15 @@ pub(crate) trait Effects<S> {
     /// Starts gathering the members of `channel` from everywhere; member
     /// `to` gets ack `ack_id` with the list.
     fn ack_members(&mut self, rt: &Realtime<S>, to: SlabKey, ack_id: u64, env: EnvKey, channel: &str);
-    /// Counts one event of `ip` against limiter `limiter` of `env`.
-    fn rate_hit(&mut self, env: EnvKey, ip: IpAddr, limiter: usize, limit: u32, window_s: u32) -> Verdict;
+    /// Counts one event of `key` against limiter `limiter` of `env`.
+    fn rate_hit(
+        &mut self,
+        env: EnvKey,
+        key: RateKey<'_>,
+        limiter: usize,
+        limit: u32,
+        window_s: u32,
+    ) -> Verdict;
     /// Seconds on the rate-limit clock.
     fn now_s(&self) -> u64;
     fn stats(&self) -> &Stats;
@@ -194,8 +200,10 @@ pub(crate) fn handle<S: Sink>(
 }
 
 /// Checks a client event against its environment's rate limiters, in
-/// order. An event over a limit is dropped and counted; the client gets one
-/// `error` event `{code: "rate_limit_exceeded", message}` per window.
+/// order, under the member's [`Member::rate_key`]. An event over a limit is
+/// dropped and counted; the client gets one `error` event
+/// `{code: "rate_limit_exceeded", message}` per window. An event let through
+/// unchecked because the shared table was full is counted too.
 fn rate_limited<S: Sink>(rt: &mut Realtime<S>, fx: &mut impl Effects<S>, key: SlabKey, env: EnvKey) -> bool {
     let settings = rt.settings().clone();
     let Some(env_settings) = settings.get(env) else {
@@ -207,11 +215,16 @@ fn rate_limited<S: Sink>(rt: &mut Realtime<S>, fx: &mut impl Effects<S>, key: Sl
     let Some(member) = rt.member_mut(key) else {
         return false;
     };
-    let ip = member.client_ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let now = fx.now_s();
+    let mut unchecked = false;
     for (index, limit) in env_settings.rate_limits.iter().enumerate() {
-        let Verdict::Over { window_end } = fx.rate_hit(env, ip, index, limit.limit, limit.window_s) else {
-            continue;
+        let window_end = match fx.rate_hit(env, member.rate_key(), index, limit.limit, limit.window_s) {
+            Verdict::Allowed => continue,
+            Verdict::Unchecked => {
+                unchecked = true;
+                continue;
+            }
+            Verdict::Over { window_end } => window_end,
         };
         Stats::bump(&fx.stats().rate_limited_events);
         if member.rate_error_until_s <= now {
@@ -224,6 +237,9 @@ fn rate_limited<S: Sink>(rt: &mut Realtime<S>, fx: &mut impl Effects<S>, key: Sl
             member.sink.push(frame);
         }
         return true;
+    }
+    if unchecked {
+        Stats::bump(&fx.stats().rate_table_saturated);
     }
     false
 }

@@ -15,6 +15,7 @@ use slab::Slab;
 
 use super::channels::{EnvIndex, Members, SlabKey};
 use super::profile::Profile;
+use super::rate_limit::RateKey;
 use super::settings::{EnvKey, Settings};
 use ringcast_shards::conn_id::ConnIdText;
 use ringcast_shards::{ConnId, ShardId};
@@ -63,6 +64,17 @@ pub(crate) struct Member<S> {
 impl<S> Member<S> {
     pub(crate) fn is_master(&self) -> bool {
         self.env.is_none()
+    }
+
+    /// Whose rate-limit budget the member's events draw on: its IP's; when
+    /// the IP is unknown, its user's; else its own connection's (see
+    /// [`RateKey`]).
+    pub(crate) fn rate_key(&self) -> RateKey<'_> {
+        match (self.client_ip, &self.user) {
+            (Some(ip), _) => RateKey::Ip(ip),
+            (None, Some(user)) => RateKey::User(user),
+            (None, None) => RateKey::Connection(self.id.as_str()),
+        }
     }
 }
 

@@ -19,6 +19,7 @@ mod inbound_flood;
 mod limits;
 mod master;
 mod metrics;
+mod rate_limits;
 mod realtime;
 mod shutdown;
 mod slow_consumer;

@@ -4,6 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::rc::Rc;
 
 use super::*;
@@ -44,8 +45,10 @@ struct Recorder {
     limits: Limits,
     published: Vec<(EnvKey, Target, Option<SlabKey>)>,
     member_lists: Vec<(SlabKey, u64, String)>,
-    /// Events counted per (env, limiter) so far: a fake rate table.
-    rate_counts: HashMap<(EnvKey, usize), u32>,
+    /// Events counted per (env, key, limiter) so far: a fake rate table.
+    rate_counts: HashMap<(EnvKey, String, usize), u32>,
+    /// Answers `Unchecked` (a full table) for every key when set.
+    rate_table_full: bool,
 }
 
 impl Recorder {
@@ -58,6 +61,7 @@ impl Recorder {
             published: Vec::new(),
             member_lists: Vec::new(),
             rate_counts: HashMap::new(),
+            rate_table_full: false,
         }
     }
 }
@@ -87,8 +91,21 @@ impl Effects<TestSink> for Recorder {
         self.member_lists.push((to, ack_id, channel.to_owned()));
     }
 
-    fn rate_hit(&mut self, env: EnvKey, _ip: IpAddr, limiter: usize, limit: u32, window_s: u32) -> Verdict {
-        let count = self.rate_counts.entry((env, limiter)).or_insert(0);
+    fn rate_hit(
+        &mut self,
+        env: EnvKey,
+        key: RateKey<'_>,
+        limiter: usize,
+        limit: u32,
+        window_s: u32,
+    ) -> Verdict {
+        if self.rate_table_full {
+            return Verdict::Unchecked;
+        }
+        let count = self
+            .rate_counts
+            .entry((env, format!("{key:?}"), limiter))
+            .or_insert(0);
         *count += 1;
         if *count > limit {
             Verdict::Over {
@@ -141,6 +158,22 @@ impl World {
     }
 
     fn connect(&mut self, name: &'static str, env: Option<EnvKey>) -> SlabKey {
+        self.connect_as(name, env, None, None)
+    }
+
+    /// A client of environment 0 from `ip` (`None`: unknown) signed in as
+    /// `user`.
+    fn client_as(&mut self, name: &'static str, ip: Option<&str>, user: Option<&str>) -> SlabKey {
+        self.connect_as(name, Some(0), ip.map(|ip| ip.parse().unwrap()), user)
+    }
+
+    fn connect_as(
+        &mut self,
+        name: &'static str,
+        env: Option<EnvKey>,
+        client_ip: Option<IpAddr>,
+        user: Option<&str>,
+    ) -> SlabKey {
         let sink = TestSink {
             name,
             log: self.log.clone(),
@@ -150,9 +183,9 @@ impl World {
             sink,
             env,
             echo: false,
-            user: None,
+            user: user.map(Box::from),
             api_key: None,
-            client_ip: None,
+            client_ip,
         });
         key
     }
@@ -343,31 +376,94 @@ fn master_events_are_ignored_unless_sent_by_the_master() {
     assert_eq!(w.fx.member_lists, [(m, 10, "c".to_owned())]);
 }
 
+fn rate_limited_env(limits: &[u32]) -> EnvSettings {
+    let mut env = EnvSettings::default_env();
+    env.rate_limits = limits
+        .iter()
+        .map(|&limit| RateLimit {
+            limit,
+            window_s: 10,
+            message: "slow down".into(),
+        })
+        .collect();
+    env
+}
+
+const RATE_ERROR: &str = r#"42["error",{"code":"rate_limit_exceeded","message":"slow down"}]"#;
+
 #[test]
 fn a_client_over_a_rate_limit_is_dropped_and_told_once_per_window() {
-    let mut env = EnvSettings::default_env();
-    env.rate_limits = vec![RateLimit {
-        limit: 2,
-        window_s: 10,
-        message: "slow down".into(),
-    }];
-    let mut w = World::new(env);
-    let (a, b) = (w.client("a"), w.client("b"));
+    let mut w = World::new(rate_limited_env(&[2]));
+    let (a, b) = (w.client_as("a", Some("10.0.0.1"), None), w.client("b"));
     w.event(b, "join", &[r#"{"channel":"c"}"#]).unwrap();
     w.take();
     for n in 0..4 {
         let message = format!(r#"{{"channel":"c","eventName":"m","message":{n}}}"#);
         w.event(a, "message", &[&message]).unwrap();
     }
-    let error = r#"42["error",{"code":"rate_limit_exceeded","message":"slow down"}]"#.to_owned();
     assert_eq!(
         w.take(),
         [
             ("b", r#"42["m",{"channel":"c","message":0}]"#.to_owned()),
-            ("a", error),
+            ("b", r#"42["m",{"channel":"c","message":1}]"#.to_owned()),
+            ("a", RATE_ERROR.to_owned()),
         ]
     );
-    assert_eq!(w.fx.stats.rate_limited_events.get(), 3);
+    assert_eq!(w.fx.stats.rate_limited_events.get(), 2);
+}
+
+/// Who shares a budget: clients of one IP do; clients whose IP is unknown
+/// (a trusted proxy sent no usable X-Forwarded-For) do not, unless they are
+/// one signed-in user. One of them cannot spend the budget of the others.
+#[test]
+fn clients_of_unknown_ip_have_budgets_of_their_own_and_a_user_has_one() {
+    let mut w = World::new(rate_limited_env(&[1]));
+    let clients = [
+        w.client_as("anon1", None, None),
+        w.client_as("anon2", None, None),
+        w.client_as("ann1", None, Some("ann")),
+        w.client_as("ann2", None, Some("ann")),
+        w.client_as("ip1", Some("10.0.0.1"), Some("bob")),
+        w.client_as("ip2", Some("10.0.0.1"), Some("carl")),
+    ];
+    for key in clients {
+        w.event(key, "message", &[r#"{"eventName":"m","message":1}"#])
+            .unwrap();
+    }
+    let errors: Vec<&str> = w
+        .take()
+        .into_iter()
+        .filter(|(_, text)| text == RATE_ERROR)
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(errors, ["ann2", "ip2"], "who found its budget spent");
+    // The first anonymous client's own budget is spent now.
+    w.event(clients[0], "message", &[r#"{"eventName":"m","message":2}"#])
+        .unwrap();
+    assert_eq!(w.take(), [("anon1", RATE_ERROR.to_owned())]);
+}
+
+#[test]
+fn events_let_through_by_a_full_rate_table_are_counted_once_each() {
+    let mut w = World::new(rate_limited_env(&[1, 1]));
+    w.fx.rate_table_full = true;
+    let (a, b) = (w.client("a"), w.client("b"));
+    for n in 0..3 {
+        w.event(a, "message", &[&format!(r#"{{"eventName":"m","message":{n}}}"#)])
+            .unwrap();
+    }
+    assert_eq!(
+        w.take().iter().filter(|(name, _)| *name == "b").count(),
+        3,
+        "fail open: all delivered"
+    );
+    assert_eq!(
+        w.fx.stats.rate_table_saturated.get(),
+        3,
+        "one per event, not per limiter"
+    );
+    assert_eq!(w.fx.stats.rate_limited_events.get(), 0);
+    let _ = b;
 }
 
 #[test]
