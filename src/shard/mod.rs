@@ -40,7 +40,7 @@ use crate::realtime::auth::now_unix_s;
 use crate::realtime::channels::SlabKey;
 use crate::realtime::events::{self, Incoming, Limits};
 use crate::realtime::settings::Settings;
-use crate::realtime::state::{NewMember, Realtime};
+use crate::realtime::state::{NewMember, Realtime, Sweep};
 use gather::Gathers;
 use inbox::ShardMessage;
 use outgoing::Outgoing;
@@ -341,9 +341,10 @@ async fn heartbeat(shard: Rc<Shard>) {
             outbox.enforce_connect_deadline(now, connect_timeout);
         }
         if now.duration_since(last_sweep) >= Duration::from_secs(1) {
-            // API keys expire with time, not only with settings changes.
+            // API keys and sessions expire with time, not only with
+            // settings changes.
             last_sweep = now;
-            shard.realtime.borrow().sweep(now_unix_s());
+            shard.realtime.borrow_mut().sweep(now_unix_s(), Sweep::Expired);
         }
     }
 }

@@ -9,6 +9,7 @@ use std::rc::Rc;
 
 use super::*;
 use crate::protocol::frames::{payloads, Payload};
+use crate::realtime::auth::{Credentials, SessionCheck};
 use crate::realtime::settings::{EnvSettings, RateLimit, Settings};
 use crate::realtime::state::NewMember;
 
@@ -174,6 +175,29 @@ impl World {
         client_ip: Option<IpAddr>,
         user: Option<&str>,
     ) -> SlabKey {
+        let session = match user {
+            Some(user) => SessionCheck::Valid {
+                user: user.into(),
+                expires_at_s: None,
+                secret: 0,
+            },
+            None => SessionCheck::Absent,
+        };
+        let credentials = Credentials {
+            ip: client_ip,
+            session,
+            ..Credentials::default()
+        };
+        self.register(name, env, credentials)
+    }
+
+    /// A client of environment 0 that connected with `credentials` (under
+    /// settings that let it in).
+    fn client_with(&mut self, name: &'static str, credentials: Credentials) -> SlabKey {
+        self.register(name, Some(0), credentials)
+    }
+
+    fn register(&mut self, name: &'static str, env: Option<EnvKey>, credentials: Credentials) -> SlabKey {
         let sink = TestSink {
             name,
             log: self.log.clone(),
@@ -183,11 +207,20 @@ impl World {
             sink,
             env,
             echo: false,
-            user: user.map(Box::from),
-            api_key: None,
-            client_ip,
+            credentials,
+            valid_until_s: u64::MAX,
         });
         key
+    }
+
+    fn kicked(&self, key: SlabKey) -> bool {
+        self.rt.member(key).unwrap().sink.kicked.get()
+    }
+
+    /// Replaces environment 0 with `env` as a settings change does.
+    fn change(&mut self, env: EnvSettings, now_unix_s: u64) {
+        let next = self.rt.settings().with(env);
+        self.rt.apply_settings(Arc::new(next), now_unix_s);
     }
 
     fn id(&self, key: SlabKey) -> String {
@@ -488,4 +521,103 @@ fn a_departed_member_leaves_each_of_its_channels() {
         ]
     );
     assert_eq!(w.fx.stats.leaves.get(), 2);
+}
+
+/// Settings changes hold connected clients to the connect rules, both ways:
+/// requiring a key drops the clients without one and keeps those that
+/// presented a valid one; removing a key that is no longer required drops
+/// no one; requiring a session drops the clients without a valid one.
+#[test]
+fn settings_changes_kick_exactly_the_clients_the_connect_rules_would_refuse() {
+    let key = |k: &str| crate::realtime::settings::ApiKey {
+        key: k.into(),
+        allow_realtime: true,
+        expires_at: None,
+        origins: crate::realtime::settings::Rule::All,
+        ips: crate::realtime::settings::Rule::All,
+    };
+    let open = EnvSettings {
+        api_keys: vec![key("k")],
+        session_secret: Some("s".into()),
+        ..EnvSettings::default_env()
+    };
+    let mut w = World::new(open.clone());
+    let signed_in = SessionCheck::Valid {
+        user: "u".into(),
+        expires_at_s: Some(5000),
+        secret: crate::realtime::auth::secret_print("s"),
+    };
+    let with_key = w.client_with(
+        "with_key",
+        Credentials {
+            api_key: Some("k".into()),
+            ..Credentials::default()
+        },
+    );
+    let keyless = w.client_with("keyless", Credentials::default());
+    let keyed_user = w.client_with(
+        "keyed_user",
+        Credentials {
+            api_key: Some("k".into()),
+            session: signed_in.clone(),
+            ..Credentials::default()
+        },
+    );
+    let master = w.master("m");
+
+    w.change(
+        EnvSettings {
+            api_key_required: true,
+            ..open.clone()
+        },
+        1000,
+    );
+    assert_eq!(
+        [with_key, keyless, keyed_user, master].map(|k| w.kicked(k)),
+        [false, true, false, false],
+        "requiring a key drops only the client without one"
+    );
+
+    w.change(
+        EnvSettings {
+            api_keys: vec![],
+            ..open.clone()
+        },
+        1000,
+    );
+    assert_eq!(
+        [with_key, keyed_user].map(|k| w.kicked(k)),
+        [false, false],
+        "a key removed while keys are not required drops no one"
+    );
+
+    w.change(
+        EnvSettings {
+            session_required: true,
+            ..open.clone()
+        },
+        1000,
+    );
+    assert_eq!(
+        [with_key, keyed_user].map(|k| w.kicked(k)),
+        [true, false],
+        "requiring a session"
+    );
+
+    // The session the signed-in client connected with expires at 5000: the
+    // sweep every second drops it then, not before.
+    w.rt.sweep(4999, crate::realtime::state::Sweep::Expired);
+    assert!(!w.kicked(keyed_user));
+    w.rt.sweep(5000, crate::realtime::state::Sweep::Expired);
+    assert!(w.kicked(keyed_user), "its required session expired");
+}
+
+/// A removed environment drops its clients.
+#[test]
+fn a_removed_environment_drops_its_clients() {
+    let mut w = World::default_env();
+    let a = w.client("a");
+    let next = w.rt.settings().replaced_by(vec![EnvSettings::named("other")]);
+    w.rt.apply_settings(Arc::new(next), 1000);
+    assert!(w.kicked(a));
 }
