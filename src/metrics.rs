@@ -66,6 +66,8 @@ counters! {
     refused_connects => "ringcast_refused_connects_total", "Socket.IO connects refused with connect_error.";
     refused_upgrades => "ringcast_refused_upgrades_total", "WebSocket upgrades refused with 503 over a connection limit.";
     rate_limited_events => "ringcast_rate_limited_events_total", "Client events dropped by a rate limiter.";
+    channel_limit_refusals => "ringcast_channel_limit_refusals_total", "Joins refused because the connection was in channels_per_connection_max channels.";
+    profile_limit_refusals => "ringcast_profile_limit_refusals_total", "Profile updates refused for being over profile_bytes_max.";
     rate_table_saturated => "ringcast_rate_table_saturated_total", "Client events let through unchecked (fail open) because every rate-limit table slot their key may use was held by another key; raise rate_limit_slots.";
     ignored_master_events => "ringcast_ignored_master_events_total", "Master events from non-master connections, ignored.";
     ignored_events => "ringcast_ignored_events_total", "Events with no meaning to the server, ignored.";

@@ -80,6 +80,8 @@ fn example_file_loads() {
     assert_eq!(cfg.rate_limit_slots, 262_144);
     assert_eq!(cfg.master_token, "change-me");
     assert_eq!(cfg.channel_name_bytes_max, 256);
+    assert_eq!(cfg.channels_per_connection_max, 128);
+    assert_eq!(cfg.profile_bytes_max, 8192);
 }
 
 #[test]

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use slab::Slab;
 
 use super::auth::{self, Credentials};
-use super::channels::{EnvIndex, Members, SlabKey};
+use super::channels::{EnvIndex, Joined, Members, SlabKey};
 use super::profile::Profile;
 use super::rate_limit::RateKey;
 use super::settings::{EnvKey, Settings};
@@ -55,8 +55,10 @@ pub(crate) struct Member<S> {
     /// When (Unix seconds) its admission must be asked again although the
     /// settings did not change: the earliest expiry it depended on.
     pub(crate) valid_until_s: u64,
-    /// Channels joined, in join order.
-    pub(crate) channels: Vec<Box<str>>,
+    /// Channels joined (at most `channels_per_connection_max`), in join
+    /// order but for leaves, which move the last-joined into the leaver's
+    /// place (O(1)).
+    pub(crate) channels: Joined,
     /// Profile set by `update`; `None` shows as `null`.
     pub(crate) profile: Option<Profile>,
     /// Until when (rate-limit clock) no further rate-limit error is sent.
@@ -161,7 +163,7 @@ impl<S: Sink> Realtime<S> {
             echo: new.echo,
             credentials: new.credentials,
             valid_until_s: new.valid_until_s,
-            channels: Vec::new(),
+            channels: Joined::default(),
             profile: None,
             rate_error_until_s: 0,
         });
@@ -177,7 +179,7 @@ impl<S: Sink> Realtime<S> {
             if let Some(user) = member.user() {
                 index.remove_user(user, key);
             }
-            for channel in &member.channels {
+            for channel in member.channels.iter() {
                 index.leave(channel, key);
             }
         }

@@ -97,6 +97,8 @@ impl Shard {
             yielder: Rc::default(),
             limits: Limits {
                 channel_name_bytes_max: config.channel_name_bytes_max,
+                channels_per_connection_max: config.channels_per_connection_max,
+                profile_bytes_max: config.profile_bytes_max,
             },
             gathers: RefCell::default(),
             outgoing: Rc::new(Outgoing::new(

@@ -8,6 +8,7 @@
 mod support;
 
 mod bad_input;
+mod connection_state;
 mod cross_shard;
 mod dependencies;
 mod deploy_files;

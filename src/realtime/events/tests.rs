@@ -58,6 +58,8 @@ impl Recorder {
             stats: Stats::default(),
             limits: Limits {
                 channel_name_bytes_max: 16,
+                channels_per_connection_max: 3,
+                profile_bytes_max: 32,
             },
             published: Vec::new(),
             member_lists: Vec::new(),
@@ -620,4 +622,96 @@ fn a_removed_environment_drops_its_clients() {
     let next = w.rt.settings().replaced_by(vec![EnvSettings::named("other")]);
     w.rt.apply_settings(Arc::new(next), 1000);
     assert!(w.kicked(a));
+}
+
+fn join(w: &mut World, key: SlabKey, channel: &str) {
+    w.event(key, "join", &[&format!(r#"{{"channel":"{channel}"}}"#)])
+        .unwrap();
+}
+
+/// At `channels_per_connection_max` (3 here) a join of another channel is
+/// refused with an error event to the joiner alone and joins nothing; the
+/// connection stays, a join of a channel it is in is still a no-op, and a
+/// leave makes room.
+#[test]
+fn a_join_beyond_the_channel_limit_is_refused_with_an_error() {
+    let mut w = World::default_env();
+    let (a, b) = (w.client("a"), w.client("b"));
+    join(&mut w, b, "w");
+    for channel in ["x", "y", "z"] {
+        join(&mut w, a, channel);
+    }
+    w.take();
+    join(&mut w, a, "w");
+    let refused = r#"42["error",{"code":"channel_limit_exceeded","message":"A connection may be in at most 3 channels; leave one first","channel":"w"}]"#;
+    assert_eq!(w.take(), [("a", refused.to_owned())], "b hears no join");
+    assert_eq!(w.fx.stats.channel_limit_refusals.get(), 1);
+    assert_eq!(w.rt.member(a).unwrap().channels.len(), 3);
+    join(&mut w, a, "x");
+    assert_eq!(w.take(), [], "already in: a no-op, not a refusal");
+    w.event(a, "leave", &[r#"{"channel":"y"}"#]).unwrap();
+    join(&mut w, a, "w");
+    let id = w.id(a);
+    assert_eq!(w.take(), [("b", presence("channel:join", "w", &id))]);
+    let mut channels: Vec<&str> = w.rt.member(a).unwrap().channels.iter().map(|c| &**c).collect();
+    channels.sort();
+    assert_eq!(channels, ["w", "x", "z"]);
+}
+
+/// Leaves take the named channel out of the member's list wherever it is,
+/// and the index agrees (no limit: 0).
+#[test]
+fn leaves_remove_exactly_the_named_channels() {
+    let mut w = World::default_env();
+    w.fx.limits.channels_per_connection_max = 0;
+    let a = w.client("a");
+    let names: Vec<String> = (0..1000).map(|i| format!("c{i}")).collect();
+    for name in &names {
+        join(&mut w, a, name);
+    }
+    for name in names.iter().step_by(3) {
+        w.event(a, "leave", &[&format!(r#"{{"channel":"{name}"}}"#)])
+            .unwrap();
+    }
+    assert_eq!(w.rt.member(a).unwrap().channels.len(), 1000 - 334);
+    for (i, name) in names.iter().enumerate() {
+        let kept = i % 3 != 0;
+        let joined = w.rt.member(a).unwrap().channels.contains(name.as_str());
+        assert_eq!(joined, kept, "{name}");
+        let indexed = w.rt.env_mut(0).unwrap().channel(name).is_some();
+        assert_eq!(indexed, kept, "{name} in the index");
+    }
+}
+
+/// A profile over `profile_bytes_max` (32 here, JSON plus attachments) is
+/// refused with an error event and changes nothing: no channel:update, and
+/// the old profile stays.
+#[test]
+fn an_oversize_profile_is_refused_and_changes_nothing() {
+    let mut w = World::default_env();
+    let (a, b) = (w.client("a"), w.client("b"));
+    join(&mut w, a, "c");
+    join(&mut w, b, "c");
+    w.event(a, "update", &[r#"{"data":{"name":"ann"}}"#]).unwrap();
+    w.take();
+    let big = format!(r#"{{"data":{{"name":"{}"}}}}"#, "x".repeat(30));
+    w.event(a, "update", &[&big]).unwrap();
+    let refused = r#"42["error",{"code":"profile_too_large","message":"The profile is 41 bytes; at most 32 are allowed"}]"#;
+    assert_eq!(w.take(), [("a", refused.to_owned())]);
+    // JSON within the limit, but not with its attachment.
+    let incoming = Incoming {
+        name: "update",
+        args: &[r#"{"data":{"pic":{"_placeholder":true,"num":0}}}"#],
+        ack_id: None,
+        attachments: &[Bytes::from(vec![0u8; 16])],
+    };
+    handle(&mut w.rt, &mut w.fx, a, incoming).unwrap();
+    assert_eq!(w.take().len(), 1, "one more refusal to a");
+    assert_eq!(w.fx.stats.profile_limit_refusals.get(), 2);
+    let profile = w.rt.member(a).unwrap().profile.as_ref().unwrap();
+    assert_eq!(&profile.json[..], br#"{"name":"ann"}"#);
+    // Exactly at the limit is fine.
+    let fits = format!(r#"{{"data":"{}"}}"#, "y".repeat(30));
+    w.event(a, "update", &[&fits]).unwrap();
+    assert_eq!(w.take().len(), 1, "b hears the update");
 }
