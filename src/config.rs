@@ -314,6 +314,38 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Combinations that are allowed but probably not meant, one sentence
+    /// each (logged at start-up).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        // One `update` publishes a presence event per channel of the sender
+        // in one go, with nothing between them to pace it: a member in all
+        // of those channels gets them all at once.
+        let (channels, profile) = (self.channels_per_connection_max, self.profile_bytes_max);
+        let burst_bytes = if channels == 0 || profile == 0 {
+            None
+        } else {
+            // A presence event beyond its profile: the channel name, the
+            // socket id and the frame around them.
+            let event_bytes = profile + self.channel_name_bytes_max + 64;
+            Some(channels.saturating_mul(event_bytes))
+        };
+        match burst_bytes {
+            Some(bytes) if bytes <= self.send_queue_bytes_max => {}
+            _ => warnings.push(format!(
+                "one profile update can queue {} for a member that shares the sender's channels \
+                 (channels_per_connection_max x profile_bytes_max), more than send_queue_bytes_max ({} bytes), \
+                 which closes that member as a slow consumer; lower profile_bytes_max or \
+                 channels_per_connection_max, or raise send_queue_bytes_max",
+                burst_bytes.map_or_else(|| "unbounded bytes".to_owned(), |b| format!("up to {b} bytes")),
+                self.send_queue_bytes_max
+            )),
+        }
+        warnings
+    }
+}
+
 /// Re-reads only the environments of configuration file `path` (SIGHUP).
 /// Server-wide settings need a restart and are not looked at.
 pub(crate) fn reload_environments(path: &Path) -> Result<Vec<EnvSettings>, Error> {
