@@ -6,7 +6,8 @@
 #   setup     scripts/setup.sh (npm packages of tests/interop, redis-server, ...)
 #   fmt       cargo fmt --all -- --check
 #   clippy    cargo clippy --all-targets -- -D warnings   (workspace default members)
-#   cargo     cargo test                                  (unit tests + the tests/it binary)
+#   cargo     cargo test                                  (unit tests + the tests/it binary, whose
+#             `dependencies` test fails on a dependency nothing uses or only tests use)
 #   build     cargo build --release -p ringcast
 #   package   deploy/test-package.sh --no-build: builds the .deb from that binary,
 #             checks its fields and files, installs it into a throwaway root,

@@ -143,6 +143,13 @@ pub struct Config {
     pub gather_timeout: Duration,
     /// Longest channel name accepted, in bytes.
     pub channel_name_bytes_max: usize,
+    /// Channels one connection may be in at once (0: no limit); a join
+    /// beyond gets an `error` event `channel_limit_exceeded`.
+    pub channels_per_connection_max: usize,
+    /// Largest member profile (`update` data: JSON plus binary attachments),
+    /// in bytes (0: no limit beyond `max_payload_bytes`); a larger one gets
+    /// an `error` event `profile_too_large`.
+    pub profile_bytes_max: usize,
     /// Proxies whose `X-Forwarded-For` is believed when finding a client's IP.
     pub trusted_proxies: Vec<IpNet>,
     /// Slots of the shared rate-limit table (each 8 bytes); bounds how many
@@ -178,6 +185,8 @@ struct FileServer {
     mesh_backlog_messages_max: Option<usize>,
     gather_timeout_ms: Option<u64>,
     channel_name_bytes_max: Option<usize>,
+    channels_per_connection_max: Option<usize>,
+    profile_bytes_max: Option<usize>,
     trusted_proxies: Option<Vec<String>>,
     rate_limit_slots: Option<usize>,
     http_head_bytes_max: Option<usize>,
@@ -289,11 +298,51 @@ impl Config {
             mesh_backlog_messages_max: s.mesh_backlog_messages_max.unwrap_or(4096).max(1),
             gather_timeout: Duration::from_millis(s.gather_timeout_ms.unwrap_or(2000).max(1)),
             channel_name_bytes_max: s.channel_name_bytes_max.unwrap_or(256),
+            // Centrifugo's default client channel limit.
+            channels_per_connection_max: s.channels_per_connection_max.unwrap_or(128),
+            // See ringcast.example.toml for why 8 KiB.
+            profile_bytes_max: s.profile_bytes_max.unwrap_or(8 * 1024),
             trusted_proxies,
-            rate_limit_slots: s.rate_limit_slots.unwrap_or(1 << 18).next_power_of_two(),
+            rate_limit_slots: s
+                .rate_limit_slots
+                .unwrap_or(1 << 18)
+                .max(crate::realtime::rate_limit::PROBES)
+                .next_power_of_two(),
             file: cli.config.clone(),
             environments,
         })
+    }
+}
+
+impl Config {
+    /// Combinations that are allowed but probably not meant, one sentence
+    /// each (logged at start-up).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        // One `update` publishes a presence event per channel of the sender
+        // in one go, with nothing between them to pace it: a member in all
+        // of those channels gets them all at once.
+        let (channels, profile) = (self.channels_per_connection_max, self.profile_bytes_max);
+        let burst_bytes = if channels == 0 || profile == 0 {
+            None
+        } else {
+            // A presence event beyond its profile: the channel name, the
+            // socket id and the frame around them.
+            let event_bytes = profile + self.channel_name_bytes_max + 64;
+            Some(channels.saturating_mul(event_bytes))
+        };
+        match burst_bytes {
+            Some(bytes) if bytes <= self.send_queue_bytes_max => {}
+            _ => warnings.push(format!(
+                "one profile update can queue {} for a member that shares the sender's channels \
+                 (channels_per_connection_max x profile_bytes_max), more than send_queue_bytes_max ({} bytes), \
+                 which closes that member as a slow consumer; lower profile_bytes_max or \
+                 channels_per_connection_max, or raise send_queue_bytes_max",
+                burst_bytes.map_or_else(|| "unbounded bytes".to_owned(), |b| format!("up to {b} bytes")),
+                self.send_queue_bytes_max
+            )),
+        }
+        warnings
     }
 }
 

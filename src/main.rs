@@ -39,6 +39,9 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
+    for warning in config.warnings() {
+        tracing::warn!("configuration: {warning}");
+    }
     if config.master_token_generated {
         println!(
             "master token (generated; pass --master-token or RINGCAST_MASTER_TOKEN to fix it): {}",

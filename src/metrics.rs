@@ -66,6 +66,9 @@ counters! {
     refused_connects => "ringcast_refused_connects_total", "Socket.IO connects refused with connect_error.";
     refused_upgrades => "ringcast_refused_upgrades_total", "WebSocket upgrades refused with 503 over a connection limit.";
     rate_limited_events => "ringcast_rate_limited_events_total", "Client events dropped by a rate limiter.";
+    channel_limit_refusals => "ringcast_channel_limit_refusals_total", "Joins refused because the connection was in channels_per_connection_max channels.";
+    profile_limit_refusals => "ringcast_profile_limit_refusals_total", "Profile updates refused for being over profile_bytes_max.";
+    rate_table_saturated => "ringcast_rate_table_saturated_total", "Client events let through unchecked (fail open) because every rate-limit table slot their key may use was held by another key; raise rate_limit_slots.";
     ignored_master_events => "ringcast_ignored_master_events_total", "Master events from non-master connections, ignored.";
     ignored_events => "ringcast_ignored_events_total", "Events with no meaning to the server, ignored.";
     reserved_event_names => "ringcast_reserved_event_names_total", "Messages with a reserved event name, not delivered.";
@@ -115,7 +118,7 @@ pub(crate) struct Gauges {
 }
 
 /// Renders every shard's snapshot as Prometheus text.
-pub(crate) fn render(shards: &[Snapshot], rate_table_saturated: u64) -> String {
+pub(crate) fn render(shards: &[Snapshot]) -> String {
     let mut out = String::with_capacity(8192);
     render_counters(&mut out, shards);
     header(
@@ -184,13 +187,6 @@ pub(crate) fn render(shards: &[Snapshot], rate_table_saturated: u64) -> String {
         "Channels with members on the shard, by environment.",
         |g| &g.channels,
     );
-    header(
-        &mut out,
-        "ringcast_rate_table_saturated_total",
-        "Events allowed because the rate-limit table had no free slot.",
-        "counter",
-    );
-    let _ = writeln!(out, "ringcast_rate_table_saturated_total {rate_table_saturated}");
     out
 }
 
@@ -244,7 +240,7 @@ mod tests {
             clients: vec![("de\"v".into(), 2)],
             ..Gauges::default()
         };
-        let text = render(&[stats.snapshot(1, gauges)], 0);
+        let text = render(&[stats.snapshot(1, gauges)]);
         assert!(text.contains("# TYPE ringcast_messages_out_total counter\n"));
         assert!(text.contains("ringcast_messages_out_total{shard=\"1\"} 5\n"));
         assert!(text.contains("ringcast_disconnects_total{shard=\"1\",reason=\"slow_consumer\"} 1\n"));

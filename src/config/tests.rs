@@ -80,6 +80,25 @@ fn example_file_loads() {
     assert_eq!(cfg.rate_limit_slots, 262_144);
     assert_eq!(cfg.master_token, "change-me");
     assert_eq!(cfg.channel_name_bytes_max, 256);
+    assert_eq!(cfg.channels_per_connection_max, 128);
+    assert_eq!(cfg.profile_bytes_max, 8192);
+    assert_eq!(cfg.warnings(), Vec::<String>::new());
+}
+
+/// A profile update publishes one presence event per channel at once: the
+/// limits that bound it must fit the queue cap, or the server says so.
+#[test]
+fn limits_whose_update_burst_exceeds_the_queue_cap_are_warned_about() {
+    let load = |server: &str| Config::from_toml(&cli(), "f", &format!("[server]\n{server}")).unwrap();
+    assert_eq!(load("").warnings(), Vec::<String>::new(), "the defaults fit");
+    let small_queue = load("send_queue_bytes_max = 262144\n");
+    let warnings = small_queue.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("up to 1089536 bytes"), "{warnings:?}");
+    let fitted = load("send_queue_bytes_max = 262144\nprofile_bytes_max = 1024\n");
+    assert_eq!(fitted.warnings(), Vec::<String>::new());
+    let unlimited = load("channels_per_connection_max = 0\n");
+    assert!(unlimited.warnings()[0].contains("unbounded"));
 }
 
 #[test]

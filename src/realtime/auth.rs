@@ -1,6 +1,14 @@
 //! Who a connecting client is: the Socket.IO `auth` object checked against
 //! the environments, the master token, and HS256 session tokens.
 //!
+//! The rules are one function, [`admit`], of an environment's settings and
+//! a client's [`Credentials`] (what it connected with: API key, origin, IP,
+//! the outcome of its session check). [`authenticate`] asks it when a client
+//! connects; the shard's realtime state keeps each member's credentials and
+//! asks it again whenever the settings change and whenever something the
+//! answer depended on expires, so a client stays connected exactly as long
+//! as it would be let in.
+//!
 //! The refusals carry Agnost's connect_error shape,
 //! `{"message":<title>,"data":{"origin":"client_error","code":<code>,"message":<details>}}`,
 //! because Agnost apps read these codes.
@@ -15,7 +23,7 @@ use sha2::Sha256;
 use sonic_rs::LazyValue;
 
 use crate::protocol::socketio::{validate_json, write_json_str};
-use crate::realtime::settings::{EnvKey, EnvSettings, Rule, Settings};
+use crate::realtime::settings::{ApiKey, EnvKey, EnvSettings, Rule, Settings};
 
 /// The Socket.IO `auth` object of a connect packet.
 #[derive(Debug, Default, Deserialize)]
@@ -66,10 +74,84 @@ pub(crate) enum Identity {
     Client {
         env: EnvKey,
         echo: bool,
-        user: Option<Box<str>>,
-        /// The API key it presented, when the environment requires one.
-        api_key: Option<Box<str>>,
+        credentials: Credentials,
+        /// Until when (Unix seconds) the admission holds unless the settings
+        /// change (see [`admit`]).
+        valid_until_s: u64,
     },
+}
+
+/// What a client connected with: everything the connection rules look at
+/// besides the settings, kept for the life of the connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Credentials {
+    /// The `apiKey` it presented, required or not (`None`: absent or empty;
+    /// `Some("")`: not a string, which no key matches).
+    pub(crate) api_key: Option<Box<str>>,
+    /// The `Origin` header of its upgrade request.
+    pub(crate) origin: Option<Box<str>>,
+    /// Its IP address (see `settings::client_ip`); `None`: unknown.
+    pub(crate) ip: Option<IpAddr>,
+    pub(crate) session: SessionCheck,
+}
+
+/// The outcome of a client's session check when it connected.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum SessionCheck {
+    /// No session (absent, `null` or empty).
+    #[default]
+    Absent,
+    /// A session that did not verify: bad signature or claims, expired, no
+    /// `sub`, or no secret to check it with.
+    Invalid,
+    /// A verified HS256 session.
+    Valid {
+        /// Its `sub`.
+        user: Box<str>,
+        /// Its `exp`, rounded up to whole seconds.
+        expires_at_s: Option<u64>,
+        /// Which secret verified it ([`secret_print`]): once the
+        /// environment's secret changes, the session counts as invalid.
+        secret: u64,
+    },
+}
+
+impl SessionCheck {
+    /// The verified user, if any.
+    pub(crate) fn user(&self) -> Option<&str> {
+        match self {
+            Self::Valid { user, .. } => Some(user),
+            _ => None,
+        }
+    }
+
+    /// Checks `token` with the environment's `secret` at `now_unix_s`.
+    fn of(token: Option<&str>, secret: Option<&str>, now_unix_s: u64) -> Self {
+        let Some(token) = token else {
+            return Self::Absent;
+        };
+        let verified =
+            secret.and_then(|secret| Some((secret, verify_hs256(token, secret.as_bytes(), now_unix_s)?)));
+        match verified {
+            Some((secret, session)) => Self::Valid {
+                user: session.user,
+                expires_at_s: session.expires_at_s,
+                secret: secret_print(secret),
+            },
+            None => Self::Invalid,
+        }
+    }
+}
+
+/// A fingerprint of a session secret, to tell whether the secret that
+/// verified a session is still the environment's.
+pub(crate) fn secret_print(secret: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // Fixed keys on purpose: prints must compare equal for the life of the
+    // process, and they never leave it.
+    let mut hasher = std::hash::DefaultHasher::new();
+    secret.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// What the server knows of a connection besides its `auth` object.
@@ -160,6 +242,55 @@ pub(crate) fn authenticate(
     let Some(env) = settings.get(key) else {
         return Err(no_environment(env_id));
     };
+    let api_key = match field(&handshake.api_key) {
+        Field::Text(k) if k.is_empty() => None,
+        Field::Text(k) => Some(k.as_ref().into()),
+        Field::Absent => None,
+        Field::Other => Some("".into()),
+    };
+    // An empty session is no session, as in Agnost's server; a non-string
+    // one is an invalid one.
+    let session = match field(&handshake.session) {
+        Field::Text(t) if t.is_empty() => None,
+        Field::Text(t) => Some(t),
+        Field::Absent => None,
+        Field::Other => Some(Cow::Borrowed("")),
+    };
+    let credentials = Credentials {
+        api_key,
+        origin: peer.origin.map(Box::from),
+        ip: peer.ip,
+        session: SessionCheck::of(session.as_deref(), env.session_secret.as_deref(), now_unix_s),
+    };
+    let valid_until_s = admit(env, &credentials, now_unix_s)?;
+    let echo = handshake
+        .echo_messages
+        .as_ref()
+        .and_then(|v| match v.as_raw_str() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        })
+        .unwrap_or(env.echo_messages);
+    Ok(Identity::Client {
+        env: key,
+        echo,
+        credentials,
+        valid_until_s,
+    })
+}
+
+/// The connection rules, in Agnost's order: the environment is not
+/// suspended and has realtime on; if it requires an API key, the client's
+/// is one of its keys, allowed realtime, unexpired, and allows the client's
+/// origin and IP; if it requires a session, the client's verified with the
+/// environment's current secret and has not expired.
+///
+/// Asked when a client connects and again, for a connected one, whenever
+/// the settings change or the time it returned has come. On success it
+/// returns until when (Unix seconds) the answer holds: the earliest expiry
+/// it depended on, `u64::MAX` when none.
+pub(crate) fn admit(env: &EnvSettings, credentials: &Credentials, now_unix_s: u64) -> Result<u64, Refusal> {
     if env.suspended {
         return Err(Refusal::new(
             "Environment suspended",
@@ -174,58 +305,47 @@ pub(crate) fn authenticate(
             "Realtime is not enabled for this environment",
         ));
     }
-    let api_key = if env.api_key_required {
-        Some(check_api_key(env, field(&handshake.api_key), peer, now_unix_s)?)
-    } else {
-        None
-    };
-    // An empty session is no session, as in Agnost's server; a non-string
-    // one is an invalid one.
-    let session = match field(&handshake.session) {
-        Field::Text(t) if t.is_empty() => None,
-        Field::Text(t) => Some(t),
-        Field::Absent => None,
-        Field::Other => Some(Cow::Borrowed("")),
-    };
-    let user = match (&session, &env.session_secret) {
-        (Some(token), Some(secret)) => {
-            let user = verify_hs256(token, secret.as_bytes(), now_unix_s);
-            if user.is_none() && env.session_required {
+    let mut valid_until_s = u64::MAX;
+    if env.api_key_required {
+        let key = check_api_key(env, credentials, now_unix_s)?;
+        if let Some(expires_at) = key.expires_at {
+            valid_until_s = valid_until_s.min(expires_at.0);
+        }
+    }
+    if env.session_required {
+        let invalid = || {
+            Refusal::new(
+                "Invalid session token",
+                "invalid_session_token",
+                "The session token is invalid or expired",
+            )
+        };
+        match &credentials.session {
+            SessionCheck::Absent => {
                 return Err(Refusal::new(
-                    "Invalid session token",
-                    "invalid_session_token",
-                    "The session token is invalid or expired",
-                ));
+                    "Missing session token",
+                    "missing_session_token",
+                    "This environment requires a signed-in session",
+                ))
             }
-            user
+            SessionCheck::Invalid => return Err(invalid()),
+            SessionCheck::Valid {
+                expires_at_s, secret, ..
+            } => {
+                let current = env.session_secret.as_deref().map(secret_print);
+                if current != Some(*secret) || expires_at_s.is_some_and(|t| now_unix_s >= t) {
+                    return Err(invalid());
+                }
+                if let Some(t) = *expires_at_s {
+                    valid_until_s = valid_until_s.min(t);
+                }
+            }
         }
-        (None, _) if env.session_required => {
-            return Err(Refusal::new(
-                "Missing session token",
-                "missing_session_token",
-                "This environment requires a signed-in session",
-            ))
-        }
-        _ => None,
-    };
-    let echo = handshake
-        .echo_messages
-        .as_ref()
-        .and_then(|v| match v.as_raw_str() {
-            "true" => Some(true),
-            "false" => Some(false),
-            _ => None,
-        })
-        .unwrap_or(env.echo_messages);
-    Ok(Identity::Client {
-        env: key,
-        echo,
-        user,
-        api_key,
-    })
+    }
+    Ok(valid_until_s)
 }
 
-fn no_environment(env_id: &str) -> Refusal {
+pub(crate) fn no_environment(env_id: &str) -> Refusal {
     Refusal::new(
         "Environment not found",
         "no_environment_found",
@@ -234,24 +354,18 @@ fn no_environment(env_id: &str) -> Refusal {
 }
 
 /// The API key checks, in order; returns the accepted key.
-fn check_api_key(
-    env: &EnvSettings,
-    presented: Field<'_>,
-    peer: Peer<'_>,
+fn check_api_key<'e>(
+    env: &'e EnvSettings,
+    credentials: &Credentials,
     now_unix_s: u64,
-) -> Result<Box<str>, Refusal> {
-    let presented = match presented {
-        Field::Text(k) if !k.is_empty() => k,
-        Field::Text(_) | Field::Absent => {
-            return Err(Refusal::new(
-                "Missing API key",
-                "missing_api_key",
-                "This environment requires an API key",
-            ))
-        }
-        Field::Other => Cow::Borrowed(""),
+) -> Result<&'e ApiKey, Refusal> {
+    let Some(presented) = credentials.api_key.as_deref() else {
+        return Err(Refusal::new(
+            "Missing API key",
+            "missing_api_key",
+            "This environment requires an API key",
+        ));
     };
-    let presented = presented.as_ref();
     let Some(key) = env.api_key(presented).filter(|_| !presented.is_empty()) else {
         return Err(Refusal::new(
             "Invalid API key",
@@ -275,7 +389,7 @@ fn check_api_key(
         ));
     }
     if key.origins != Rule::All {
-        let Some(origin) = peer.origin.filter(|o| !o.is_empty()) else {
+        let Some(origin) = credentials.origin.as_deref().filter(|o| !o.is_empty()) else {
             return Err(Refusal::new(
                 "Missing request origin",
                 "missing_request_origin",
@@ -291,7 +405,7 @@ fn check_api_key(
         }
     }
     if key.ips != Rule::All {
-        let Some(ip) = peer.ip else {
+        let Some(ip) = credentials.ip else {
             return Err(Refusal::new(
                 "Missing client IP",
                 "missing_client_IP",
@@ -306,7 +420,7 @@ fn check_api_key(
             ));
         }
     }
-    Ok(presented.into())
+    Ok(key)
 }
 
 #[derive(Deserialize)]
@@ -323,10 +437,18 @@ struct JwtHeader<'a> {
     alg: Cow<'a, str>,
 }
 
-/// Verifies an HS256 JWT and returns its `sub` (the user id). `None` for
-/// anything else: wrong algorithm, bad signature, expired, not yet valid, no
-/// subject.
-pub(crate) fn verify_hs256(token: &str, secret: &[u8], now_unix_s: u64) -> Option<Box<str>> {
+/// A verified session token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Verified {
+    /// Its `sub` (the user id).
+    pub(crate) user: Box<str>,
+    /// Its `exp` rounded up to whole seconds: from then on it is expired.
+    pub(crate) expires_at_s: Option<u64>,
+}
+
+/// Verifies an HS256 JWT at `now_unix_s`. `None` for anything else: wrong
+/// algorithm, bad signature, expired, not yet valid, no subject.
+pub(crate) fn verify_hs256(token: &str, secret: &[u8], now_unix_s: u64) -> Option<Verified> {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let mut parts = token.split('.');
     let (header, payload, signature) = (parts.next()?, parts.next()?, parts.next()?);
@@ -353,7 +475,15 @@ pub(crate) fn verify_hs256(token: &str, secret: &[u8], now_unix_s: u64) -> Optio
         return None;
     }
     let sub = claims.sub?;
-    (!sub.is_empty()).then(|| sub.as_ref().into())
+    if sub.is_empty() {
+        return None;
+    }
+    Some(Verified {
+        user: sub.as_ref().into(),
+        // `now >= exp` is expired; for whole seconds that is
+        // `now >= ceil(exp)` (the cast saturates).
+        expires_at_s: claims.exp.map(|exp| exp.ceil().max(0.0) as u64),
+    })
 }
 
 /// Compares secrets without an early exit that would time their prefix.

@@ -5,7 +5,11 @@
 //! Sets are `IndexSet`s: iteration (the fan-out loop) walks a dense vector,
 //! and insert/remove are O(1) (`swap_remove`), so a 10,000-member channel
 //! emptying itself costs O(n), not O(n²). Empty channels and user rooms are
-//! dropped so the index never grows with names no one is using.
+//! dropped so the index never grows with names no one is using. A channel's
+//! name is allocated once: the index and every member's own list of channels
+//! hold the same `Arc<str>`.
+
+use std::sync::Arc;
 
 use ahash::{AHashMap, RandomState};
 use indexmap::IndexSet;
@@ -16,12 +20,65 @@ pub(crate) type SlabKey = u32;
 /// A set of this shard's connections.
 pub(crate) type Members = IndexSet<SlabKey, RandomState>;
 
+/// The channels one member is in: insert, lookup and removal are O(1), and
+/// the names are the index's own (shared, not copied). The set is allocated
+/// with the first join and freed with the last leave, so a connection in no
+/// channel pays one pointer.
+#[derive(Default)]
+pub(crate) struct Joined(Option<Box<IndexSet<Arc<str>, RandomState>>>);
+
+impl Joined {
+    pub(crate) fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |set| set.len())
+    }
+
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// The shared name of `name`, if the member is in it.
+    pub(crate) fn get(&self, name: &str) -> Option<&Arc<str>> {
+        self.0.as_ref()?.get(name)
+    }
+
+    /// Adds a channel; false when it was there.
+    pub(crate) fn insert(&mut self, name: Arc<str>) -> bool {
+        self.0.get_or_insert_with(Box::default).insert(name)
+    }
+
+    /// Removes a channel (the last-joined takes its place); false when it
+    /// was not there.
+    pub(crate) fn remove(&mut self, name: &str) -> bool {
+        let Some(set) = self.0.as_mut() else {
+            return false;
+        };
+        let removed = set.swap_remove(name);
+        if set.is_empty() {
+            self.0 = None;
+        }
+        removed
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.0.iter().flat_map(|set| set.iter())
+    }
+}
+
+impl IntoIterator for Joined {
+    type Item = Arc<str>;
+    type IntoIter = std::iter::Flatten<std::option::IntoIter<indexmap::set::IntoIter<Arc<str>>>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.map(|set| (*set).into_iter()).into_iter().flatten()
+    }
+}
+
 /// Index of one environment on one shard.
 #[derive(Default)]
 pub(crate) struct EnvIndex {
     /// Every (non-master) connection of the environment: broadcasts go here.
     pub(crate) members: Members,
-    channels: AHashMap<Box<str>, Members>,
+    channels: AHashMap<Arc<str>, Members>,
     users: AHashMap<Box<str>, Members>,
 }
 
@@ -34,15 +91,22 @@ impl EnvIndex {
         self.users.get(user_id)
     }
 
-    /// Adds `key` to `channel`; false when it was already there.
-    pub(crate) fn join(&mut self, channel: &str, key: SlabKey) -> bool {
+    /// Adds `key` to `channel`: the channel's shared name, or `None` when
+    /// `key` was already there.
+    pub(crate) fn join(&mut self, channel: &str, key: SlabKey) -> Option<Arc<str>> {
         match self.channels.get_mut(channel) {
-            Some(set) => set.insert(key),
+            Some(set) => {
+                if !set.insert(key) {
+                    return None;
+                }
+                self.channels.get_key_value(channel).map(|(name, _)| name.clone())
+            }
             None => {
+                let name: Arc<str> = Arc::from(channel);
                 let mut set = Members::default();
                 set.insert(key);
-                self.channels.insert(channel.into(), set);
-                true
+                self.channels.insert(name.clone(), set);
+                Some(name)
             }
         }
     }
@@ -65,7 +129,11 @@ impl EnvIndex {
     }
 }
 
-fn remove(map: &mut AHashMap<Box<str>, Members>, name: &str, key: SlabKey) -> bool {
+fn remove<K: std::borrow::Borrow<str> + Eq + std::hash::Hash>(
+    map: &mut AHashMap<K, Members>,
+    name: &str,
+    key: SlabKey,
+) -> bool {
     let Some(set) = map.get_mut(name) else {
         return false;
     };
@@ -83,9 +151,11 @@ mod tests {
     #[test]
     fn join_leave_are_idempotent_and_drop_empty_channels() {
         let mut env = EnvIndex::default();
-        assert!(env.join("a", 1));
-        assert!(!env.join("a", 1));
-        assert!(env.join("a", 2));
+        let name = env.join("a", 1).unwrap();
+        assert_eq!(&*name, "a");
+        assert!(env.join("a", 1).is_none());
+        let again = env.join("a", 2).unwrap();
+        assert!(Arc::ptr_eq(&name, &again), "one allocation per channel name");
         assert_eq!(env.channel("a").unwrap().len(), 2);
         assert!(env.leave("a", 1));
         assert!(!env.leave("a", 1));
@@ -93,6 +163,24 @@ mod tests {
         assert!(env.leave("a", 2));
         assert!(env.channel("a").is_none());
         assert_eq!(env.channel_count(), 0);
+    }
+
+    #[test]
+    fn a_member_list_of_channels_is_allocated_only_while_in_one() {
+        let mut joined = Joined::default();
+        assert!(joined.0.is_none());
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        assert!(joined.insert(a.clone()));
+        assert!(!joined.insert(a.clone()));
+        assert!(joined.insert(b));
+        assert!(Arc::ptr_eq(joined.get("a").unwrap(), &a));
+        assert!(joined.remove("a"));
+        assert!(!joined.remove("a"));
+        assert_eq!(joined.iter().map(|c| &**c).collect::<Vec<_>>(), ["b"]);
+        assert!(joined.remove("b"));
+        assert!(joined.0.is_none(), "freed with the last leave");
+        assert_eq!(joined.len(), 0);
+        assert_eq!(joined.into_iter().count(), 0);
     }
 
     #[test]

@@ -9,7 +9,6 @@
 //! JSON text, never re-serialized.
 
 use std::borrow::Cow;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -21,7 +20,7 @@ use crate::protocol::frames;
 use crate::protocol::socketio::write_json_str;
 use crate::realtime::channels::SlabKey;
 use crate::realtime::profile::Profile;
-use crate::realtime::rate_limit::Verdict;
+use crate::realtime::rate_limit::{RateKey, Verdict};
 use crate::realtime::settings::EnvKey;
 use crate::realtime::state::{Member, Realtime, Sink, Target};
 
@@ -37,8 +36,15 @@ pub(crate) trait Effects<S> {
     /// Starts gathering the members of `channel` from everywhere; member
     /// `to` gets ack `ack_id` with the list.
     fn ack_members(&mut self, rt: &Realtime<S>, to: SlabKey, ack_id: u64, env: EnvKey, channel: &str);
-    /// Counts one event of `ip` against limiter `limiter` of `env`.
-    fn rate_hit(&mut self, env: EnvKey, ip: IpAddr, limiter: usize, limit: u32, window_s: u32) -> Verdict;
+    /// Counts one event of `key` against limiter `limiter` of `env`.
+    fn rate_hit(
+        &mut self,
+        env: EnvKey,
+        key: RateKey<'_>,
+        limiter: usize,
+        limit: u32,
+        window_s: u32,
+    ) -> Verdict;
     /// Seconds on the rate-limit clock.
     fn now_s(&self) -> u64;
     fn stats(&self) -> &Stats;
@@ -50,6 +56,11 @@ pub(crate) trait Effects<S> {
 pub(crate) struct Limits {
     /// Longest channel name accepted, in bytes.
     pub(crate) channel_name_bytes_max: usize,
+    /// Channels one connection may be in at once (0: no limit).
+    pub(crate) channels_per_connection_max: usize,
+    /// Largest profile `update` accepts: its JSON plus its binary
+    /// attachments, in bytes (0: no limit beyond `max_payload_bytes`).
+    pub(crate) profile_bytes_max: usize,
 }
 
 /// Why an event was refused; the connection that sent it is closed.
@@ -194,8 +205,10 @@ pub(crate) fn handle<S: Sink>(
 }
 
 /// Checks a client event against its environment's rate limiters, in
-/// order. An event over a limit is dropped and counted; the client gets one
-/// `error` event `{code: "rate_limit_exceeded", message}` per window.
+/// order, under the member's [`Member::rate_key`]. An event over a limit is
+/// dropped and counted; the client gets one `error` event
+/// `{code: "rate_limit_exceeded", message}` per window. An event let through
+/// unchecked because the shared table was full is counted too.
 fn rate_limited<S: Sink>(rt: &mut Realtime<S>, fx: &mut impl Effects<S>, key: SlabKey, env: EnvKey) -> bool {
     let settings = rt.settings().clone();
     let Some(env_settings) = settings.get(env) else {
@@ -207,23 +220,28 @@ fn rate_limited<S: Sink>(rt: &mut Realtime<S>, fx: &mut impl Effects<S>, key: Sl
     let Some(member) = rt.member_mut(key) else {
         return false;
     };
-    let ip = member.client_ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let now = fx.now_s();
+    let mut unchecked = false;
     for (index, limit) in env_settings.rate_limits.iter().enumerate() {
-        let Verdict::Over { window_end } = fx.rate_hit(env, ip, index, limit.limit, limit.window_s) else {
-            continue;
+        let window_end = match fx.rate_hit(env, member.rate_key(), index, limit.limit, limit.window_s) {
+            Verdict::Allowed => continue,
+            Verdict::Unchecked => {
+                unchecked = true;
+                continue;
+            }
+            Verdict::Over { window_end } => window_end,
         };
         Stats::bump(&fx.stats().rate_limited_events);
         if member.rate_error_until_s <= now {
             member.rate_error_until_s = window_end;
-            let frame = frames::event("error", &[], |out| {
-                out.extend_from_slice(b",{\"code\":\"rate_limit_exceeded\",\"message\":");
-                write_json_str(out, &limit.message);
-                out.push(b'}');
-            });
-            member.sink.push(frame);
+            member
+                .sink
+                .push(error_frame("rate_limit_exceeded", &limit.message, None));
         }
         return true;
+    }
+    if unchecked {
+        Stats::bump(&fx.stats().rate_table_saturated);
     }
     false
 }
@@ -270,6 +288,22 @@ fn deliverable(stats: &Stats, name: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// An `error` event `{"code":<code>,"message":<message>[,"channel":<channel>]}`
+/// for a request the server did not carry out (the connection stays).
+fn error_frame(code: &str, message: &str, channel: Option<&str>) -> Bytes {
+    frames::event("error", &[], |out| {
+        out.extend_from_slice(b",{\"code\":");
+        write_json_str(out, code);
+        out.extend_from_slice(b",\"message\":");
+        write_json_str(out, message);
+        if let Some(channel) = channel {
+            out.extend_from_slice(b",\"channel\":");
+            write_json_str(out, channel);
+        }
+        out.push(b'}');
+    })
+}
+
 fn skip_unless(echo: bool, key: SlabKey) -> Option<SlabKey> {
     if echo {
         None
@@ -294,6 +328,9 @@ fn presence_frame(name: &str, channel: &str, id: &str, profile: Option<&Profile>
     })
 }
 
+/// Joins a channel; a join beyond `channels_per_connection_max` is refused
+/// with an `error` event `{code: "channel_limit_exceeded", message, channel}`
+/// (the connection stays, and a join of a channel it is in is still a no-op).
 fn join<S: Sink>(
     rt: &mut Realtime<S>,
     fx: &mut impl Effects<S>,
@@ -304,31 +341,37 @@ fn join<S: Sink>(
 ) -> Result<(), Error> {
     let a: JoinArgs = args("join", event.args)?;
     check_channel(fx.limits(), &a.channel)?;
-    let Some(index) = rt.env_mut(env) else {
+    let Some(member) = rt.member(key) else {
         return Ok(());
     };
-    if !index.join(&a.channel, key) {
+    if member.channels.contains(a.channel.as_ref()) {
         return Ok(());
     }
+    let max = fx.limits().channels_per_connection_max;
+    if max != 0 && member.channels.len() >= max {
+        Stats::bump(&fx.stats().channel_limit_refusals);
+        let message = format!("A connection may be in at most {max} channels; leave one first");
+        member
+            .sink
+            .push(error_frame("channel_limit_exceeded", &message, Some(&a.channel)));
+        return Ok(());
+    }
+    let Some(channel) = rt.env_mut(env).and_then(|index| index.join(&a.channel, key)) else {
+        return Ok(());
+    };
     let Some(member) = rt.member_mut(key) else {
         return Ok(());
     };
-    member.channels.push(a.channel.as_ref().into());
+    member.channels.insert(channel.clone());
     Stats::bump(&fx.stats().joins);
     let frame = presence_frame(
         "channel:join",
-        &a.channel,
+        &channel,
         member.id.as_str(),
         member.profile.as_ref(),
     );
     let skip = skip_unless(a.echo.unwrap_or(echo), key);
-    fx.publish(
-        rt,
-        env,
-        Target::Channel(Arc::from(a.channel.as_ref())),
-        frame,
-        skip,
-    );
+    fx.publish(rt, env, Target::Channel(channel), frame, skip);
     Ok(())
 }
 
@@ -346,12 +389,12 @@ fn leave<S: Sink>(
     let Some(member) = rt.member(key) else {
         return Ok(());
     };
-    if !member.channels.iter().any(|c| **c == *a.channel) {
+    let Some(channel) = member.channels.get(a.channel.as_ref()).cloned() else {
         return Ok(());
-    }
+    };
     let frame = presence_frame(
         "channel:leave",
-        &a.channel,
+        &channel,
         member.id.as_str(),
         member.profile.as_ref(),
     );
@@ -361,18 +404,20 @@ fn leave<S: Sink>(
         member.sink.push(frame.clone());
         fx.stats().add_deliveries(1);
     }
-    let channel: Arc<str> = Arc::from(a.channel.as_ref());
     if let Some(index) = rt.env_mut(env) {
         index.leave(&channel, key);
     }
     Stats::bump(&fx.stats().leaves);
     if let Some(member) = rt.member_mut(key) {
-        member.channels.retain(|c| **c != *channel);
+        member.channels.remove(&channel);
     }
     fx.publish(rt, env, Target::Channel(channel), frame, Some(key));
     Ok(())
 }
 
+/// Sets the member's profile and tells each of its channels. A profile over
+/// `profile_bytes_max` (JSON plus attachments) is refused with an `error`
+/// event `{code: "profile_too_large", message}` and changes nothing.
 fn update<S: Sink>(
     rt: &mut Realtime<S>,
     fx: &mut impl Effects<S>,
@@ -382,23 +427,31 @@ fn update<S: Sink>(
     event: &Incoming<'_>,
 ) -> Result<(), Error> {
     let a: UpdateArgs = args("update", event.args)?;
-    let profile = Profile::new(a.data.as_ref().map(|d| d.as_raw_str()), event.attachments);
+    let data = a.data.as_ref().map(|d| d.as_raw_str());
     let Some(member) = rt.member_mut(key) else {
         return Ok(());
     };
-    member.profile = profile;
+    let bytes = data.map_or(0, str::len) + event.attachments.iter().map(Bytes::len).sum::<usize>();
+    let max = fx.limits().profile_bytes_max;
+    if max != 0 && bytes > max {
+        Stats::bump(&fx.stats().profile_limit_refusals);
+        let message = format!("The profile is {bytes} bytes; at most {max} are allowed");
+        member.sink.push(error_frame("profile_too_large", &message, None));
+        return Ok(());
+    }
+    member.profile = Profile::new(data, event.attachments);
     let skip = skip_unless(a.echo.unwrap_or(echo), key);
     let Some(member) = rt.member(key) else {
         return Ok(());
     };
-    for channel in &member.channels {
+    for channel in member.channels.iter() {
         let frame = presence_frame(
             "channel:update",
             channel,
             member.id.as_str(),
             member.profile.as_ref(),
         );
-        fx.publish(rt, env, Target::Channel(Arc::from(&**channel)), frame, skip);
+        fx.publish(rt, env, Target::Channel(channel.clone()), frame, skip);
     }
     Ok(())
 }
@@ -612,7 +665,7 @@ pub(crate) fn disconnected<S: Sink>(rt: &Realtime<S>, fx: &mut impl Effects<S>, 
             member.id.as_str(),
             member.profile.as_ref(),
         );
-        fx.publish(rt, env, Target::Channel(Arc::from(channel)), frame, None);
+        fx.publish(rt, env, Target::Channel(channel), frame, None);
     }
 }
 

@@ -1,15 +1,26 @@
 //! Rate limits shared by all shards, without locks: a fixed table of atomic
-//! slots, each holding one (environment, client IP, limiter) key's count for
+//! slots, each holding one (environment, client, limiter) key's count for
 //! its current window.
 //!
+//! A client is its IP address when it is known ([`RateKey::Ip`]), so two
+//! connections from one IP on different shards draw on one budget. Clients
+//! whose IP is unknown (a trusted proxy sent no usable `X-Forwarded-For`)
+//! do not all share one budget, which one of them could spend for all the
+//! others: a signed-in one is its user ([`RateKey::User`]: the budget
+//! follows the user across connections and reconnects, as an IP would), any
+//! other one is its connection ([`RateKey::Connection`]; reconnecting gives
+//! it a new budget, at the price of a new handshake).
+//!
 //! A slot packs `[fingerprint:24][window end, seconds mod 2^24:24][count:16]`
-//! into one `AtomicU64`, updated by compare-and-swap, so two connections
-//! from one IP on different shards draw on one budget. Windows are fixed
+//! into one `AtomicU64`, updated by compare-and-swap. Windows are fixed
 //! (aligned to multiples of their length since process start). A key probes
-//! [`PROBES`] slots; if all are held by other live keys the event is allowed
-//! (fail open) and counted in [`RateTable::saturated`], so a full table
-//! never blocks legitimate traffic. Counts stop at the limit (and at 65,535,
-//! the most a limiter may allow).
+//! [`PROBES`] slots from its hash; the hash is seeded from the operating
+//! system's random source once per process, so no one can compute which
+//! keys share slots and aim at slots already taken. If all of a key's slots
+//! are held by other live keys the event is let through unchecked
+//! ([`Verdict::Unchecked`], fail open, and the caller counts it), so a full
+//! table never blocks legitimate traffic. Counts stop at the limit (and at
+//! 65,535, the most a limiter may allow).
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,7 +38,17 @@ pub(crate) struct RateTable {
     slots: Box<[AtomicU64]>,
     mask: usize,
     hasher: RandomState,
-    saturated: AtomicU64,
+}
+
+/// Who a budget belongs to within an environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum RateKey<'a> {
+    /// The client's IP address.
+    Ip(IpAddr),
+    /// The user id of the client's verified session (its IP is unknown).
+    User(&'a str),
+    /// The client's socket id (its IP and user are unknown).
+    Connection(&'a str),
 }
 
 impl RateTable {
@@ -37,19 +58,19 @@ impl RateTable {
         Self {
             slots: (0..slots).map(|_| AtomicU64::new(0)).collect(),
             mask: slots - 1,
-            hasher: RandomState::with_seeds(0x5eed, 0xca57, 0x7ab1e, 0x0d15_ea5e),
-            saturated: AtomicU64::new(0),
+            // Random keys: ahash's `runtime-rng` feature (declared in the
+            // workspace manifest) draws them from the operating system once
+            // per process and varies them per instance.
+            hasher: RandomState::new(),
         }
     }
 
-    /// Counts one event of `ip` in environment `env` against limiter
+    /// Counts one event of `key` in environment `env` against limiter
     /// `limiter` (`limit` events per `window_s` seconds) at time `now_s`.
-    /// Returns false when the event is over the limit, with the end of the
-    /// current window.
     pub(crate) fn hit(
         &self,
         env: u32,
-        ip: IpAddr,
+        key: RateKey<'_>,
         limiter: usize,
         limit: u32,
         window_s: u32,
@@ -57,7 +78,7 @@ impl RateTable {
     ) -> Verdict {
         let window_s = u64::from(window_s.max(1));
         let window_end = (now_s / window_s + 1) * window_s;
-        let hash = self.hasher.hash_one((env, ip, limiter));
+        let hash = self.hasher.hash_one((env, key, limiter));
         let fingerprint = hash >> 40;
         let limit = u64::from(limit.min(LIMIT_MAX));
         let now = now_s & TIME_MASK;
@@ -106,24 +127,20 @@ impl RateTable {
                 }
             }
         }
-        self.saturated.fetch_add(1, Ordering::Relaxed);
-        Verdict::Allowed
-    }
-
-    /// Events allowed because every slot of their key was taken.
-    pub(crate) fn saturated(&self) -> u64 {
-        self.saturated.load(Ordering::Relaxed)
+        Verdict::Unchecked
     }
 }
 
 /// The outcome of [`RateTable::hit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
+    /// Within the limit (and counted).
     Allowed,
+    /// Let through without counting: every slot the key may use is held by
+    /// another key whose window is still running (the table is full).
+    Unchecked,
     /// Over the limit until `window_end` (seconds, same clock as `now_s`).
-    Over {
-        window_end: u64,
-    },
+    Over { window_end: u64 },
 }
 
 fn pack(fingerprint: u64, end: u64, count: u64) -> u64 {
@@ -144,8 +161,8 @@ fn expired(end: u64, now: u64) -> bool {
 mod tests {
     use super::*;
 
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
+    fn ip(s: &str) -> RateKey<'static> {
+        RateKey::Ip(s.parse().unwrap())
     }
 
     #[test]
@@ -167,21 +184,58 @@ mod tests {
     }
 
     #[test]
-    fn full_table_fails_open_and_counts() {
+    fn users_and_connections_are_keys_of_their_own() {
+        let t = RateTable::new(64);
+        let user = RateKey::User("alice");
+        assert_eq!(t.hit(0, user, 0, 1, 10, 0), Verdict::Allowed);
+        assert_eq!(t.hit(0, user, 0, 1, 10, 0), Verdict::Over { window_end: 10 });
+        // A socket id or an IP spelled like the user id is another key.
+        assert_eq!(
+            t.hit(0, RateKey::Connection("alice"), 0, 1, 10, 0),
+            Verdict::Allowed
+        );
+        assert_eq!(
+            t.hit(0, RateKey::Connection("bob"), 0, 1, 10, 0),
+            Verdict::Allowed
+        );
+        assert_eq!(t.hit(0, RateKey::User("bob"), 0, 1, 10, 0), Verdict::Allowed);
+    }
+
+    #[test]
+    fn full_table_fails_open_unchecked() {
         let t = RateTable::new(8);
         for i in 0..8u8 {
-            assert_eq!(
-                t.hit(0, IpAddr::from([10, 0, 0, i]), 0, 1, 60, 0),
-                Verdict::Allowed
-            );
+            let key = RateKey::Ip(IpAddr::from([10, 0, 0, i]));
+            assert_eq!(t.hit(0, key, 0, 1, 60, 0), Verdict::Allowed);
         }
-        assert_eq!(t.hit(0, ip("10.0.1.1"), 0, 1, 60, 0), Verdict::Allowed);
-        assert_eq!(t.saturated(), 1);
+        assert_eq!(t.hit(0, ip("10.0.1.1"), 0, 1, 60, 0), Verdict::Unchecked);
+        // The keys that hold slots are still counted.
+        let first = RateKey::Ip(IpAddr::from([10, 0, 0, 0]));
+        assert_eq!(t.hit(0, first, 0, 1, 60, 0), Verdict::Over { window_end: 60 });
         // Once the windows end, the slots are reused.
         assert_eq!(t.hit(0, ip("10.0.1.1"), 0, 1, 60, 60), Verdict::Allowed);
         assert_eq!(
             t.hit(0, ip("10.0.1.1"), 0, 1, 60, 61),
             Verdict::Over { window_end: 120 }
+        );
+    }
+
+    /// Where a key lands is not known in advance: two tables (as two
+    /// processes would) put the same keys in different slots. With fixed
+    /// seeds an attacker could compute which keys collide and fill a
+    /// victim's slots ahead of it.
+    #[test]
+    fn slots_are_not_predictable() {
+        let (a, b) = (RateTable::new(1 << 16), RateTable::new(1 << 16));
+        let keys: Vec<RateKey<'_>> = (0..32u8)
+            .map(|i| RateKey::Ip(IpAddr::from([10, 0, 0, i])))
+            .collect();
+        let slot = |t: &RateTable, key: RateKey<'_>| t.hasher.hash_one((0u32, key, 0usize)) as usize & t.mask;
+        let same = keys.iter().filter(|&&k| slot(&a, k) == slot(&b, k)).count();
+        // By chance, 32 keys over 65,536 slots agree about never.
+        assert!(
+            same <= 1,
+            "{same} of 32 keys landed in the same slot of both tables"
         );
     }
 

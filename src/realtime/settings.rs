@@ -301,11 +301,6 @@ impl ApiKey {
         self.expires_at.is_some_and(|t| now_unix_s >= t.0)
     }
 
-    /// Whether a connection that used this key may stay connected.
-    pub(crate) fn still_valid(&self, now_unix_s: u64) -> bool {
-        self.allow_realtime && !self.expired(now_unix_s)
-    }
-
     pub(crate) fn origin_allowed(&self, origin: &str) -> bool {
         match &self.origins {
             Rule::All => true,

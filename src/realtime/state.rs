@@ -7,14 +7,15 @@
 //! router (the shard's [`super::events::Effects`]) decides where else a
 //! publish goes.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use slab::Slab;
 
-use super::channels::{EnvIndex, Members, SlabKey};
+use super::auth::{self, Credentials};
+use super::channels::{EnvIndex, Joined, Members, SlabKey};
 use super::profile::Profile;
+use super::rate_limit::RateKey;
 use super::settings::{EnvKey, Settings};
 use ringcast_shards::conn_id::ConnIdText;
 use ringcast_shards::{ConnId, ShardId};
@@ -48,14 +49,18 @@ pub(crate) struct Member<S> {
     /// `None` for the app backend's master connection.
     pub(crate) env: Option<EnvKey>,
     pub(crate) echo: bool,
-    pub(crate) user: Option<Box<str>>,
-    /// Channels joined, in join order.
-    pub(crate) channels: Vec<Box<str>>,
+    /// What it connected with, asked again of [`auth::admit`] when the
+    /// settings change (default for the master connection).
+    pub(crate) credentials: Credentials,
+    /// When (Unix seconds) its admission must be asked again although the
+    /// settings did not change: the earliest expiry it depended on.
+    pub(crate) valid_until_s: u64,
+    /// Channels joined (at most `channels_per_connection_max`), in join
+    /// order but for leaves, which move the last-joined into the leaver's
+    /// place (O(1)).
+    pub(crate) channels: Joined,
     /// Profile set by `update`; `None` shows as `null`.
     pub(crate) profile: Option<Profile>,
-    /// The API key it connected with (checked again when settings change).
-    pub(crate) api_key: Option<Box<str>>,
-    pub(crate) client_ip: Option<IpAddr>,
     /// Until when (rate-limit clock) no further rate-limit error is sent.
     pub(crate) rate_error_until_s: u64,
 }
@@ -64,16 +69,33 @@ impl<S> Member<S> {
     pub(crate) fn is_master(&self) -> bool {
         self.env.is_none()
     }
+
+    /// Whose rate-limit budget the member's events draw on: its IP's; when
+    /// the IP is unknown, its user's; else its own connection's (see
+    /// [`RateKey`]).
+    pub(crate) fn rate_key(&self) -> RateKey<'_> {
+        match (self.credentials.ip, self.user()) {
+            (Some(ip), _) => RateKey::Ip(ip),
+            (None, Some(user)) => RateKey::User(user),
+            (None, None) => RateKey::Connection(self.id.as_str()),
+        }
+    }
+
+    /// The user of its verified session: it is in that user's room.
+    pub(crate) fn user(&self) -> Option<&str> {
+        self.credentials.session.user()
+    }
 }
 
 /// What a new member is.
 pub(crate) struct NewMember<S> {
     pub(crate) sink: S,
+    /// `None` for the app backend's master connection.
     pub(crate) env: Option<EnvKey>,
     pub(crate) echo: bool,
-    pub(crate) user: Option<Box<str>>,
-    pub(crate) api_key: Option<Box<str>>,
-    pub(crate) client_ip: Option<IpAddr>,
+    pub(crate) credentials: Credentials,
+    /// See [`Member::valid_until_s`].
+    pub(crate) valid_until_s: u64,
 }
 
 /// One shard's members and index, and its copy of the settings.
@@ -128,7 +150,7 @@ impl<S: Sink> Realtime<S> {
         if let Some(env) = new.env {
             if let Some(index) = self.envs.get_mut(env as usize) {
                 index.members.insert(key);
-                if let Some(user) = &new.user {
+                if let Some(user) = new.credentials.session.user() {
                     index.add_user(user, key);
                 }
             }
@@ -139,11 +161,10 @@ impl<S: Sink> Realtime<S> {
             generation,
             env: new.env,
             echo: new.echo,
-            user: new.user,
-            channels: Vec::new(),
+            credentials: new.credentials,
+            valid_until_s: new.valid_until_s,
+            channels: Joined::default(),
             profile: None,
-            api_key: new.api_key,
-            client_ip: new.client_ip,
             rate_error_until_s: 0,
         });
         (key, id)
@@ -155,10 +176,10 @@ impl<S: Sink> Realtime<S> {
         let member = self.members.try_remove(key as usize)?;
         if let Some(index) = member.env.and_then(|env| self.envs.get_mut(env as usize)) {
             index.members.swap_remove(&key);
-            if let Some(user) = &member.user {
+            if let Some(user) = member.user() {
                 index.remove_user(user, key);
             }
-            for channel in &member.channels {
+            for channel in member.channels.iter() {
                 index.leave(channel, key);
             }
         }
@@ -175,20 +196,36 @@ impl<S: Sink> Realtime<S> {
             self.envs.push(EnvIndex::default());
         }
         self.settings = next;
-        self.sweep(now_unix_s);
+        self.sweep(now_unix_s, Sweep::Everyone);
     }
 
-    /// Kicks the clients the current settings no longer allow: their
-    /// environment is gone, off or suspended, or their API key was removed,
-    /// expired or lost `allow_realtime`. Also run every second, for expiry.
-    pub(crate) fn sweep(&self, now_unix_s: u64) {
-        for (_, member) in &self.members {
+    /// Kicks the clients the connection rules ([`auth::admit`]) no longer let
+    /// in: their environment is gone, off or suspended, or what they
+    /// connected with (API key, origin, IP, session) does not pass the
+    /// current settings. [`Sweep::Everyone`] after a settings change;
+    /// [`Sweep::Expired`] every second, for the members whose admission
+    /// depended on something that has expired since.
+    pub(crate) fn sweep(&mut self, now_unix_s: u64, which: Sweep) {
+        let settings = &self.settings;
+        for (_, member) in &mut self.members {
             let Some(env) = member.env else {
                 continue;
             };
-            if !still_allowed(&self.settings, env, member.api_key.as_deref(), now_unix_s) {
-                tracing::debug!(id = %member.id, "settings no longer allow this client; disconnecting");
-                member.sink.kick();
+            if which == Sweep::Expired && member.valid_until_s > now_unix_s {
+                continue;
+            }
+            let verdict = match settings.get(env) {
+                Some(env) => auth::admit(env, &member.credentials, now_unix_s),
+                None => Err(auth::no_environment("(removed)")),
+            };
+            match verdict {
+                Ok(valid_until_s) => member.valid_until_s = valid_until_s,
+                Err(refusal) => {
+                    tracing::debug!(id = %member.id, code = refusal.code, "the settings no longer let this client in; disconnecting");
+                    // Once is enough: its reader unregisters it shortly.
+                    member.valid_until_s = u64::MAX;
+                    member.sink.kick();
+                }
             }
         }
     }
@@ -260,16 +297,11 @@ fn deliver<S: Sink>(conns: &Slab<Member<S>>, members: &Members, frame: &Bytes, s
     delivered
 }
 
-/// Whether a client of `env` that connected with `api_key` may stay.
-fn still_allowed(settings: &Settings, env: EnvKey, api_key: Option<&str>, now_unix_s: u64) -> bool {
-    let Some(env) = settings.get(env) else {
-        return false;
-    };
-    if env.suspended || !env.enabled {
-        return false;
-    }
-    match api_key {
-        Some(key) => env.api_key(key).is_some_and(|k| k.still_valid(now_unix_s)),
-        None => true,
-    }
+/// Which members [`Realtime::sweep`] asks about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sweep {
+    /// Every member (the settings changed).
+    Everyone,
+    /// Members whose admission depended on something that expired.
+    Expired,
 }

@@ -40,7 +40,7 @@ use crate::realtime::auth::now_unix_s;
 use crate::realtime::channels::SlabKey;
 use crate::realtime::events::{self, Incoming, Limits};
 use crate::realtime::settings::Settings;
-use crate::realtime::state::{NewMember, Realtime};
+use crate::realtime::state::{NewMember, Realtime, Sweep};
 use gather::Gathers;
 use inbox::ShardMessage;
 use outgoing::Outgoing;
@@ -97,6 +97,8 @@ impl Shard {
             yielder: Rc::default(),
             limits: Limits {
                 channel_name_bytes_max: config.channel_name_bytes_max,
+                channels_per_connection_max: config.channels_per_connection_max,
+                profile_bytes_max: config.profile_bytes_max,
             },
             gathers: RefCell::default(),
             outgoing: Rc::new(Outgoing::new(
@@ -342,9 +344,10 @@ async fn heartbeat(shard: Rc<Shard>) {
             outbox.enforce_connect_deadline(now, connect_timeout);
         }
         if now.duration_since(last_sweep) >= Duration::from_secs(1) {
-            // API keys expire with time, not only with settings changes.
+            // API keys and sessions expire with time, not only with
+            // settings changes.
             last_sweep = now;
-            shard.realtime.borrow().sweep(now_unix_s());
+            shard.realtime.borrow_mut().sweep(now_unix_s(), Sweep::Expired);
         }
     }
 }

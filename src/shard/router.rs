@@ -8,7 +8,6 @@
 //! across shards rests on: one sender lives on one shard, and a shard's
 //! messages to another shard are delivered in the order sent).
 
-use std::net::IpAddr;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -18,7 +17,7 @@ use crate::metrics::Stats;
 use crate::protocol::frames;
 use crate::realtime::channels::SlabKey;
 use crate::realtime::events::{Effects, Limits};
-use crate::realtime::rate_limit::Verdict;
+use crate::realtime::rate_limit::{RateKey, Verdict};
 use crate::realtime::settings::EnvKey;
 use crate::realtime::state::{Realtime, Sink, Target};
 use crate::shard::gather::MembersReply;
@@ -91,11 +90,18 @@ impl Effects<Rc<Outbox>> for Router<'_> {
         self.shard.gather_members(rt, reply, env, channel);
     }
 
-    fn rate_hit(&mut self, env: EnvKey, ip: IpAddr, limiter: usize, limit: u32, window_s: u32) -> Verdict {
+    fn rate_hit(
+        &mut self,
+        env: EnvKey,
+        key: RateKey<'_>,
+        limiter: usize,
+        limit: u32,
+        window_s: u32,
+    ) -> Verdict {
         let shared = &self.shard.shared;
         shared
             .rates
-            .hit(env, ip, limiter, limit, window_s, shared.now_s())
+            .hit(env, key, limiter, limit, window_s, shared.now_s())
     }
 
     fn now_s(&self) -> u64 {

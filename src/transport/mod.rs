@@ -89,7 +89,7 @@ async fn http_phase(
         }
         Routed::Metrics => {
             let snapshots = shard.gather_stats().await;
-            let text = crate::metrics::render(&snapshots.value, shard.shared.rates.saturated());
+            let text = crate::metrics::render(&snapshots.value);
             reply(
                 socket,
                 writer,

@@ -22,7 +22,7 @@ use crate::connection::socket::{Received, Socket, WriteHalf};
 use crate::metrics::Stats;
 use crate::protocol::websocket::{self, Message, Opcode, Reassembler};
 use crate::protocol::{engineio, frames, socketio};
-use crate::realtime::auth::{self, Identity};
+use crate::realtime::auth::{self, Credentials, Identity};
 use crate::realtime::channels::SlabKey;
 use crate::realtime::events::Incoming;
 use crate::realtime::state::NewMember;
@@ -517,23 +517,28 @@ impl Session {
         );
         match verdict {
             Ok(identity) => {
-                let (env, echo, user, api_key) = match identity {
-                    Identity::Master => (None, false, None, None),
+                let new = match identity {
+                    Identity::Master => NewMember {
+                        sink: self.outbox.clone(),
+                        env: None,
+                        echo: false,
+                        credentials: Credentials::default(),
+                        valid_until_s: u64::MAX,
+                    },
                     Identity::Client {
                         env,
                         echo,
-                        user,
-                        api_key,
-                    } => (Some(env), echo, user, api_key),
+                        credentials,
+                        valid_until_s,
+                    } => NewMember {
+                        sink: self.outbox.clone(),
+                        env: Some(env),
+                        echo,
+                        credentials,
+                        valid_until_s,
+                    },
                 };
-                let (key, id) = self.shard.register(NewMember {
-                    sink: self.outbox.clone(),
-                    env,
-                    echo,
-                    user,
-                    api_key,
-                    client_ip: self.client_ip,
-                });
+                let (key, id) = self.shard.register(new);
                 self.member = Some(key);
                 self.outbox.set_connected();
                 Stats::bump(&self.shard.stats.connects);

@@ -4,7 +4,10 @@
 // every shard with "io server disconnect" (the server sends 41, so
 // socket.io-client does not come back) and refuses new ones; turned on again
 // it accepts. An API key removed, expired or stripped of allow_realtime
-// disconnects exactly the connections that used it. On SIGHUP the file is
+// disconnects exactly the connections that used it. Connected clients are
+// held to the connect rules both ways (issue 14): requiring a key or a session
+// disconnects the clients that would now be refused, and only those; removing
+// a key that is no longer required disconnects no one. On SIGHUP the file is
 // the source of truth (environments made through the API are dropped); a bad
 // file is refused and the running settings stay.
 import assert from "node:assert/strict";
@@ -19,6 +22,7 @@ import {
   connectOnShards,
   joinAll,
   shardOf,
+  signSession,
   sleep,
   uniqueChannel,
 } from "./helpers/client.mjs";
@@ -227,12 +231,83 @@ describe("API keys changed through the admin API", () => {
   });
 });
 
+/**
+ * Proves the server queued no disconnect for `client` up to now: a join of a
+ * fresh channel with echo comes back (a `41` queued before it would have
+ * arrived first and failed the wait).
+ */
+async function assertStillIn(client, label) {
+  const channel = uniqueChannel("still-in");
+  client.socket.emit("join", { channel, echo: true });
+  await client.waitFor("channel:join", { match: (arg) => arg.channel === channel });
+  assert.deepEqual(client.disconnects, [], `${label} was disconnected`);
+}
+
+describe("connected clients are held to the connect rules, both ways", () => {
+  const secret = "rules-secret";
+  const base = { session_secret: secret, api_keys: [{ key: "k-valid" }] };
+  after(() => putEnvironment(server, "rules", base));
+
+  it("requiring an API key disconnects the clients without one on both shards and keeps those with a valid one; "
+    + "removing a key that is no longer required disconnects no one", async (t) => {
+    const [[bare1], [bare2]] = await connectOnShards(server, [1, 1], { envId: "rules" });
+    // Keys are not required yet, but these clients presented a valid one.
+    const [[keyed1], [keyed2]] = await connectOnShards(server, [1, 1], { envId: "rules", apiKey: "k-valid" });
+    t.after(() => closeAll(bare1, bare2, keyed1, keyed2));
+
+    await putEnvironment(server, "rules", { ...base, api_key_required: true });
+    await expectKicked(bare1, "keyless client (shard a)");
+    await expectKicked(bare2, "keyless client (shard b)");
+    await assertStillIn(keyed1, "client with a valid key (shard a)");
+    await assertStillIn(keyed2, "client with a valid key (shard b)");
+    await expectRefused(server, { envId: "rules" }, "missing_api_key");
+
+    // Keys no longer required, and the key removed: the connect rules would
+    // let these clients in, so they stay.
+    await putEnvironment(server, "rules", { ...base, api_keys: [] });
+    await assertStillIn(keyed1, "client whose key was removed while keys are not required (shard a)");
+    await assertStillIn(keyed2, "client whose key was removed while keys are not required (shard b)");
+  });
+
+  it("requiring a session disconnects the clients without a valid one and keeps the signed-in ones; "
+    + "a new secret then disconnects those", async (t) => {
+    await putEnvironment(server, "rules", base);
+    const session = signSession(secret, { sub: "rules-user" });
+    const [[anon]] = await connectOnShards(server, [1, 0], { envId: "rules" });
+    const [[], [forged]] = await connectOnShards(server, [0, 1],
+      { envId: "rules", session: signSession("not-the-secret", { sub: "rules-user" }) });
+    const [[signed1], [signed2]] = await connectOnShards(server, [1, 1], { envId: "rules", session });
+    t.after(() => closeAll(anon, forged, signed1, signed2));
+
+    await putEnvironment(server, "rules", { ...base, session_required: true });
+    await expectKicked(anon, "client without a session");
+    await expectKicked(forged, "client whose session did not verify");
+    await assertStillIn(signed1, "signed-in client (shard a)");
+    await assertStillIn(signed2, "signed-in client (shard b)");
+    // Still in the user's room: user events reach both.
+    master.socket.emit("user_event", { envId: "rules", userId: "rules-user", eventName: "user:signin",
+      session: { s: 1 }, user: { id: "rules-user" } });
+    for (const c of [signed1, signed2]) {
+      assert.deepEqual(await c.waitFor("user:signin"), ["user:signin", { s: 1 }, { id: "rules-user" }]);
+    }
+
+    // Sessions signed with the old secret no longer verify.
+    await putEnvironment(server, "rules", { ...base, session_required: true, session_secret: "rotated" });
+    await expectKicked(signed1, "signed-in client after the secret changed (shard a)");
+    await expectKicked(signed2, "signed-in client after the secret changed (shard b)");
+    await expectRefused(server, { envId: "rules", session }, "invalid_session_token");
+  });
+});
+
 describe("SIGHUP reloads the config file", () => {
   /** Rewrites the config file: the base fixture with `edit` applied, plus `extra` TOML. */
-  function writeConfig({ hupEnabled = true, extra = "" } = {}) {
+  function writeConfig({ hupEnabled = true, hupKeyRequired = false, extra = "" } = {}) {
     const hup = 'id = "hup"\nenabled = true';
+    const hupRules = 'id = "hup-rules"\napi_key_required = false';
     assert.ok(baseConfig.includes(hup), "the fixture has the hup section");
-    let text = baseConfig.replace(hup, `id = "hup"\nenabled = ${hupEnabled}`);
+    assert.ok(baseConfig.includes(hupRules), "the fixture has the hup-rules section");
+    let text = baseConfig.replace(hup, `id = "hup"\nenabled = ${hupEnabled}`)
+      .replace(hupRules, `id = "hup-rules"\napi_key_required = ${hupKeyRequired}`);
     text += extra;
     writeFileSync(configFile, text);
   }
@@ -310,4 +385,19 @@ describe("SIGHUP reloads the config file", () => {
     await expectKicked(h2, "hup client after the good reload");
     await expectKicked(c, "late hup client after the good reload");
   });
+
+  it("a file that starts requiring an API key disconnects the keyless clients and keeps those with a valid key",
+    async (t) => {
+      const [[bare1], [bare2]] = await connectOnShards(server, [1, 1], { envId: "hup-rules" });
+      const [[keyed1], [keyed2]] = await connectOnShards(server, [1, 1], { envId: "hup-rules", apiKey: "k-hup" });
+      t.after(() => closeAll(bare1, bare2, keyed1, keyed2));
+      writeConfig({ hupEnabled: false, hupKeyRequired: true });
+      await reload(async () => (await getEnvironment(server, "hup-rules")).api_key_required === true,
+        "hup-rules requiring a key after SIGHUP");
+      await expectKicked(bare1, "keyless client (shard a)");
+      await expectKicked(bare2, "keyless client (shard b)");
+      await assertStillIn(keyed1, "client with a valid key (shard a)");
+      await assertStillIn(keyed2, "client with a valid key (shard b)");
+      await expectRefused(server, { envId: "hup-rules" }, "missing_api_key");
+    });
 });

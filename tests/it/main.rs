@@ -9,7 +9,9 @@ mod support;
 
 mod backlog;
 mod bad_input;
+mod connection_state;
 mod cross_shard;
+mod dependencies;
 mod deploy_files;
 mod doctor;
 mod engineio;
@@ -19,6 +21,7 @@ mod inbound_flood;
 mod limits;
 mod master;
 mod metrics;
+mod rate_limits;
 mod realtime;
 mod shutdown;
 mod slow_consumer;

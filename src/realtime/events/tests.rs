@@ -4,10 +4,12 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::rc::Rc;
 
 use super::*;
 use crate::protocol::frames::{payloads, Payload};
+use crate::realtime::auth::{Credentials, SessionCheck};
 use crate::realtime::settings::{EnvSettings, RateLimit, Settings};
 use crate::realtime::state::NewMember;
 
@@ -44,8 +46,10 @@ struct Recorder {
     limits: Limits,
     published: Vec<(EnvKey, Target, Option<SlabKey>)>,
     member_lists: Vec<(SlabKey, u64, String)>,
-    /// Events counted per (env, limiter) so far: a fake rate table.
-    rate_counts: HashMap<(EnvKey, usize), u32>,
+    /// Events counted per (env, key, limiter) so far: a fake rate table.
+    rate_counts: HashMap<(EnvKey, String, usize), u32>,
+    /// Answers `Unchecked` (a full table) for every key when set.
+    rate_table_full: bool,
 }
 
 impl Recorder {
@@ -54,10 +58,13 @@ impl Recorder {
             stats: Stats::default(),
             limits: Limits {
                 channel_name_bytes_max: 16,
+                channels_per_connection_max: 3,
+                profile_bytes_max: 32,
             },
             published: Vec::new(),
             member_lists: Vec::new(),
             rate_counts: HashMap::new(),
+            rate_table_full: false,
         }
     }
 }
@@ -87,8 +94,21 @@ impl Effects<TestSink> for Recorder {
         self.member_lists.push((to, ack_id, channel.to_owned()));
     }
 
-    fn rate_hit(&mut self, env: EnvKey, _ip: IpAddr, limiter: usize, limit: u32, window_s: u32) -> Verdict {
-        let count = self.rate_counts.entry((env, limiter)).or_insert(0);
+    fn rate_hit(
+        &mut self,
+        env: EnvKey,
+        key: RateKey<'_>,
+        limiter: usize,
+        limit: u32,
+        window_s: u32,
+    ) -> Verdict {
+        if self.rate_table_full {
+            return Verdict::Unchecked;
+        }
+        let count = self
+            .rate_counts
+            .entry((env, format!("{key:?}"), limiter))
+            .or_insert(0);
         *count += 1;
         if *count > limit {
             Verdict::Over {
@@ -141,6 +161,45 @@ impl World {
     }
 
     fn connect(&mut self, name: &'static str, env: Option<EnvKey>) -> SlabKey {
+        self.connect_as(name, env, None, None)
+    }
+
+    /// A client of environment 0 from `ip` (`None`: unknown) signed in as
+    /// `user`.
+    fn client_as(&mut self, name: &'static str, ip: Option<&str>, user: Option<&str>) -> SlabKey {
+        self.connect_as(name, Some(0), ip.map(|ip| ip.parse().unwrap()), user)
+    }
+
+    fn connect_as(
+        &mut self,
+        name: &'static str,
+        env: Option<EnvKey>,
+        client_ip: Option<IpAddr>,
+        user: Option<&str>,
+    ) -> SlabKey {
+        let session = match user {
+            Some(user) => SessionCheck::Valid {
+                user: user.into(),
+                expires_at_s: None,
+                secret: 0,
+            },
+            None => SessionCheck::Absent,
+        };
+        let credentials = Credentials {
+            ip: client_ip,
+            session,
+            ..Credentials::default()
+        };
+        self.register(name, env, credentials)
+    }
+
+    /// A client of environment 0 that connected with `credentials` (under
+    /// settings that let it in).
+    fn client_with(&mut self, name: &'static str, credentials: Credentials) -> SlabKey {
+        self.register(name, Some(0), credentials)
+    }
+
+    fn register(&mut self, name: &'static str, env: Option<EnvKey>, credentials: Credentials) -> SlabKey {
         let sink = TestSink {
             name,
             log: self.log.clone(),
@@ -150,11 +209,20 @@ impl World {
             sink,
             env,
             echo: false,
-            user: None,
-            api_key: None,
-            client_ip: None,
+            credentials,
+            valid_until_s: u64::MAX,
         });
         key
+    }
+
+    fn kicked(&self, key: SlabKey) -> bool {
+        self.rt.member(key).unwrap().sink.kicked.get()
+    }
+
+    /// Replaces environment 0 with `env` as a settings change does.
+    fn change(&mut self, env: EnvSettings, now_unix_s: u64) {
+        let next = self.rt.settings().with(env);
+        self.rt.apply_settings(Arc::new(next), now_unix_s);
     }
 
     fn id(&self, key: SlabKey) -> String {
@@ -343,31 +411,94 @@ fn master_events_are_ignored_unless_sent_by_the_master() {
     assert_eq!(w.fx.member_lists, [(m, 10, "c".to_owned())]);
 }
 
+fn rate_limited_env(limits: &[u32]) -> EnvSettings {
+    let mut env = EnvSettings::default_env();
+    env.rate_limits = limits
+        .iter()
+        .map(|&limit| RateLimit {
+            limit,
+            window_s: 10,
+            message: "slow down".into(),
+        })
+        .collect();
+    env
+}
+
+const RATE_ERROR: &str = r#"42["error",{"code":"rate_limit_exceeded","message":"slow down"}]"#;
+
 #[test]
 fn a_client_over_a_rate_limit_is_dropped_and_told_once_per_window() {
-    let mut env = EnvSettings::default_env();
-    env.rate_limits = vec![RateLimit {
-        limit: 2,
-        window_s: 10,
-        message: "slow down".into(),
-    }];
-    let mut w = World::new(env);
-    let (a, b) = (w.client("a"), w.client("b"));
+    let mut w = World::new(rate_limited_env(&[2]));
+    let (a, b) = (w.client_as("a", Some("10.0.0.1"), None), w.client("b"));
     w.event(b, "join", &[r#"{"channel":"c"}"#]).unwrap();
     w.take();
     for n in 0..4 {
         let message = format!(r#"{{"channel":"c","eventName":"m","message":{n}}}"#);
         w.event(a, "message", &[&message]).unwrap();
     }
-    let error = r#"42["error",{"code":"rate_limit_exceeded","message":"slow down"}]"#.to_owned();
     assert_eq!(
         w.take(),
         [
             ("b", r#"42["m",{"channel":"c","message":0}]"#.to_owned()),
-            ("a", error),
+            ("b", r#"42["m",{"channel":"c","message":1}]"#.to_owned()),
+            ("a", RATE_ERROR.to_owned()),
         ]
     );
-    assert_eq!(w.fx.stats.rate_limited_events.get(), 3);
+    assert_eq!(w.fx.stats.rate_limited_events.get(), 2);
+}
+
+/// Who shares a budget: clients of one IP do; clients whose IP is unknown
+/// (a trusted proxy sent no usable X-Forwarded-For) do not, unless they are
+/// one signed-in user. One of them cannot spend the budget of the others.
+#[test]
+fn clients_of_unknown_ip_have_budgets_of_their_own_and_a_user_has_one() {
+    let mut w = World::new(rate_limited_env(&[1]));
+    let clients = [
+        w.client_as("anon1", None, None),
+        w.client_as("anon2", None, None),
+        w.client_as("ann1", None, Some("ann")),
+        w.client_as("ann2", None, Some("ann")),
+        w.client_as("ip1", Some("10.0.0.1"), Some("bob")),
+        w.client_as("ip2", Some("10.0.0.1"), Some("carl")),
+    ];
+    for key in clients {
+        w.event(key, "message", &[r#"{"eventName":"m","message":1}"#])
+            .unwrap();
+    }
+    let errors: Vec<&str> = w
+        .take()
+        .into_iter()
+        .filter(|(_, text)| text == RATE_ERROR)
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(errors, ["ann2", "ip2"], "who found its budget spent");
+    // The first anonymous client's own budget is spent now.
+    w.event(clients[0], "message", &[r#"{"eventName":"m","message":2}"#])
+        .unwrap();
+    assert_eq!(w.take(), [("anon1", RATE_ERROR.to_owned())]);
+}
+
+#[test]
+fn events_let_through_by_a_full_rate_table_are_counted_once_each() {
+    let mut w = World::new(rate_limited_env(&[1, 1]));
+    w.fx.rate_table_full = true;
+    let (a, b) = (w.client("a"), w.client("b"));
+    for n in 0..3 {
+        w.event(a, "message", &[&format!(r#"{{"eventName":"m","message":{n}}}"#)])
+            .unwrap();
+    }
+    assert_eq!(
+        w.take().iter().filter(|(name, _)| *name == "b").count(),
+        3,
+        "fail open: all delivered"
+    );
+    assert_eq!(
+        w.fx.stats.rate_table_saturated.get(),
+        3,
+        "one per event, not per limiter"
+    );
+    assert_eq!(w.fx.stats.rate_limited_events.get(), 0);
+    let _ = b;
 }
 
 #[test]
@@ -392,4 +523,195 @@ fn a_departed_member_leaves_each_of_its_channels() {
         ]
     );
     assert_eq!(w.fx.stats.leaves.get(), 2);
+}
+
+/// Settings changes hold connected clients to the connect rules, both ways:
+/// requiring a key drops the clients without one and keeps those that
+/// presented a valid one; removing a key that is no longer required drops
+/// no one; requiring a session drops the clients without a valid one.
+#[test]
+fn settings_changes_kick_exactly_the_clients_the_connect_rules_would_refuse() {
+    let key = |k: &str| crate::realtime::settings::ApiKey {
+        key: k.into(),
+        allow_realtime: true,
+        expires_at: None,
+        origins: crate::realtime::settings::Rule::All,
+        ips: crate::realtime::settings::Rule::All,
+    };
+    let open = EnvSettings {
+        api_keys: vec![key("k")],
+        session_secret: Some("s".into()),
+        ..EnvSettings::default_env()
+    };
+    let mut w = World::new(open.clone());
+    let signed_in = SessionCheck::Valid {
+        user: "u".into(),
+        expires_at_s: Some(5000),
+        secret: crate::realtime::auth::secret_print("s"),
+    };
+    let with_key = w.client_with(
+        "with_key",
+        Credentials {
+            api_key: Some("k".into()),
+            ..Credentials::default()
+        },
+    );
+    let keyless = w.client_with("keyless", Credentials::default());
+    let keyed_user = w.client_with(
+        "keyed_user",
+        Credentials {
+            api_key: Some("k".into()),
+            session: signed_in.clone(),
+            ..Credentials::default()
+        },
+    );
+    let master = w.master("m");
+
+    w.change(
+        EnvSettings {
+            api_key_required: true,
+            ..open.clone()
+        },
+        1000,
+    );
+    assert_eq!(
+        [with_key, keyless, keyed_user, master].map(|k| w.kicked(k)),
+        [false, true, false, false],
+        "requiring a key drops only the client without one"
+    );
+
+    w.change(
+        EnvSettings {
+            api_keys: vec![],
+            ..open.clone()
+        },
+        1000,
+    );
+    assert_eq!(
+        [with_key, keyed_user].map(|k| w.kicked(k)),
+        [false, false],
+        "a key removed while keys are not required drops no one"
+    );
+
+    w.change(
+        EnvSettings {
+            session_required: true,
+            ..open.clone()
+        },
+        1000,
+    );
+    assert_eq!(
+        [with_key, keyed_user].map(|k| w.kicked(k)),
+        [true, false],
+        "requiring a session"
+    );
+
+    // The session the signed-in client connected with expires at 5000: the
+    // sweep every second drops it then, not before.
+    w.rt.sweep(4999, crate::realtime::state::Sweep::Expired);
+    assert!(!w.kicked(keyed_user));
+    w.rt.sweep(5000, crate::realtime::state::Sweep::Expired);
+    assert!(w.kicked(keyed_user), "its required session expired");
+}
+
+/// A removed environment drops its clients.
+#[test]
+fn a_removed_environment_drops_its_clients() {
+    let mut w = World::default_env();
+    let a = w.client("a");
+    let next = w.rt.settings().replaced_by(vec![EnvSettings::named("other")]);
+    w.rt.apply_settings(Arc::new(next), 1000);
+    assert!(w.kicked(a));
+}
+
+fn join(w: &mut World, key: SlabKey, channel: &str) {
+    w.event(key, "join", &[&format!(r#"{{"channel":"{channel}"}}"#)])
+        .unwrap();
+}
+
+/// At `channels_per_connection_max` (3 here) a join of another channel is
+/// refused with an error event to the joiner alone and joins nothing; the
+/// connection stays, a join of a channel it is in is still a no-op, and a
+/// leave makes room.
+#[test]
+fn a_join_beyond_the_channel_limit_is_refused_with_an_error() {
+    let mut w = World::default_env();
+    let (a, b) = (w.client("a"), w.client("b"));
+    join(&mut w, b, "w");
+    for channel in ["x", "y", "z"] {
+        join(&mut w, a, channel);
+    }
+    w.take();
+    join(&mut w, a, "w");
+    let refused = r#"42["error",{"code":"channel_limit_exceeded","message":"A connection may be in at most 3 channels; leave one first","channel":"w"}]"#;
+    assert_eq!(w.take(), [("a", refused.to_owned())], "b hears no join");
+    assert_eq!(w.fx.stats.channel_limit_refusals.get(), 1);
+    assert_eq!(w.rt.member(a).unwrap().channels.len(), 3);
+    join(&mut w, a, "x");
+    assert_eq!(w.take(), [], "already in: a no-op, not a refusal");
+    w.event(a, "leave", &[r#"{"channel":"y"}"#]).unwrap();
+    join(&mut w, a, "w");
+    let id = w.id(a);
+    assert_eq!(w.take(), [("b", presence("channel:join", "w", &id))]);
+    let mut channels: Vec<&str> = w.rt.member(a).unwrap().channels.iter().map(|c| &**c).collect();
+    channels.sort();
+    assert_eq!(channels, ["w", "x", "z"]);
+}
+
+/// Leaves take the named channel out of the member's list wherever it is,
+/// and the index agrees (no limit: 0).
+#[test]
+fn leaves_remove_exactly_the_named_channels() {
+    let mut w = World::default_env();
+    w.fx.limits.channels_per_connection_max = 0;
+    let a = w.client("a");
+    let names: Vec<String> = (0..1000).map(|i| format!("c{i}")).collect();
+    for name in &names {
+        join(&mut w, a, name);
+    }
+    for name in names.iter().step_by(3) {
+        w.event(a, "leave", &[&format!(r#"{{"channel":"{name}"}}"#)])
+            .unwrap();
+    }
+    assert_eq!(w.rt.member(a).unwrap().channels.len(), 1000 - 334);
+    for (i, name) in names.iter().enumerate() {
+        let kept = i % 3 != 0;
+        let joined = w.rt.member(a).unwrap().channels.contains(name.as_str());
+        assert_eq!(joined, kept, "{name}");
+        let indexed = w.rt.env_mut(0).unwrap().channel(name).is_some();
+        assert_eq!(indexed, kept, "{name} in the index");
+    }
+}
+
+/// A profile over `profile_bytes_max` (32 here, JSON plus attachments) is
+/// refused with an error event and changes nothing: no channel:update, and
+/// the old profile stays.
+#[test]
+fn an_oversize_profile_is_refused_and_changes_nothing() {
+    let mut w = World::default_env();
+    let (a, b) = (w.client("a"), w.client("b"));
+    join(&mut w, a, "c");
+    join(&mut w, b, "c");
+    w.event(a, "update", &[r#"{"data":{"name":"ann"}}"#]).unwrap();
+    w.take();
+    let big = format!(r#"{{"data":{{"name":"{}"}}}}"#, "x".repeat(30));
+    w.event(a, "update", &[&big]).unwrap();
+    let refused = r#"42["error",{"code":"profile_too_large","message":"The profile is 41 bytes; at most 32 are allowed"}]"#;
+    assert_eq!(w.take(), [("a", refused.to_owned())]);
+    // JSON within the limit, but not with its attachment.
+    let incoming = Incoming {
+        name: "update",
+        args: &[r#"{"data":{"pic":{"_placeholder":true,"num":0}}}"#],
+        ack_id: None,
+        attachments: &[Bytes::from(vec![0u8; 16])],
+    };
+    handle(&mut w.rt, &mut w.fx, a, incoming).unwrap();
+    assert_eq!(w.take().len(), 1, "one more refusal to a");
+    assert_eq!(w.fx.stats.profile_limit_refusals.get(), 2);
+    let profile = w.rt.member(a).unwrap().profile.as_ref().unwrap();
+    assert_eq!(&profile.json[..], br#"{"name":"ann"}"#);
+    // Exactly at the limit is fine.
+    let fits = format!(r#"{{"data":"{}"}}"#, "y".repeat(30));
+    w.event(a, "update", &[&fits]).unwrap();
+    assert_eq!(w.take().len(), 1, "b hears the update");
 }
