@@ -37,8 +37,38 @@ pub(crate) trait Effects<S> {
     /// Starts gathering the members of `channel` from everywhere; member
     /// `to` gets ack `ack_id` with the list.
     fn ack_members(&mut self, rt: &Realtime<S>, to: SlabKey, ack_id: u64, env: EnvKey, channel: &str);
-    /// Counts one event of `ip` against limiter `limiter` of `env`.
-    fn rate_hit(&mut self, env: EnvKey, ip: IpAddr, limiter: usize, limit: u32, window_s: u32) -> Verdict;
+    /// Member `key` is in `channel` now (the index has it); `first`: no
+    /// other member of this shard was. The router makes the node receive the
+    /// channel's messages from other nodes and makes the membership visible
+    /// to member lists everywhere, and queues the member's own `echo` only
+    /// once both are done (so a message published after the member saw its
+    /// echo cannot miss it).
+    fn joined(
+        &mut self,
+        rt: &Realtime<S>,
+        env: EnvKey,
+        channel: &Arc<str>,
+        key: SlabKey,
+        first: bool,
+        echo: Option<Bytes>,
+    );
+    /// Member `id` is out of `channel` (and of the index); `last`: no member
+    /// of this shard is left in it. Called before the leave is published.
+    fn left(&mut self, rt: &Realtime<S>, env: EnvKey, channel: &Arc<str>, id: &str, last: bool);
+    /// Member `key`'s profile changed: member lists must show the new one.
+    fn profile_changed(&mut self, rt: &Realtime<S>, env: EnvKey, key: SlabKey);
+    /// Counts one event of `ip` against limiter `limiter` of environment
+    /// `env` (named `env_id`).
+    #[allow(clippy::too_many_arguments)]
+    fn rate_hit(
+        &mut self,
+        env: EnvKey,
+        env_id: &str,
+        ip: IpAddr,
+        limiter: usize,
+        limit: u32,
+        window_s: u32,
+    ) -> Verdict;
     /// Seconds on the rate-limit clock.
     fn now_s(&self) -> u64;
     fn stats(&self) -> &Stats;
@@ -210,7 +240,8 @@ fn rate_limited<S: Sink>(rt: &mut Realtime<S>, fx: &mut impl Effects<S>, key: Sl
     let ip = member.client_ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let now = fx.now_s();
     for (index, limit) in env_settings.rate_limits.iter().enumerate() {
-        let Verdict::Over { window_end } = fx.rate_hit(env, ip, index, limit.limit, limit.window_s) else {
+        let verdict = fx.rate_hit(env, &env_settings.id, ip, index, limit.limit, limit.window_s);
+        let Verdict::Over { window_end } = verdict else {
             continue;
         };
         Stats::bump(&fx.stats().rate_limited_events);
@@ -281,7 +312,7 @@ fn skip_unless(echo: bool, key: SlabKey) -> Option<SlabKey> {
 /// `{"channel":<channel>,"message":{"id":<id>,"data":<profile>}}` as the
 /// single argument of a presence event (a binary event when the profile
 /// carries attachments).
-fn presence_frame(name: &str, channel: &str, id: &str, profile: Option<&Profile>) -> Bytes {
+pub(crate) fn presence_frame(name: &str, channel: &str, id: &str, profile: Option<&Profile>) -> Bytes {
     let attachments = profile.map_or(&[][..], |p| &p.attachments[..]);
     frames::event(name, attachments, |out| {
         out.extend_from_slice(b",{\"channel\":");
@@ -307,6 +338,7 @@ fn join<S: Sink>(
     let Some(index) = rt.env_mut(env) else {
         return Ok(());
     };
+    let first = index.channel(&a.channel).is_none();
     if !index.join(&a.channel, key) {
         return Ok(());
     }
@@ -321,14 +353,12 @@ fn join<S: Sink>(
         member.id.as_str(),
         member.profile.as_ref(),
     );
-    let skip = skip_unless(a.echo.unwrap_or(echo), key);
-    fx.publish(
-        rt,
-        env,
-        Target::Channel(Arc::from(a.channel.as_ref())),
-        frame,
-        skip,
-    );
+    let channel: Arc<str> = Arc::from(a.channel.as_ref());
+    let echo = a.echo.unwrap_or(echo).then(|| frame.clone());
+    // The membership is recorded before the join is published, so whoever
+    // hears of the join and then asks for the members finds it.
+    fx.joined(rt, env, &channel, key, first, echo);
+    fx.publish(rt, env, Target::Channel(channel), frame, Some(key));
     Ok(())
 }
 
@@ -362,13 +392,17 @@ fn leave<S: Sink>(
         fx.stats().add_deliveries(1);
     }
     let channel: Arc<str> = Arc::from(a.channel.as_ref());
+    let id = member.id;
+    let mut last = false;
     if let Some(index) = rt.env_mut(env) {
         index.leave(&channel, key);
+        last = index.channel(&channel).is_none();
     }
     Stats::bump(&fx.stats().leaves);
     if let Some(member) = rt.member_mut(key) {
         member.channels.retain(|c| **c != *channel);
     }
+    fx.left(rt, env, &channel, id.as_str(), last);
     fx.publish(rt, env, Target::Channel(channel), frame, Some(key));
     Ok(())
 }
@@ -387,6 +421,10 @@ fn update<S: Sink>(
         return Ok(());
     };
     member.profile = profile;
+    let in_channels = !member.channels.is_empty();
+    if in_channels {
+        fx.profile_changed(rt, env, key);
+    }
     let skip = skip_unless(a.echo.unwrap_or(echo), key);
     let Some(member) = rt.member(key) else {
         return Ok(());
@@ -612,7 +650,10 @@ pub(crate) fn disconnected<S: Sink>(rt: &Realtime<S>, fx: &mut impl Effects<S>, 
             member.id.as_str(),
             member.profile.as_ref(),
         );
-        fx.publish(rt, env, Target::Channel(Arc::from(channel)), frame, None);
+        let channel: Arc<str> = Arc::from(channel);
+        let last = rt.local_count(env, &Target::Channel(channel.clone())) == 0;
+        fx.left(rt, env, &channel, member.id.as_str(), last);
+        fx.publish(rt, env, Target::Channel(channel), frame, None);
     }
 }
 

@@ -526,7 +526,10 @@ impl Session {
                         api_key,
                     } => (Some(env), echo, user, api_key),
                 };
-                let (key, id) = self.shard.register(NewMember {
+                self.outbox.set_connected();
+                // The connect ack goes out from here, or, in a cluster, once
+                // the node receives what this client must receive.
+                let (key, _) = self.shard.connected(NewMember {
                     sink: self.outbox.clone(),
                     env,
                     echo,
@@ -535,9 +538,7 @@ impl Session {
                     client_ip: self.client_ip,
                 });
                 self.member = Some(key);
-                self.outbox.set_connected();
                 Stats::bump(&self.shard.stats.connects);
-                self.outbox.push(frames::connect_ok(id.as_str()));
             }
             Err(refusal) => {
                 tracing::debug!(code = refusal.code, "connection refused");
