@@ -37,12 +37,12 @@ pub(crate) trait Effects<S> {
     /// Starts gathering the members of `channel` from everywhere; member
     /// `to` gets ack `ack_id` with the list.
     fn ack_members(&mut self, rt: &Realtime<S>, to: SlabKey, ack_id: u64, env: EnvKey, channel: &str);
-    /// Member `key` is in `channel` now (the index has it); `first`: no
-    /// other member of this shard was. The router makes the node receive the
-    /// channel's messages from other nodes and makes the membership visible
-    /// to member lists everywhere, and queues the member's own `echo` only
-    /// once both are done (so a message published after the member saw its
-    /// echo cannot miss it).
+    /// Member `key` is in `channel` now (the index has it, its join is
+    /// published); `first`: no other member of this shard was. The router
+    /// makes the node receive the channel's messages from other nodes and
+    /// makes the membership visible to member lists everywhere, and queues
+    /// the member's own `echo` only once both are done (so a message
+    /// published after the member saw its echo cannot miss it).
     fn joined(
         &mut self,
         rt: &Realtime<S>,
@@ -355,10 +355,12 @@ fn join<S: Sink>(
     );
     let channel: Arc<str> = Arc::from(a.channel.as_ref());
     let echo = a.echo.unwrap_or(echo).then(|| frame.clone());
-    // The membership is recorded before the join is published, so whoever
-    // hears of the join and then asks for the members finds it.
+    // Published before the membership is recorded: in a cluster the
+    // joiner's echo waits for the record, which the link sends after the
+    // notice, so a member that joins after seeing this echo never hears
+    // this join late.
+    fx.publish(rt, env, Target::Channel(channel.clone()), frame, Some(key));
     fx.joined(rt, env, &channel, key, first, echo);
-    fx.publish(rt, env, Target::Channel(channel), frame, Some(key));
     Ok(())
 }
 

@@ -8,6 +8,7 @@
 mod support;
 
 mod bad_input;
+mod cluster;
 mod cross_shard;
 mod deploy_files;
 mod doctor;
