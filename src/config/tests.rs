@@ -166,3 +166,22 @@ fn parses_redis_urls() {
         assert!(RedisUrl::parse(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn example_cluster_section_loads_when_uncommented() {
+    let text = include_str!("../../ringcast.example.toml");
+    let uncommented: String = text
+        .lines()
+        .map(|line| match line.strip_prefix('#') {
+            Some(rest) if rest.starts_with("[cluster]") || rest.starts_with(|c: char| c.is_ascii_lowercase()) => rest,
+            _ => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let cluster = Config::from_toml(&cli(), "example", &uncommented).unwrap().cluster.unwrap();
+    assert_eq!(cluster.redis.port, 6379);
+    assert_eq!(cluster.node_id, "realtime-1");
+    assert_eq!(cluster.node_ttl, Duration::from_secs(10));
+    assert_eq!(cluster.rate_sync_interval, Duration::from_millis(100));
+    assert_eq!(cluster.queue_commands_max, 65_536);
+}

@@ -184,7 +184,10 @@ async fn members(shard: &Rc<Shard>, body: &[u8]) -> Result<String, ApiError> {
         return Err(ApiError::new(
             503,
             "members_incomplete",
-            format!("{} shard(s) did not answer in time", gathered.missing),
+            format!(
+                "the list is incomplete: {} shard(s), or the cluster, did not answer in time",
+                gathered.missing
+            ),
         )
         .with_field("members", json));
     }
