@@ -173,12 +173,19 @@ fn example_cluster_section_loads_when_uncommented() {
     let uncommented: String = text
         .lines()
         .map(|line| match line.strip_prefix('#') {
-            Some(rest) if rest.starts_with("[cluster]") || rest.starts_with(|c: char| c.is_ascii_lowercase()) => rest,
+            Some(rest)
+                if rest.starts_with("[cluster]") || rest.starts_with(|c: char| c.is_ascii_lowercase()) =>
+            {
+                rest
+            }
             _ => line,
         })
         .collect::<Vec<_>>()
         .join("\n");
-    let cluster = Config::from_toml(&cli(), "example", &uncommented).unwrap().cluster.unwrap();
+    let cluster = Config::from_toml(&cli(), "example", &uncommented)
+        .unwrap()
+        .cluster
+        .unwrap();
     assert_eq!(cluster.redis.port, 6379);
     assert_eq!(cluster.node_id, "realtime-1");
     assert_eq!(cluster.node_ttl, Duration::from_secs(10));

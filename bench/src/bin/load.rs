@@ -17,7 +17,7 @@ enum Command {
     /// Run a scenario.
     Run {
         #[command(flatten)]
-        common: Common,
+        common: Box<Common>,
         #[command(subcommand)]
         scenario: Scenario,
     },

@@ -217,7 +217,9 @@ async function startProxy(targetPorts) {
   const sockets = new Set();
   const proxy = createServer((client) => {
     const port = targetPorts[next++ % targetPorts.length];
-    const upstream = tcpConnect(port, "127.0.0.1");
+    // From the client's own loopback address, so the node sees the client
+    // IP the test chose (IP rules, rate limits per IP).
+    const upstream = tcpConnect({ port, host: "127.0.0.1", localAddress: client.remoteAddress });
     for (const s of [client, upstream]) {
       sockets.add(s);
       s.setNoDelay(true);
