@@ -434,3 +434,53 @@ fn rate_limits_count_across_nodes_within_the_documented_bound() {
     assert_eq!((refused_a, refused_b), (1, 1));
     assert_eq!(count(), Some(6), "admitted in the cluster: limit + 1");
 }
+
+#[test]
+fn a_node_starts_without_redis_and_survives_a_frozen_redis() {
+    let mut redis = RedisServer::not_started();
+    // Redis is not there: the node starts and serves its own clients.
+    let a = node(&redis, "a", None);
+    let mut x = Sio::connect_default(&a);
+    let mut x2 = Sio::connect_default(&a);
+    join_echo(&mut x, "f");
+    join_echo(&mut x2, "f");
+    x.expect(&channel_event("join", "f", &x2.id, "null"));
+    assert_eq!(Metrics::scrape(a.addr()).sum("ringcast_cluster_up", &[]), 0);
+    // Redis arrives: the node joins (retrying with backoff) and stores its
+    // members, so a node started now lists them.
+    redis.restart();
+    wait_metrics(a.addr(), "the link up", |m| {
+        m.sum("ringcast_cluster_up", &[]) == 1
+    });
+    let b = node(&redis, "b", None);
+    wait_nodes(&[&a, &b]);
+    let mut y = Sio::connect_default(&b);
+    assert_eq!(
+        members_via(&mut y, "f"),
+        sorted(vec![x.id.clone(), x2.id.clone()])
+    );
+
+    // Redis freezes (nothing answers, nothing is closed): the nodes notice
+    // within their I/O timeouts and keep serving their own clients.
+    redis.signal(libc::SIGSTOP);
+    for n in [&a, &b] {
+        wait_metrics(n.addr(), "the link down", |m| {
+            m.sum("ringcast_cluster_up", &[]) == 0
+        });
+    }
+    x.emit(r#"["message",{"channel":"f","eventName":"local","message":1}]"#);
+    x2.expect(&event("local", Some("f"), "1"));
+    // It thaws: both reconnect, and cross-node traffic flows again once
+    // both are subscribed.
+    redis.signal(libc::SIGCONT);
+    for n in [&a, &b] {
+        wait_metrics(n.addr(), "the link back", |m| {
+            m.sum("ringcast_cluster_up", &[]) == 1
+        });
+    }
+    join_echo(&mut y, "f");
+    x.expect(&channel_event("join", "f", &y.id, "null"));
+    x2.expect(&channel_event("join", "f", &y.id, "null"));
+    x.emit(r#"["message",{"channel":"f","eventName":"back","message":2}]"#);
+    y.expect(&event("back", Some("f"), "2"));
+}

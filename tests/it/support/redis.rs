@@ -28,13 +28,29 @@ pub(crate) enum Reply {
 
 impl RedisServer {
     pub(crate) fn start() -> Self {
+        let mut redis = Self::not_started();
+        redis.restart();
+        redis
+    }
+
+    /// A free port where Redis is not running yet ([`Self::restart`] starts
+    /// it there).
+    pub(crate) fn not_started() -> Self {
         let port = {
             let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
             listener.local_addr().expect("its address").port()
         };
-        let mut redis = Self { child: None, port };
-        redis.restart();
-        redis
+        Self { child: None, port }
+    }
+
+    /// Sends `signal` to the server (SIGSTOP freezes it: connections stay
+    /// open and nothing answers, as with a network partition).
+    pub(crate) fn signal(&self, signal: libc::c_int) {
+        let child = self.child.as_ref().expect("redis is running");
+        let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) has no memory-safety preconditions; the pid is our
+        // own child, not reaped before stop() or drop.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
     }
 
     /// `redis://127.0.0.1:PORT`.
@@ -108,6 +124,10 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        if self.child.is_some() {
+            // A frozen server must be thawed to die of SIGKILL promptly.
+            self.signal(libc::SIGCONT);
+        }
         self.stop();
     }
 }
