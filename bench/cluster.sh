@@ -6,10 +6,12 @@
 # and Redis CPU and network bytes per published message.
 #
 #   bench/cluster.sh                          # 1,000 subscribers, window 16, 5 s
-#   bench/cluster.sh --subscribers 100 --window 4 --duration-s 1 --warmup-s 0.5   # a tiny run
+#   bench/cluster.sh --tiny                   # 100 subscribers, window 4, 1 s: does it work
 #   bench/cluster.sh --peers ringcast         # ringcast only
 #
-# Writes bench/results/cluster-<time>/{ringcast,node}.json and results.md.
+# Writes bench/results/cluster-<time>/{ringcast,node}.json and results.md
+# (with --tiny, for a check that it works: bench/results/tmp/cluster-<time>/);
+# the servers' logs go to bench/results/tmp/cluster-logs/ (ignored by git).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +20,7 @@ window=16
 duration_s=5
 warmup_s=1
 peers="ringcast,node"
+results=bench/results
 while [ $# -gt 0 ]; do
   case "$1" in
     --subscribers) subscribers="$2"; shift 2 ;;
@@ -25,6 +28,7 @@ while [ $# -gt 0 ]; do
     --duration-s) duration_s="$2"; shift 2 ;;
     --warmup-s) warmup_s="$2"; shift 2 ;;
     --peers) peers="$2"; shift 2 ;;
+    --tiny) subscribers=100; window=4; duration_s=1; warmup_s=0.5; results=bench/results/tmp; shift ;;
     *) echo "bench/cluster.sh: unknown flag $1" >&2; exit 2 ;;
   esac
 done
@@ -36,8 +40,9 @@ if [[ "$peers" == *node* ]] && [[ ! -d bench/peers/node/node_modules/@socket.io/
   (cd bench/peers/node && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
-out="bench/results/cluster-$(date -u +%Y%m%dT%H%M%SZ)"
-mkdir -p "$out"
+out="$results/cluster-$(date -u +%Y%m%dT%H%M%SZ)"
+logs=bench/results/tmp/cluster-logs
+mkdir -p "$out" "$logs"
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -69,7 +74,7 @@ start_server() {
 }
 
 redis_port=$(free_port)
-redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >"$out/redis.log" 2>&1 &
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >"$logs/redis.log" 2>&1 &
 pids+=($!)
 redis_pid=$!
 for _ in $(seq 1 100); do
@@ -94,10 +99,10 @@ run_pair() {
 
 if [[ "$peers" == *ringcast* ]]; then
   token=bench-cluster
-  start_server "$out/ringcast-a" target/release/ringcast --listen 127.0.0.1:0 --shards 1 \
+  start_server "$logs/ringcast-a" target/release/ringcast --listen 127.0.0.1:0 --shards 1 \
     --master-token "$token" --redis "redis://127.0.0.1:$redis_port" --node-id a
   a="$started"
-  start_server "$out/ringcast-b" target/release/ringcast --listen 127.0.0.1:0 --shards 1 \
+  start_server "$logs/ringcast-b" target/release/ringcast --listen 127.0.0.1:0 --shards 1 \
     --master-token "$token" --redis "redis://127.0.0.1:$redis_port" --node-id b
   b="$started"
   # Both nodes see each other before the first client connects.
@@ -111,10 +116,10 @@ if [[ "$peers" == *ringcast* ]]; then
   run_pair ringcast ringcast "$a" "$b"
 fi
 if [[ "$peers" == *node* ]]; then
-  start_server "$out/node-a" node bench/peers/node/server.js --listen 127.0.0.1:0 \
+  start_server "$logs/node-a" node bench/peers/node/server.js --listen 127.0.0.1:0 \
     --redis "redis://127.0.0.1:$redis_port"
   a="$started"
-  start_server "$out/node-b" node bench/peers/node/server.js --listen 127.0.0.1:0 \
+  start_server "$logs/node-b" node bench/peers/node/server.js --listen 127.0.0.1:0 \
     --redis "redis://127.0.0.1:$redis_port"
   b="$started"
   run_pair node node-socket.io "$a" "$b"
