@@ -10,7 +10,9 @@
 #   bench/run.sh --scenarios fanout-s1000-w16,rooms-w1 --peers node   # a subset
 #   bench/run.sh --shards 1,2,4,8 --drivers epoll                     # the sweep, one driver
 #
-# Any flag is passed to `suite` (see `target/release/suite --help`).
+# Any flag is passed to `suite` (see `target/release/suite --help`). A run
+# without flags (the full suite) then runs bench/cluster.sh too: 2 nodes on
+# one Redis, ringcast against Node socket.io + @socket.io/redis-adapter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,4 +46,7 @@ if [[ "$peers" == *socketioxide* ]]; then
 fi
 
 # With --smoke the results go to the ignored bench/results/tmp/.
-exec target/release/suite "$@"
+target/release/suite "$@"
+if [ "$#" -eq 0 ]; then
+  bash bench/cluster.sh
+fi

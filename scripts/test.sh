@@ -13,6 +13,8 @@
 #             checks its fields and files, installs it into a throwaway root,
 #             verifies the systemd unit
 #   interop   node --test in tests/interop against target/release/ringcast
+#   interop-cluster  the same suite with RINGCAST_INTEROP_CLUSTER=3: every server is
+#             3 nodes on a real redis-server behind a round-robin TCP proxy
 #   clients   node --test in clients/js (client + server libraries) and clients/demo
 #             (chat page in headless Chromium), against target/release/ringcast
 #   soak      tests/soak/soak.mjs --duration-s 60: a 1-minute mixed load (good,
@@ -92,7 +94,7 @@ count_tests() {
             failed=$(grep -oE 'test result: [A-Za-z]+\. [0-9]+ passed; [0-9]+ failed' "$log" |
                 grep -oE '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
             ;;
-        interop)
+        interop | interop-cluster)
             # spec reporter: "ℹ pass 45" / "ℹ fail 0"
             passed=$(grep -oE '^ℹ pass [0-9]+' "$log" | awk '{s+=$3} END {print s+0}')
             failed=$(grep -oE '^ℹ fail [0-9]+' "$log" | awk '{s+=$3} END {print s+0}')
@@ -168,6 +170,10 @@ if run_step build cargo build --release -p ringcast; then
         bash -c 'cd tests/interop && exec node --test --test-concurrency=1 \
             --test-reporter=spec --test-timeout=240000 ./*.test.mjs'
     count_tests interop $?
+    run_step interop-cluster timeout -k 10 "$INTEROP_TIMEOUT_S" \
+        bash -c 'cd tests/interop && RINGCAST_INTEROP_CLUSTER=3 exec node --test --test-concurrency=1 \
+            --test-reporter=spec --test-timeout=240000 ./*.test.mjs'
+    count_tests interop-cluster $?
     # Both suites run even when the first fails; the step fails if either did.
     run_step clients timeout -k 10 "$CLIENTS_TIMEOUT_S" \
         bash -c 'status=0
@@ -191,6 +197,8 @@ else
     skip_step package "no release build"
     total_failed=$((total_failed + 1))
     skip_step interop "no release build"
+    total_failed=$((total_failed + 1))
+    skip_step interop-cluster "no release build"
     total_failed=$((total_failed + 1))
     skip_step clients "no release build"
     total_failed=$((total_failed + 1))

@@ -17,6 +17,85 @@ use serde::Deserialize;
 
 use crate::realtime::settings::{parse_net, EnvSettings};
 
+/// How the cluster is configured (`--redis`, `[cluster]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub redis: RedisUrl,
+    /// This node's name in logs and in Redis (default: host name + port).
+    pub node_id: String,
+    /// A node whose heartbeat is older than this is dead: its members leave.
+    pub node_ttl: Duration,
+    /// How often local rate-limit counts are exchanged through Redis.
+    pub rate_sync_interval: Duration,
+    /// Commands waiting for the link; beyond, messages for other nodes are
+    /// dropped (and counted).
+    pub queue_commands_max: usize,
+}
+
+/// `redis://[[user]:password@]host[:port][/db]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisUrl {
+    pub host: String,
+    pub port: u16,
+    pub db: u32,
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+impl RedisUrl {
+    /// Parses a `redis://` URL; the error says what is wrong.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let rest = url
+            .strip_prefix("redis://")
+            .ok_or_else(|| format!("`{url}`: a Redis URL starts with redis://"))?;
+        let (authority, path) = match rest.split_once('/') {
+            Some((a, p)) => (a, p),
+            None => (rest, ""),
+        };
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let (user, password) = match userinfo {
+            None => (None, None),
+            Some(u) => match u.split_once(':') {
+                Some((user, pass)) => ((!user.is_empty()).then(|| user.to_owned()), Some(pass.to_owned())),
+                None => (None, Some(u.to_owned())),
+            },
+        };
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (h, p) = v6.split_once(']').ok_or_else(|| format!("`{url}`: unclosed ["))?;
+            (h.to_owned(), p.strip_prefix(':'))
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h.to_owned(), Some(p)),
+                None => (hostport.to_owned(), None),
+            }
+        };
+        if host.is_empty() {
+            return Err(format!("`{url}`: no host"));
+        }
+        let port = match port {
+            Some(p) => p.parse().map_err(|_| format!("`{url}`: bad port `{p}`"))?,
+            None => 6379,
+        };
+        let path = path.trim_end_matches('/');
+        let db = if path.is_empty() {
+            0
+        } else {
+            path.parse()
+                .map_err(|_| format!("`{url}`: bad database number `{path}`"))?
+        };
+        Ok(Self {
+            host,
+            port,
+            db,
+            user,
+            password,
+        })
+    }
+}
+
 /// Command-line flags. Every flag is optional and overrides the file.
 #[derive(Debug, Clone, Parser, Default)]
 #[command(
@@ -66,6 +145,13 @@ pub struct Cli {
     /// TOML configuration file (see `ringcast.example.toml`).
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
+    /// Join a cluster through this Redis: `redis://HOST[:PORT][/DB]`
+    /// (Redis 7 or later). Without it the node runs alone.
+    #[arg(long, global = true, env = "RINGCAST_REDIS")]
+    pub redis: Option<String>,
+    /// This node's name in the cluster [default: host name + port].
+    #[arg(long, global = true)]
+    pub node_id: Option<String>,
     /// What to do instead of serving (nothing: serve).
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -157,6 +243,8 @@ pub struct Config {
     pub rate_limit_slots: usize,
     /// The file the configuration came from, re-read on SIGHUP.
     pub file: Option<PathBuf>,
+    /// The cluster this node joins (`--redis`, `[cluster]`); `None`: alone.
+    pub cluster: Option<ClusterConfig>,
     pub(crate) environments: Vec<EnvSettings>,
 }
 
@@ -167,6 +255,18 @@ struct FileConfig {
     server: FileServer,
     #[serde(default)]
     environments: Option<Vec<EnvSettings>>,
+    #[serde(default)]
+    cluster: FileCluster,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCluster {
+    redis: Option<String>,
+    node_id: Option<String>,
+    node_ttl_ms: Option<u64>,
+    rate_sync_ms: Option<u64>,
+    queue_commands_max: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -270,11 +370,13 @@ impl Config {
             })?;
             trusted_proxies.push(net);
         }
+        let listen = cli
+            .listen
+            .or(s.listen)
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 4000)));
+        let cluster = cluster_config(cli, file.cluster, listen)?;
         Ok(Self {
-            listen: cli
-                .listen
-                .or(s.listen)
-                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 4000))),
+            listen,
             shard_count,
             path,
             master_token,
@@ -309,6 +411,7 @@ impl Config {
                 .max(crate::realtime::rate_limit::PROBES)
                 .next_power_of_two(),
             file: cli.config.clone(),
+            cluster,
             environments,
         })
     }
@@ -344,6 +447,53 @@ impl Config {
         }
         warnings
     }
+}
+
+/// Longest node TTL accepted: a dead node must drop out of member lists
+/// within 15 s.
+const NODE_TTL_MS_MAX: u64 = 15_000;
+
+fn cluster_config(cli: &Cli, file: FileCluster, listen: SocketAddr) -> Result<Option<ClusterConfig>, Error> {
+    let Some(url) = cli.redis.clone().or(file.redis) else {
+        return Ok(None);
+    };
+    let redis = RedisUrl::parse(&url).map_err(|e| Error::Invalid(format!("cluster redis {e}")))?;
+    let node_id = match cli.node_id.clone().or(file.node_id) {
+        Some(id) if id.is_empty() => return Err(Error::Invalid("node_id is empty".into())),
+        Some(id) => id,
+        None => format!("{}:{}", host_name(), listen.port()),
+    };
+    let node_ttl_ms = file.node_ttl_ms.unwrap_or(10_000);
+    if !(2_000..=NODE_TTL_MS_MAX).contains(&node_ttl_ms) {
+        return Err(Error::Invalid(format!(
+            "cluster node_ttl_ms must be between 2000 and {NODE_TTL_MS_MAX}"
+        )));
+    }
+    let rate_sync_ms = file.rate_sync_ms.unwrap_or(100);
+    if !(10..=1_000).contains(&rate_sync_ms) {
+        return Err(Error::Invalid(
+            "cluster rate_sync_ms must be between 10 and 1000".into(),
+        ));
+    }
+    Ok(Some(ClusterConfig {
+        redis,
+        node_id,
+        node_ttl: Duration::from_millis(node_ttl_ms),
+        rate_sync_interval: Duration::from_millis(rate_sync_ms),
+        queue_commands_max: file.queue_commands_max.unwrap_or(65_536).max(16),
+    }))
+}
+
+/// This machine's host name (`localhost` if it has none).
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 /// Re-reads only the environments of configuration file `path` (SIGHUP).

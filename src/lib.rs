@@ -13,6 +13,8 @@
 //!   or other nodes.
 //! - [`config`]: command line + TOML file → a validated [`config::Config`].
 //! - [`connection`]: one connection's socket handle and bounded outbox.
+//! - [`cluster`]: the link to the other nodes through Redis (its own
+//!   threads; reaches shards only through their inboxes).
 //! - [`shard`]: one shard's state and tasks, and the router that delivers
 //!   to local members and other shards.
 //! - [`http`]: what a plain HTTP request gets (routes, the backend's API).
@@ -25,6 +27,7 @@
 //! nothing about any of the protocols here.
 
 pub(crate) mod close;
+pub(crate) mod cluster;
 pub mod config;
 pub(crate) mod connection;
 pub mod doctor;

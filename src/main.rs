@@ -52,14 +52,14 @@ fn main() -> anyhow::Result<()> {
     let shard_count = config.shard_count;
     let server = ringcast::server::start(config)?;
     server.handle_signals()?;
-    let running = server.running;
+    let running = &server.running;
     let driver = if running.uring { "io_uring" } else { "epoll" };
     tracing::info!(addr = %running.local_addr, shards = shard_count, driver, "ringcast started");
     println!(
         "ringcast listening on http://{}{} shards={}",
         running.local_addr, path, shard_count
     );
-    running.join();
+    server.join();
     tracing::info!("stopped");
     Ok(())
 }

@@ -98,6 +98,19 @@ impl Stats {
     }
 }
 
+/// What `/metrics` shows of the cluster (all zero without `--redis`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ClusterGauges {
+    pub(crate) up: bool,
+    pub(crate) messages_in: u64,
+    pub(crate) messages_out: u64,
+    pub(crate) dropped: u64,
+    pub(crate) reconnects: u64,
+    pub(crate) subscriptions: u64,
+    pub(crate) nodes: u64,
+    pub(crate) dead_nodes_cleaned: u64,
+}
+
 /// Values read off a shard's state at snapshot time.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Gauges {
@@ -117,8 +130,9 @@ pub(crate) struct Gauges {
     pub(crate) mesh_backlog: u64,
 }
 
-/// Renders every shard's snapshot as Prometheus text.
-pub(crate) fn render(shards: &[Snapshot]) -> String {
+/// Renders every shard's snapshot, and the node's cluster link, as
+/// Prometheus text.
+pub(crate) fn render(shards: &[Snapshot], cluster: &ClusterGauges) -> String {
     let mut out = String::with_capacity(8192);
     render_counters(&mut out, shards);
     header(
@@ -187,7 +201,68 @@ pub(crate) fn render(shards: &[Snapshot]) -> String {
         "Channels with members on the shard, by environment.",
         |g| &g.channels,
     );
+    render_cluster(&mut out, cluster);
     out
+}
+
+/// The cluster link's metrics (node-wide, no `shard` label); exported
+/// without `--redis` too (`ringcast_cluster_up 0`), so dashboards and alerts
+/// need no special case for a node that runs alone.
+fn render_cluster(out: &mut String, c: &ClusterGauges) {
+    let rows: [(&str, &str, &str, u64); 8] = [
+        (
+            "ringcast_cluster_up",
+            "gauge",
+            "1 while the link to Redis is up (0 without --redis).",
+            u64::from(c.up),
+        ),
+        (
+            "ringcast_cluster_nodes",
+            "gauge",
+            "Live nodes of the cluster, this one included (at the last heartbeat).",
+            c.nodes,
+        ),
+        (
+            "ringcast_cluster_subscriptions",
+            "gauge",
+            "Redis topics this node is subscribed to (channels, environments and users with members here).",
+            c.subscriptions,
+        ),
+        (
+            "ringcast_cluster_messages_in_total",
+            "counter",
+            "Channel, broadcast and user messages received from other nodes through Redis.",
+            c.messages_in,
+        ),
+        (
+            "ringcast_cluster_messages_out_total",
+            "counter",
+            "Channel, broadcast and user messages published to Redis (one per message).",
+            c.messages_out,
+        ),
+        (
+            "ringcast_cluster_dropped_total",
+            "counter",
+            "Messages for other nodes dropped because Redis was out of reach or the link's queue was full.",
+            c.dropped,
+        ),
+        (
+            "ringcast_cluster_reconnects_total",
+            "counter",
+            "Times the link connected to Redis again after losing it.",
+            c.reconnects,
+        ),
+        (
+            "ringcast_cluster_dead_nodes_total",
+            "counter",
+            "Dead nodes this node removed from the cluster (their members' leaves published).",
+            c.dead_nodes_cleaned,
+        ),
+    ];
+    for (name, kind, help, value) in rows {
+        header(out, name, help, kind);
+        let _ = writeln!(out, "{name} {value}");
+    }
 }
 
 /// A gauge with one value per shard.
@@ -240,7 +315,8 @@ mod tests {
             clients: vec![("de\"v".into(), 2)],
             ..Gauges::default()
         };
-        let text = render(&[stats.snapshot(1, gauges)]);
+        let text = render(&[stats.snapshot(1, gauges)], &ClusterGauges::default());
+        assert!(text.contains("# TYPE ringcast_cluster_up gauge\nringcast_cluster_up 0\n"));
         assert!(text.contains("# TYPE ringcast_messages_out_total counter\n"));
         assert!(text.contains("ringcast_messages_out_total{shard=\"1\"} 5\n"));
         assert!(text.contains("ringcast_disconnects_total{shard=\"1\",reason=\"slow_consumer\"} 1\n"));

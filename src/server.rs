@@ -1,11 +1,14 @@
-//! Starts the shards with their shared state, and reloads settings on
-//! SIGHUP.
+//! Starts the shards with their shared state (and, with `--redis`, the
+//! cluster link), and reloads settings on SIGHUP.
 
 use std::sync::Arc;
 
 use ringcast_shards::runtime::{self, Driver, Running, RuntimeConfig};
+use ringcast_shards::Mesh;
 
+use crate::cluster::{self, ShardPort};
 use crate::config::{reload_environments, Config};
+use crate::realtime::settings::EnvSettings;
 use crate::shard::inbox::ShardMessage;
 use crate::shard::Shared;
 
@@ -29,7 +32,35 @@ pub fn start(config: Config) -> std::io::Result<Server> {
         )),
         driver: if config.epoll { Driver::Epoll } else { Driver::Auto },
     };
-    let shared = Arc::new(Shared::new(config));
+    let mesh: Mesh<ShardMessage> = Mesh::new(config.shard_count, config.mesh_queue_messages_max);
+    let mut environments = config.environments.clone();
+    let (cluster, link) = match config.cluster.clone() {
+        Some(cluster_config) => {
+            let port_mesh = mesh.clone();
+            let port: ShardPort = Arc::new(move |shard, event| {
+                let message = ShardMessage::Cluster(event);
+                let lane = message.lane();
+                port_mesh.send(shard, lane, message).map_err(|back| match back {
+                    ShardMessage::Cluster(event) => event,
+                    // The mesh hands back the message it was given.
+                    _ => unreachable!("the mesh returned another message"),
+                })
+            });
+            let (cluster, mut link) = cluster::connect(cluster_config, port, environments.clone());
+            if let Some(envs) = link.take_loaded() {
+                environments = envs;
+            }
+            (Some(cluster), Some(link))
+        }
+        None => (None, None),
+    };
+    let shared = Arc::new(Shared::new(config, mesh, cluster, environments));
+    if let Some(link) = link {
+        let for_link = shared.clone();
+        link.spawn(Arc::new(move |envs: Vec<EnvSettings>| {
+            apply_cluster_settings(&for_link, envs)
+        }))?;
+    }
     let for_shards = shared.clone();
     let running = runtime::run(&runtime_config, move |shard, listener| {
         crate::shard::run(shard, listener, for_shards.clone(), crate::transport::serve)
@@ -42,6 +73,29 @@ impl Server {
     pub fn handle_signals(&self) -> std::io::Result<()> {
         handle_signals(self.shared.clone())
     }
+
+    /// Waits until every shard has drained and stopped, then leaves the
+    /// cluster (this node's presence is removed from Redis).
+    pub fn join(self) {
+        self.running.join();
+        if let Some(cluster) = &self.shared.cluster {
+            cluster.shutdown();
+        }
+    }
+}
+
+/// The cluster's environments changed in Redis (or the link connected):
+/// every shard gets them.
+fn apply_cluster_settings(shared: &Shared, envs: Vec<EnvSettings>) {
+    let settings = shared.change_settings(|current| current.replaced_by(envs));
+    let sent = shared.broadcast(|| ShardMessage::SettingsChanged {
+        settings: settings.clone(),
+        ack: None,
+    });
+    if let Err(e) = sent {
+        tracing::error!(error = %e, "cluster settings changed, but not every shard took them");
+    }
+    tracing::info!(version = settings.version, "settings from the cluster applied");
 }
 
 /// Handles signals on a thread of its own: SIGHUP re-reads the
@@ -88,6 +142,16 @@ fn reload(shared: &Shared) {
     };
     match reload_environments(&path) {
         Ok(envs) => {
+            if let Some(cluster) = &shared.cluster {
+                // In a cluster the file's environments become every node's.
+                match cluster.replace_settings(envs.clone(), shared.config.gather_timeout) {
+                    Ok(()) => tracing::info!("SIGHUP: the file's environments are the cluster's now"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "SIGHUP reload refused: the cluster's settings could not be replaced; keeping the running settings");
+                        return;
+                    }
+                }
+            }
             let settings = shared.change_settings(|current| current.replaced_by(envs));
             let sent = shared.broadcast(|| ShardMessage::SettingsChanged {
                 settings: settings.clone(),

@@ -90,6 +90,8 @@ pub struct PublishSpec {
 pub struct ConnSpec {
     /// Global index; doubles as the `src` of the messages it publishes.
     pub id: u32,
+    /// Which of [`Settings::targets`] it connects to.
+    pub node: u8,
     pub join: Option<u32>,
     pub publish: Option<PublishSpec>,
     /// Stops reading once joined (a stalled subscriber): it is not counted
@@ -104,7 +106,9 @@ const STALLED_RCVBUF_BYTES: usize = 4096;
 /// Fixed per run.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub target: Target,
+    /// The server, or the nodes of a cluster (connections pick one by
+    /// [`ConnSpec::node`]).
+    pub targets: Vec<Target>,
     /// Source addresses are 127.0.0.1 ..= 127.0.0.{source_ips}; 0 lets the kernel pick.
     pub source_ips: u8,
     /// Connections handshaking at once per worker.
@@ -113,6 +117,12 @@ pub struct Settings {
     pub auth: String,
     /// Filler so a published event is about `payload_bytes` long.
     pub pad: String,
+}
+
+impl Settings {
+    pub fn target(&self, node: u8) -> &Target {
+        &self.targets[usize::from(node) % self.targets.len()]
+    }
 }
 
 /// Shared between the coordinating thread and the workers.
@@ -506,7 +516,7 @@ fn start_connect(
     poll: &Poll,
     now_ns: u64,
 ) -> io::Result<()> {
-    let target = settings.target.addr;
+    let target = settings.target(conn.spec.node).addr;
     let domain = socket2::Domain::for_address(target);
     let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     socket.set_nonblocking(true)?;
@@ -579,7 +589,7 @@ fn on_connected(conn: &mut Conn, index: usize, ctx: &mut Ctx<'_>) {
         }
     }
     conn.state = State::Upgrading;
-    let target = &ctx.settings.target;
+    let target = ctx.settings.target(conn.spec.node);
     conn.outgoing
         .extend_from_slice(&wire::upgrade_request(&target.host, &target.path, &conn.key));
     mark_dirty(conn, index, ctx.dirty);

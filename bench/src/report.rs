@@ -204,6 +204,13 @@ pub struct RunReport {
     /// work charged to no process (not in the server's CPU).
     #[serde(default)]
     pub ksoftirqd_cpu_s: f64,
+    /// Cluster runs: CPU seconds of redis-server over the window.
+    #[serde(default)]
+    pub redis_cpu_s: f64,
+    /// Cluster runs: bytes redis-server received and sent over the window,
+    /// per published message.
+    #[serde(default)]
+    pub redis_bytes_per_message: f64,
 }
 
 impl RunReport {

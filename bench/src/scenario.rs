@@ -36,6 +36,20 @@ pub struct Common {
     /// Server process id, sampled in /proc for CPU and RSS.
     #[arg(long)]
     pub pid: Option<u32>,
+    /// A second node of the same cluster (cluster runs): subscribers
+    /// alternate between --url and --url2, publishers stay on --url.
+    #[arg(long)]
+    pub url2: Option<String>,
+    /// The second node's process id; its CPU and RSS add to the server's.
+    #[arg(long)]
+    pub pid2: Option<u32>,
+    /// The cluster's redis-server process id (its CPU is reported apart).
+    #[arg(long)]
+    pub redis_pid: Option<u32>,
+    /// The cluster's redis-server port on 127.0.0.1 (its network bytes,
+    /// from INFO, are reported per message).
+    #[arg(long)]
+    pub redis_port: Option<u16>,
     /// Label for the report (e.g. ringcast-s2).
     #[arg(long, default_value = "server")]
     pub label: String,
@@ -178,8 +192,21 @@ impl Scenario {
         }
     }
 
-    /// The connections and the channel count.
-    fn plan(&self) -> (Vec<ConnSpec>, usize) {
+    /// The connections and the channel count; with `nodes` > 1 (a cluster
+    /// run) subscribers alternate between the nodes, publishers use node 0.
+    fn plan(&self, nodes: u8) -> (Vec<ConnSpec>, usize) {
+        let (mut specs, channels) = self.plan_one_node();
+        if nodes > 1 {
+            let mut next = 0u8;
+            for spec in specs.iter_mut().filter(|s| s.publish.is_none()) {
+                spec.node = next;
+                next = (next + 1) % nodes;
+            }
+        }
+        (specs, channels)
+    }
+
+    fn plan_one_node(&self) -> (Vec<ConnSpec>, usize) {
         let windowed = self.window() > 0;
         let stalled = match *self {
             Self::Fanout { stalled, .. } => stalled,
@@ -203,12 +230,14 @@ impl Scenario {
                         join: Some(0),
                         publish: None,
                         stall: false,
+                        node: 0,
                     })
                     .collect();
                 let interval_ns = interval_ns(rate / f64::from(publishers.max(1)));
                 for p in 0..publishers {
                     specs.push(ConnSpec {
                         id: subscribers + p,
+                        node: 0,
                         join: None,
                         publish: Some(PublishSpec {
                             destination: Destination::Channel(0),
@@ -243,6 +272,7 @@ impl Scenario {
                 let specs = (0..total)
                     .map(|id| ConnSpec {
                         id,
+                        node: 0,
                         join: Some(id / members),
                         publish: Some(PublishSpec {
                             destination: Destination::Channel(id / members),
@@ -266,6 +296,7 @@ impl Scenario {
                 let specs = (0..connections)
                     .map(|id| ConnSpec {
                         id,
+                        node: 0,
                         join: None,
                         publish: (id < publishers).then(|| PublishSpec {
                             destination: Destination::Environment,
@@ -283,6 +314,7 @@ impl Scenario {
                 (0..connections)
                     .map(|id| ConnSpec {
                         id,
+                        node: 0,
                         join: None,
                         publish: None,
                         stall: false,
@@ -345,6 +377,42 @@ fn sample(pid: Option<u32>) -> Option<ProcSample> {
     pid.and_then(|pid| procfs::sample(pid).ok())
 }
 
+/// The server's sample: both nodes added up in a cluster run.
+fn sample_server(common: &Common) -> Option<ProcSample> {
+    let first = sample(common.pid)?;
+    Some(match sample(common.pid2) {
+        Some(second) => ProcSample {
+            cpu_s: first.cpu_s + second.cpu_s,
+            rss_bytes: first.rss_bytes + second.rss_bytes,
+            threads: first.threads + second.threads,
+        },
+        None => first,
+    })
+}
+
+/// Bytes Redis received plus sent so far (`INFO stats`), if it answers.
+fn redis_net_bytes(port: Option<u16>) -> Option<u64> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port?)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream.write_all(b"*2\r\n$4\r\nINFO\r\n$5\r\nstats\r\n").ok()?;
+    let mut text = String::new();
+    let mut buf = [0u8; 8192];
+    // The reply is one bulk string; both fields are in its first lines.
+    while !(text.contains("total_net_output_bytes") && text.ends_with("\r\n")) {
+        let n = stream.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let field = |name: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())
+    };
+    Some(field("total_net_input_bytes")? + field("total_net_output_bytes")?)
+}
+
 fn say(common: &Common, message: &str) {
     if !common.quiet {
         eprintln!("[load] {message}");
@@ -373,14 +441,18 @@ fn sleep_until_ns(shared: &Shared, target_ns: u64) {
 /// Runs one scenario against one server and returns what was measured.
 pub fn run(scenario: &Scenario, common: &Common) -> anyhow::Result<RunReport> {
     let target = parse_url(&common.url)?;
-    let (specs, channels) = scenario.plan();
+    let mut targets = vec![target.clone()];
+    if let Some(url2) = &common.url2 {
+        targets.push(parse_url(url2)?);
+    }
+    let (specs, channels) = scenario.plan(targets.len() as u8);
     let connections = specs.len() as u64;
     let nofile = crate::report::nofile_limit();
     if connections + 64 > nofile {
         bail!("{connections} connections need more than RLIMIT_NOFILE={nofile} file descriptors in this process");
     }
     let settings = Settings {
-        target: target.clone(),
+        targets,
         source_ips: common.source_ips,
         connecting_max: common.connecting_max.max(1),
         auth: common.auth.clone(),
@@ -407,7 +479,7 @@ pub fn run(scenario: &Scenario, common: &Common) -> anyhow::Result<RunReport> {
     let started_unix_s = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let before = sample(common.pid);
+    let before = sample_server(common);
 
     let (report, timing) = thread::scope(|scope| -> anyhow::Result<(WorkerReport, Timing)> {
         let handles: Vec<_> = per_thread
@@ -524,6 +596,16 @@ pub fn run(scenario: &Scenario, common: &Common) -> anyhow::Result<RunReport> {
         },
         server_counters: counters,
         ksoftirqd_cpu_s: (timing.ksoftirqd_at_end_s - timing.ksoftirqd_at_start_s).max(0.0),
+        redis_cpu_s: match (timing.redis_at_start, timing.redis_at_end) {
+            (Some(a), Some(b)) => (b.cpu_s - a.cpu_s).max(0.0),
+            _ => 0.0,
+        },
+        redis_bytes_per_message: match (timing.redis_bytes_at_start, timing.redis_bytes_at_end) {
+            (Some(a), Some(b)) if report.sent_measured > 0 => {
+                b.saturating_sub(a) as f64 / report.sent_measured as f64
+            }
+            _ => 0.0,
+        },
     })
 }
 
@@ -541,12 +623,18 @@ struct Timing {
     counters_at_end: Option<ServerCounters>,
     ksoftirqd_at_start_s: f64,
     ksoftirqd_at_end_s: f64,
+    redis_at_start: Option<ProcSample>,
+    redis_at_end: Option<ProcSample>,
+    redis_bytes_at_start: Option<u64>,
+    redis_bytes_at_end: Option<u64>,
 }
 
 impl Timing {
     /// Samples everything measured over the window, at its start.
     fn start_window(&mut self, common: &Common, target: &Target) {
-        self.server_at_start = sample(common.pid);
+        self.server_at_start = sample_server(common);
+        self.redis_at_start = sample(common.redis_pid);
+        self.redis_bytes_at_start = redis_net_bytes(common.redis_port);
         self.generator_at_start_s = procfs::self_cpu_s();
         self.ksoftirqd_at_start_s = procfs::ksoftirqd_cpu_s();
         self.counters_at_start = common.pid.and_then(|_| scrape::scrape(target.addr, &target.host));
@@ -554,7 +642,9 @@ impl Timing {
 
     /// Samples everything measured over the window, at its end.
     fn end_window(&mut self, common: &Common, target: &Target) {
-        self.server_at_end = sample(common.pid);
+        self.server_at_end = sample_server(common);
+        self.redis_at_end = sample(common.redis_pid);
+        self.redis_bytes_at_end = redis_net_bytes(common.redis_port);
         self.generator_at_end_s = procfs::self_cpu_s();
         self.ksoftirqd_at_end_s = procfs::ksoftirqd_cpu_s();
         self.counters_at_end = common.pid.and_then(|_| scrape::scrape(target.addr, &target.host));
@@ -621,7 +711,7 @@ fn coordinate(
         timing.server_after_setup = timing.server_at_end;
         return timing;
     }
-    timing.server_after_setup = sample(common.pid);
+    timing.server_after_setup = sample_server(common);
 
     let publish_start_ns = shared.now_ns() + 10_000_000;
     let measure_start_ns = publish_start_ns + (common.warmup_s * 1e9) as u64;

@@ -128,3 +128,86 @@ fn master_token_may_start_with_a_hyphen() {
     let cli = Cli::try_parse_from(["ringcast", "--master-token", "-Ab_c", "--shards", "1"]).unwrap();
     assert_eq!(cli.master_token.as_deref(), Some("-Ab_c"));
 }
+
+#[test]
+fn cluster_from_flags_or_file() {
+    let cfg = Config::load(&cli()).unwrap();
+    assert_eq!(cfg.cluster, None, "alone by default");
+    let cli = Cli::try_parse_from([
+        "ringcast",
+        "--redis",
+        "redis://127.0.0.1:7000/1",
+        "--node-id",
+        "a",
+    ])
+    .unwrap();
+    let cluster = Config::load(&cli).unwrap().cluster.unwrap();
+    assert_eq!(
+        (cluster.redis.port, cluster.redis.db, cluster.node_id.as_str()),
+        (7000, 1, "a")
+    );
+    assert_eq!(cluster.node_ttl, Duration::from_secs(10));
+    let toml = "[cluster]\nredis = \"redis://h\"\nnode_ttl_ms = 5000\nrate_sync_ms = 50\n";
+    let cluster = Config::from_toml(&Cli::default(), "f.toml", toml)
+        .unwrap()
+        .cluster
+        .unwrap();
+    assert_eq!(cluster.redis.host, "h");
+    assert!(cluster.node_id.ends_with(":4000"), "{}", cluster.node_id);
+    assert_eq!(cluster.node_ttl, Duration::from_secs(5));
+    assert_eq!(cluster.rate_sync_interval, Duration::from_millis(50));
+    let err = Config::from_toml(
+        &Cli::default(),
+        "f.toml",
+        "[cluster]\nredis = \"redis://h\"\nnode_ttl_ms = 60000\n",
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("node_ttl_ms"), "{err}");
+    let err = Config::from_toml(&Cli::default(), "f.toml", "[cluster]\nredis = \"http://h\"\n").unwrap_err();
+    assert!(err.to_string().contains("redis://"), "{err}");
+}
+
+#[test]
+fn parses_redis_urls() {
+    let u = RedisUrl::parse("redis://127.0.0.1:6380/2").unwrap();
+    assert_eq!((u.host.as_str(), u.port, u.db), ("127.0.0.1", 6380, 2));
+    assert_eq!(u.password, None);
+    let u = RedisUrl::parse("redis://localhost").unwrap();
+    assert_eq!((u.host.as_str(), u.port, u.db), ("localhost", 6379, 0));
+    let u = RedisUrl::parse("redis://:secret@h:1/").unwrap();
+    assert_eq!((u.user, u.password.as_deref()), (None, Some("secret")));
+    let u = RedisUrl::parse("redis://bob:pw@[::1]:7000").unwrap();
+    assert_eq!(
+        (u.host.as_str(), u.port, u.user.as_deref()),
+        ("::1", 7000, Some("bob"))
+    );
+    for bad in ["http://h", "redis://", "redis://h:x", "redis://h/db"] {
+        assert!(RedisUrl::parse(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn example_cluster_section_loads_when_uncommented() {
+    let text = include_str!("../../ringcast.example.toml");
+    let uncommented: String = text
+        .lines()
+        .map(|line| match line.strip_prefix('#') {
+            Some(rest)
+                if rest.starts_with("[cluster]") || rest.starts_with(|c: char| c.is_ascii_lowercase()) =>
+            {
+                rest
+            }
+            _ => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let cluster = Config::from_toml(&cli(), "example", &uncommented)
+        .unwrap()
+        .cluster
+        .unwrap();
+    assert_eq!(cluster.redis.port, 6379);
+    assert_eq!(cluster.node_id, "realtime-1");
+    assert_eq!(cluster.node_ttl, Duration::from_secs(10));
+    assert_eq!(cluster.rate_sync_interval, Duration::from_millis(100));
+    assert_eq!(cluster.queue_commands_max, 65_536);
+}

@@ -184,7 +184,10 @@ async fn members(shard: &Rc<Shard>, body: &[u8]) -> Result<String, ApiError> {
         return Err(ApiError::new(
             503,
             "members_incomplete",
-            format!("{} shard(s) did not answer in time", gathered.missing),
+            format!(
+                "the list is incomplete: {} shard(s), or the cluster, did not answer in time",
+                gathered.missing
+            ),
         )
         .with_field("members", json));
     }
@@ -250,6 +253,16 @@ async fn put_environment(shard: &Rc<Shard>, id: &str, body: &[u8]) -> Result<Str
     let env: EnvSettings = sonic_rs::from_value(&value)
         .map_err(|e| ApiError::new(400, "bad_request", format!("bad environment: {e}")))?;
     env.validate().map_err(|e| ApiError::new(400, "bad_request", e))?;
+    // In a cluster the change is stored in Redis first (every node applies
+    // it from there); refused when Redis is out of reach, so no node runs
+    // settings the others do not have.
+    if let Err(why) = shard.store_settings(env.clone()).await {
+        return Err(ApiError::new(
+            503,
+            "cluster_unavailable",
+            format!("the change was not made: {why}"),
+        ));
+    }
     let stored = shard.shared.change_settings(|current| current.with(env));
     // Answer only once every shard applies the change, so the caller's
     // next connect or event is judged by the new settings.

@@ -20,12 +20,28 @@ pub(crate) enum Route {
     Api,
     /// `GET /metrics` (gathered from every shard).
     Metrics,
+    /// `GET /health` (see [`health`]).
+    Health,
+}
+
+/// The answer to `/health`: always 200 while the process serves (a node
+/// whose Redis is away still serves its own clients), saying whether the
+/// cluster link is up when there is one.
+pub(crate) fn health(cluster: Option<(bool, u64)>) -> Vec<u8> {
+    match cluster {
+        None => json_response(200, r#"{"status":"ok"}"#),
+        Some((true, nodes)) => json_response(
+            200,
+            &format!(r#"{{"status":"ok","cluster":{{"up":true,"nodes":{nodes}}}}}"#),
+        ),
+        Some((false, _)) => json_response(200, r#"{"status":"degraded","cluster":{"up":false,"nodes":0}}"#),
+    }
 }
 
 /// Routes `req`; `path` is the configured Socket.IO path (ends with `/`).
 pub(crate) fn route(req: &Request<'_>, path: &str) -> Route {
     if req.path == "/health" || req.path == "/health/" {
-        return Route::Reply(json_response(200, r#"{"status":"ok"}"#));
+        return Route::Health;
     }
     if req.path.starts_with(api::PREFIX) {
         return Route::Api;

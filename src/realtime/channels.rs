@@ -32,6 +32,10 @@ impl Joined {
         self.0.as_ref().map_or(0, |set| set.len())
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
     pub(crate) fn contains(&self, name: &str) -> bool {
         self.get(name).is_some()
     }

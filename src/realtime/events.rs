@@ -36,10 +36,33 @@ pub(crate) trait Effects<S> {
     /// Starts gathering the members of `channel` from everywhere; member
     /// `to` gets ack `ack_id` with the list.
     fn ack_members(&mut self, rt: &Realtime<S>, to: SlabKey, ack_id: u64, env: EnvKey, channel: &str);
-    /// Counts one event of `key` against limiter `limiter` of `env`.
+    /// Member `key` is in `channel` now (the index has it, its join is
+    /// published); `first`: no other member of this shard was. The router
+    /// makes the node receive the channel's messages from other nodes and
+    /// makes the membership visible to member lists everywhere, and queues
+    /// the member's own `echo` only once both are done (so a message
+    /// published after the member saw its echo cannot miss it).
+    fn joined(
+        &mut self,
+        rt: &Realtime<S>,
+        env: EnvKey,
+        channel: &Arc<str>,
+        key: SlabKey,
+        first: bool,
+        echo: Option<Bytes>,
+    );
+    /// Member `id` is out of `channel` (and of the index); `last`: no member
+    /// of this shard is left in it. Called before the leave is published.
+    fn left(&mut self, rt: &Realtime<S>, env: EnvKey, channel: &Arc<str>, id: &str, last: bool);
+    /// Member `key`'s profile changed: member lists must show the new one.
+    fn profile_changed(&mut self, rt: &Realtime<S>, env: EnvKey, key: SlabKey);
+    /// Counts one event of `key` against limiter `limiter` of environment
+    /// `env` (named `env_id`).
+    #[allow(clippy::too_many_arguments)]
     fn rate_hit(
         &mut self,
         env: EnvKey,
+        env_id: &str,
         key: RateKey<'_>,
         limiter: usize,
         limit: u32,
@@ -223,7 +246,15 @@ fn rate_limited<S: Sink>(rt: &mut Realtime<S>, fx: &mut impl Effects<S>, key: Sl
     let now = fx.now_s();
     let mut unchecked = false;
     for (index, limit) in env_settings.rate_limits.iter().enumerate() {
-        let window_end = match fx.rate_hit(env, member.rate_key(), index, limit.limit, limit.window_s) {
+        let verdict = fx.rate_hit(
+            env,
+            &env_settings.id,
+            member.rate_key(),
+            index,
+            limit.limit,
+            limit.window_s,
+        );
+        let window_end = match verdict {
             Verdict::Allowed => continue,
             Verdict::Unchecked => {
                 unchecked = true;
@@ -315,7 +346,7 @@ fn skip_unless(echo: bool, key: SlabKey) -> Option<SlabKey> {
 /// `{"channel":<channel>,"message":{"id":<id>,"data":<profile>}}` as the
 /// single argument of a presence event (a binary event when the profile
 /// carries attachments).
-fn presence_frame(name: &str, channel: &str, id: &str, profile: Option<&Profile>) -> Bytes {
+pub(crate) fn presence_frame(name: &str, channel: &str, id: &str, profile: Option<&Profile>) -> Bytes {
     let attachments = profile.map_or(&[][..], |p| &p.attachments[..]);
     frames::event(name, attachments, |out| {
         out.extend_from_slice(b",{\"channel\":");
@@ -356,7 +387,11 @@ fn join<S: Sink>(
             .push(error_frame("channel_limit_exceeded", &message, Some(&a.channel)));
         return Ok(());
     }
-    let Some(channel) = rt.env_mut(env).and_then(|index| index.join(&a.channel, key)) else {
+    let Some(index) = rt.env_mut(env) else {
+        return Ok(());
+    };
+    let first = index.channel(&a.channel).is_none();
+    let Some(channel) = index.join(&a.channel, key) else {
         return Ok(());
     };
     let Some(member) = rt.member_mut(key) else {
@@ -370,8 +405,13 @@ fn join<S: Sink>(
         member.id.as_str(),
         member.profile.as_ref(),
     );
-    let skip = skip_unless(a.echo.unwrap_or(echo), key);
-    fx.publish(rt, env, Target::Channel(channel), frame, skip);
+    let echo = a.echo.unwrap_or(echo).then(|| frame.clone());
+    // Published before the membership is recorded: in a cluster the
+    // joiner's echo waits for the record, which the link sends after the
+    // notice, so a member that joins after seeing this echo never hears
+    // this join late.
+    fx.publish(rt, env, Target::Channel(channel.clone()), frame, Some(key));
+    fx.joined(rt, env, &channel, key, first, echo);
     Ok(())
 }
 
@@ -404,13 +444,17 @@ fn leave<S: Sink>(
         member.sink.push(frame.clone());
         fx.stats().add_deliveries(1);
     }
+    let id = member.id;
+    let mut last = false;
     if let Some(index) = rt.env_mut(env) {
         index.leave(&channel, key);
+        last = index.channel(&channel).is_none();
     }
     Stats::bump(&fx.stats().leaves);
     if let Some(member) = rt.member_mut(key) {
         member.channels.remove(&channel);
     }
+    fx.left(rt, env, &channel, id.as_str(), last);
     fx.publish(rt, env, Target::Channel(channel), frame, Some(key));
     Ok(())
 }
@@ -440,6 +484,10 @@ fn update<S: Sink>(
         return Ok(());
     }
     member.profile = Profile::new(data, event.attachments);
+    let in_channels = !member.channels.is_empty();
+    if in_channels {
+        fx.profile_changed(rt, env, key);
+    }
     let skip = skip_unless(a.echo.unwrap_or(echo), key);
     let Some(member) = rt.member(key) else {
         return Ok(());
@@ -665,6 +713,8 @@ pub(crate) fn disconnected<S: Sink>(rt: &Realtime<S>, fx: &mut impl Effects<S>, 
             member.id.as_str(),
             member.profile.as_ref(),
         );
+        let last = rt.local_count(env, &Target::Channel(channel.clone())) == 0;
+        fx.left(rt, env, &channel, member.id.as_str(), last);
         fx.publish(rt, env, Target::Channel(channel), frame, None);
     }
 }

@@ -255,6 +255,19 @@ impl<S: Sink> Realtime<S> {
         }
     }
 
+    /// This shard's members in `target` of `env`.
+    pub(crate) fn local_count(&self, env: EnvKey, target: &Target) -> usize {
+        let Some(index) = self.envs.get(env as usize) else {
+            return 0;
+        };
+        let members = match target {
+            Target::Channel(name) => index.channel(name),
+            Target::Environment => Some(&index.members),
+            Target::User(user) => index.user(user),
+        };
+        members.map_or(0, |m| m.len())
+    }
+
     /// This shard's members of `channel` with their profiles.
     pub(crate) fn local_members(&self, env: EnvKey, channel: &str) -> Vec<MemberEntry> {
         let Some(members) = self.envs.get(env as usize).and_then(|e| e.channel(channel)) else {

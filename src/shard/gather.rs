@@ -41,7 +41,7 @@ impl<T> Default for LocalReply<T> {
 }
 
 impl<T> LocalReply<T> {
-    fn set(&self, value: T) {
+    pub(crate) fn set(&self, value: T) {
         *self.value.borrow_mut() = Some(value);
         if let Some(w) = self.waker.take() {
             w.wake();
@@ -85,7 +85,12 @@ pub(crate) enum MembersReply {
 
 struct MembersGather {
     reply: MembersReply,
+    env: EnvKey,
+    channel: Arc<str>,
     parts_remaining: usize,
+    /// Set when the cluster could not answer and the list holds only this
+    /// node's members.
+    cluster_missing: bool,
     /// JSON array body so far, without the closing `]`.
     body: Vec<u8>,
     entries: usize,
@@ -138,6 +143,8 @@ impl Shard {
         env: EnvKey,
         channel: &str,
     ) {
+        let channel: Arc<str> = Arc::from(channel);
+        let in_cluster = self.shared.cluster.is_some();
         let request = {
             let mut gathers = self.gathers.borrow_mut();
             let request = gathers.next_request();
@@ -145,7 +152,12 @@ impl Shard {
                 request,
                 MembersGather {
                     reply,
-                    parts_remaining: self.shard_count(),
+                    env,
+                    channel: channel.clone(),
+                    // In a cluster, Redis holds every node's members (this
+                    // one's included): one part.
+                    parts_remaining: if in_cluster { 1 } else { self.shard_count() },
+                    cluster_missing: false,
                     body: b"[".to_vec(),
                     entries: 0,
                     attachments: Vec::new(),
@@ -154,7 +166,27 @@ impl Shard {
             request
         };
         self.expire_later(Kind::Members, request);
-        let channel: Arc<str> = Arc::from(channel);
+        if let Some(cluster) = &self.shared.cluster {
+            let env_id = rt.settings().get(env).map(|e| Arc::<str>::from(e.id.as_str()));
+            let sent = env_id.is_some_and(|env_id| {
+                cluster.send_request(crate::cluster::Command::Members {
+                    shard: self.id,
+                    request,
+                    env_id,
+                    channel: channel.clone(),
+                })
+            });
+            if !sent {
+                self.gather_locally(rt, request);
+            }
+            return;
+        }
+        self.scatter_members(rt, request, env, &channel);
+    }
+
+    /// Asks every other shard for its part of gather `request` and adds
+    /// this shard's.
+    fn scatter_members(&self, rt: &Realtime<Rc<Outbox>>, request: u64, env: EnvKey, channel: &Arc<str>) {
         for other in self.other_shards() {
             let message = ShardMessage::MembersRequest {
                 env,
@@ -164,8 +196,32 @@ impl Shard {
             };
             self.send_to(other, message);
         }
-        let local = rt.local_members(env, &channel);
+        let local = rt.local_members(env, channel);
         self.members_part(rt, request, local);
+    }
+
+    /// The cluster could not answer gather `request`: this node's members
+    /// only, marked incomplete.
+    fn gather_locally(&self, rt: &Realtime<Rc<Outbox>>, request: u64) {
+        let (env, channel) = {
+            let mut gathers = self.gathers.borrow_mut();
+            let Some(gather) = gathers.members.get_mut(&request) else {
+                return;
+            };
+            gather.parts_remaining = self.shard_count();
+            gather.cluster_missing = true;
+            (gather.env, gather.channel.clone())
+        };
+        self.scatter_members(rt, request, env, &channel);
+    }
+
+    /// The cluster's answer to member gather `request`.
+    pub(crate) fn cluster_members(&self, request: u64, members: Option<Vec<MemberEntry>>) {
+        let rt = self.realtime.borrow();
+        match members {
+            Some(members) => self.members_part(&rt, request, members),
+            None => self.gather_locally(&rt, request),
+        }
     }
 
     /// The members of `channel` of `env` from every shard as JSON text
@@ -216,7 +272,7 @@ impl Shard {
 
     fn answer_members(&self, rt: &Realtime<Rc<Outbox>>, mut gather: MembersGather) {
         gather.body.push(b']');
-        let missing = gather.parts_remaining;
+        let missing = gather.parts_remaining + usize::from(gather.cluster_missing);
         match gather.reply {
             MembersReply::Local(slot) => slot.set(Gathered {
                 value: gather.body,
@@ -232,7 +288,10 @@ impl Shard {
                 }
                 let frame = frames::ack(ack_id, &gather.attachments, |out| {
                     out.extend_from_slice(&gather.body);
-                    if missing > 0 {
+                    if gather.cluster_missing {
+                        // Redis is out of reach: this node's members only.
+                        out.extend_from_slice(b",{\"error\":\"incomplete\",\"cluster\":\"unreachable\"}");
+                    } else if missing > 0 {
                         // What arrived, and why it may not be everyone:
                         // clients that read only the list are unaffected.
                         out.extend_from_slice(b",{\"error\":\"incomplete\",\"missingShards\":");

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::cluster::ClusterEvent;
 use crate::metrics::{Snapshot, Stats};
 use crate::realtime::settings::{EnvKey, Settings};
 use crate::realtime::state::{MemberEntry, Target};
@@ -58,6 +59,9 @@ pub(crate) enum ShardMessage {
     },
     /// Stop accepting and drain (SIGTERM/SIGINT).
     Shutdown,
+    /// From the cluster link: a message from another node, a confirmation
+    /// or an answer.
+    Cluster(ClusterEvent),
 }
 
 impl ShardMessage {
@@ -66,14 +70,14 @@ impl ShardMessage {
     /// promptly whatever the data lane waits for.
     pub(crate) fn lane(&self) -> Lane {
         match self {
-            Self::Publish { .. } => Lane::Data,
+            Self::Publish { .. } | Self::Cluster(ClusterEvent::Publish { .. }) => Lane::Data,
             _ => Lane::Control,
         }
     }
 }
 
 /// Runs `message` on `shard`.
-fn handle(shard: &Shard, message: ShardMessage) {
+fn handle(shard: &Rc<Shard>, message: ShardMessage) {
     match message {
         ShardMessage::Publish { env, target, frame } => {
             let delivered = shard.realtime.borrow().deliver(env, &target, &frame, None);
@@ -104,6 +108,12 @@ fn handle(shard: &Shard, message: ShardMessage) {
         }
         ShardMessage::StatsReply { request, snapshot } => shard.stats_part(request, *snapshot),
         ShardMessage::Shutdown => shard.begin_shutdown(),
+        ShardMessage::Cluster(ClusterEvent::Publish { env, target, frame }) => {
+            let delivered = shard.realtime.borrow().deliver(env, &target, &frame, None);
+            shard.stats.add_deliveries(delivered);
+        }
+        ShardMessage::Cluster(ClusterEvent::Confirmed { request }) => shard.release_hold(request),
+        ShardMessage::Cluster(ClusterEvent::Reply { request, reply }) => shard.cluster_reply(request, reply),
     }
 }
 

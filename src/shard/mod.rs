@@ -13,10 +13,13 @@
 //! - [`gather`]: member lists, metrics and settings confirmations from
 //!   every shard, with deadlines.
 //! - [`inbox`]: the messages shards send each other, and the drain task.
+//! - [`cluster`]: the shard's side of the cluster link (connect acks and
+//!   join echoes held until the node is subscribed, the link's answers).
 //!
 //! The shard knows nothing of HTTP or WebSocket: [`run`] is handed the
 //! function that serves an accepted connection.
 
+pub(crate) mod cluster;
 pub(crate) mod gather;
 pub(crate) mod inbox;
 pub(crate) mod outgoing;
@@ -40,11 +43,10 @@ use crate::realtime::auth::now_unix_s;
 use crate::realtime::channels::SlabKey;
 use crate::realtime::events::{self, Incoming, Limits};
 use crate::realtime::settings::Settings;
-use crate::realtime::state::{NewMember, Realtime, Sweep};
+use crate::realtime::state::{Realtime, Sweep};
 use gather::Gathers;
 use inbox::ShardMessage;
 use outgoing::Outgoing;
-use ringcast_shards::conn_id::ConnIdText;
 use ringcast_shards::yielder::Yielder;
 use ringcast_shards::ShardId;
 use router::Router;
@@ -77,6 +79,7 @@ pub(crate) struct Shard {
     pub(crate) yielder: Rc<Yielder>,
     pub(crate) limits: Limits,
     gathers: RefCell<Gathers>,
+    link_requests: RefCell<cluster::LinkRequests>,
     outgoing: Rc<Outgoing>,
     shutting_down: Cell<bool>,
     shutdown_waker: Cell<Option<std::task::Waker>>,
@@ -101,6 +104,7 @@ impl Shard {
                 profile_bytes_max: config.profile_bytes_max,
             },
             gathers: RefCell::default(),
+            link_requests: RefCell::default(),
             outgoing: Rc::new(Outgoing::new(
                 config.shard_count,
                 config.mesh_backlog_messages_max,
@@ -109,11 +113,6 @@ impl Shard {
             shutdown_waker: Cell::new(None),
             shared,
         }
-    }
-
-    /// Adds a connected client; its key and socket id.
-    pub(crate) fn register(&self, new: NewMember<Rc<Outbox>>) -> (SlabKey, ConnIdText) {
-        self.realtime.borrow_mut().register(new)
     }
 
     /// Runs one event of member `key` under the Agnost rules.
@@ -131,6 +130,9 @@ impl Shard {
     pub(crate) fn disconnected(self: &Rc<Self>, key: SlabKey) {
         let mut rt = self.realtime.borrow_mut();
         if let Some(member) = rt.unregister(key) {
+            if let Some(env) = member.env {
+                self.unwatch_rooms(&rt, env, member.user());
+            }
             events::disconnected(&rt, &mut Router::new(self), member);
         }
     }

@@ -1,6 +1,10 @@
 //! The one place a publish is taken everywhere it must go: this shard's
 //! members, every other shard (over the mesh) and, in a cluster, every other
-//! node. The Agnost rules decide *what* goes *where*; this decides *how*.
+//! node (one `SPUBLISH` through the cluster link, whatever the number of
+//! nodes and members). The Agnost rules decide *what* goes *where*; this
+//! decides *how*. In a cluster it also tells the link about memberships
+//! (stored in Redis for member lists, and the channel topics this node must
+//! receive), holding a joiner's echo until the link confirms both.
 //!
 //! **Invariant:** a frame is encoded once by the rules; every local
 //! recipient and every other shard gets a refcounted clone of it, in the
@@ -9,9 +13,11 @@
 //! messages to another shard are delivered in the order sent).
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::cluster::{Command, Topic};
 use crate::connection::outbox::{CloseReason, Outbox};
 use crate::metrics::Stats;
 use crate::protocol::frames;
@@ -61,6 +67,11 @@ impl Effects<Rc<Outbox>> for Router<'_> {
         Stats::bump(&shard.stats.publishes);
         let delivered = rt.deliver(env, &target, &frame, skip);
         shard.stats.add_deliveries(delivered);
+        if let Some(cluster) = &shard.shared.cluster {
+            if let Some(settings) = rt.settings().get(env) {
+                cluster.publish(cluster.topic_of(&settings.id, &target), frame.clone());
+            }
+        }
         for other in shard.other_shards() {
             let message = ShardMessage::Publish {
                 env,
@@ -68,6 +79,84 @@ impl Effects<Rc<Outbox>> for Router<'_> {
                 frame: frame.clone(),
             };
             shard.send_to(other, message);
+        }
+    }
+
+    fn joined(
+        &mut self,
+        rt: &Realtime<Rc<Outbox>>,
+        env: EnvKey,
+        channel: &Arc<str>,
+        key: SlabKey,
+        first: bool,
+        echo: Option<Bytes>,
+    ) {
+        let shard = self.shard;
+        let cluster = shard.shared.cluster.as_ref();
+        let env_id = rt.settings().get(env).map(|s| Arc::<str>::from(s.id.as_str()));
+        let (Some(cluster), Some(env_id), Some(member)) = (cluster, env_id, rt.member(key)) else {
+            if let Some(frame) = echo {
+                if rt.deliver_to(key, frame) {
+                    shard.stats.add_deliveries(1);
+                }
+            }
+            return;
+        };
+        let confirm = echo.map(|frame| shard.hold(key, member.generation, frame, 1));
+        cluster.send_control(Command::Join {
+            shard: shard.id,
+            topic: Topic {
+                name: cluster.channel_topic(&env_id, channel),
+                env,
+                target: Target::Channel(channel.clone()),
+            },
+            watch: first,
+            env_id,
+            channel: channel.clone(),
+            id: Box::from(member.id.as_str()),
+            profile: member.profile.clone(),
+            confirm,
+        });
+    }
+
+    fn left(&mut self, rt: &Realtime<Rc<Outbox>>, env: EnvKey, channel: &Arc<str>, id: &str, last: bool) {
+        let shard = self.shard;
+        let (Some(cluster), Some(settings)) = (&shard.shared.cluster, rt.settings().get(env)) else {
+            return;
+        };
+        cluster.send_control(Command::Leave {
+            shard: shard.id,
+            topic: cluster.channel_topic(&settings.id, channel),
+            unwatch: last,
+            env_id: Arc::from(settings.id.as_str()),
+            channel: channel.clone(),
+            id: Box::from(id),
+        });
+    }
+
+    fn profile_changed(&mut self, rt: &Realtime<Rc<Outbox>>, env: EnvKey, key: SlabKey) {
+        let shard = self.shard;
+        let (Some(cluster), Some(settings), Some(member)) =
+            (&shard.shared.cluster, rt.settings().get(env), rt.member(key))
+        else {
+            return;
+        };
+        let env_id: Arc<str> = Arc::from(settings.id.as_str());
+        for channel in member.channels.iter() {
+            cluster.send_control(Command::Join {
+                shard: shard.id,
+                topic: Topic {
+                    name: cluster.channel_topic(&env_id, channel),
+                    env,
+                    target: Target::Channel(channel.clone()),
+                },
+                watch: false,
+                env_id: env_id.clone(),
+                channel: channel.clone(),
+                id: Box::from(member.id.as_str()),
+                profile: member.profile.clone(),
+                confirm: None,
+            });
         }
     }
 
@@ -93,15 +182,18 @@ impl Effects<Rc<Outbox>> for Router<'_> {
     fn rate_hit(
         &mut self,
         env: EnvKey,
+        env_id: &str,
         key: RateKey<'_>,
         limiter: usize,
         limit: u32,
         window_s: u32,
     ) -> Verdict {
         let shared = &self.shard.shared;
-        shared
-            .rates
-            .hit(env, key, limiter, limit, window_s, shared.now_s())
+        let now_s = shared.now_s();
+        match &shared.cluster {
+            Some(cluster) => cluster.rate_hit(env, env_id, key, limiter, limit, window_s, now_s),
+            None => shared.rates.hit(env, key, limiter, limit, window_s, now_s),
+        }
     }
 
     fn now_s(&self) -> u64 {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::realtime::rate_limit::RateTable;
 use crate::realtime::settings::Settings;
@@ -24,6 +25,8 @@ pub(crate) struct Shared {
     pub(crate) mesh: Mesh<ShardMessage>,
     pub(crate) rates: RateTable,
     pub(crate) limits: ConnLimits,
+    /// The cluster link (`--redis`); `None` when this node runs alone.
+    pub(crate) cluster: Option<Arc<Cluster>>,
     /// The latest settings, for writers: a change is computed from this,
     /// stored here, then sent to every shard.
     settings: Mutex<Arc<Settings>>,
@@ -40,10 +43,17 @@ pub(crate) struct BroadcastTimeout {
 }
 
 impl Shared {
-    pub(crate) fn new(config: Config) -> Self {
-        let mesh = Mesh::new(config.shard_count, config.mesh_queue_messages_max);
-        let settings = Arc::new(Settings::new(config.environments.clone()));
+    /// Shared state over `mesh`, with `environments` as the first settings
+    /// (the configuration's, or the cluster's).
+    pub(crate) fn new(
+        config: Config,
+        mesh: Mesh<ShardMessage>,
+        cluster: Option<Arc<Cluster>>,
+        environments: Vec<crate::realtime::settings::EnvSettings>,
+    ) -> Self {
+        let settings = Arc::new(Settings::new(environments));
         Self {
+            cluster,
             rates: RateTable::new(config.rate_limit_slots),
             limits: ConnLimits::new(config.connections_max, config.connections_per_ip_max),
             mesh,
@@ -101,9 +111,13 @@ impl Shared {
         result
     }
 
-    /// Seconds on the rate-limit clock.
+    /// Seconds on the rate-limit clock: the cluster's when there is one
+    /// (so every node means the same window), else since start.
     pub(crate) fn now_s(&self) -> u64 {
-        self.started.elapsed().as_secs()
+        match &self.cluster {
+            Some(cluster) => cluster.now_s(),
+            None => self.started.elapsed().as_secs(),
+        }
     }
 }
 

@@ -89,7 +89,13 @@ async fn http_phase(
         }
         Routed::Metrics => {
             let snapshots = shard.gather_stats().await;
-            let text = crate::metrics::render(&snapshots.value);
+            let cluster = shard
+                .shared
+                .cluster
+                .as_ref()
+                .map(|c| c.gauges())
+                .unwrap_or_default();
+            let text = crate::metrics::render(&snapshots.value, &cluster);
             reply(
                 socket,
                 writer,
@@ -210,6 +216,13 @@ async fn read_request(socket: &Socket, shard: &Shard, peer: SocketAddr) -> Optio
                 let header_len = req.header_len;
                 let routed = match route(&req, &shard.shared.config.path) {
                     Route::Reply(reply) => Routed::Reply(reply),
+                    Route::Health => {
+                        let cluster = shard.shared.cluster.as_ref().map(|c| {
+                            let g = c.gauges();
+                            (g.up, g.nodes)
+                        });
+                        Routed::Reply(crate::http::health(cluster))
+                    }
                     Route::Metrics => Routed::Metrics,
                     Route::Api => Routed::Api {
                         method: req.method.into(),

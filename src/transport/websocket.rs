@@ -538,11 +538,12 @@ impl Session {
                         valid_until_s,
                     },
                 };
-                let (key, id) = self.shard.register(new);
-                self.member = Some(key);
                 self.outbox.set_connected();
+                // The connect ack goes out from here, or, in a cluster, once
+                // the node receives what this client must receive.
+                let (key, _) = self.shard.connected(new);
+                self.member = Some(key);
                 Stats::bump(&self.shard.stats.connects);
-                self.outbox.push(frames::connect_ok(id.as_str()));
             }
             Err(refusal) => {
                 tracing::debug!(code = refusal.code, "connection refused");

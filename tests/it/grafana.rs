@@ -3,20 +3,9 @@
 //! server, and every label it groups by is on some ringcast series (or is
 //! one Prometheus adds: `instance`, `job`).
 //!
-//! The cluster row queries metrics the Redis cluster link will export and
-//! that do not exist yet. They are listed in [`NOT_YET_EXPORTED`], and the
-//! list is kept honest three ways:
-//! - only `ringcast_cluster_*` names may be on it, and each must be queried
-//!   by the dashboard, so it cannot hide a misspelled metric of today;
-//! - while the server exports no `ringcast_cluster_*` metric at all, the
-//!   listed names may be missing (the test prints them); once it exports
-//!   any, the list stops applying and every name must exist, so a name
-//!   misspelled in the dashboard (or here) fails then;
-//! - a listed name that is exported fails the test until it is taken off.
-//!
-//! For the second rule to bite, the cluster module should export its
-//! metrics without `--redis` too (`ringcast_cluster_up 0`), or this test
-//! should start the server with `--redis` against a local redis-server.
+//! The cluster row's metrics (`ringcast_cluster_*`) are exported by every
+//! server, with or without `--redis` (`ringcast_cluster_up 0` alone), so
+//! they are checked like every other metric.
 
 use std::collections::BTreeSet;
 
@@ -24,16 +13,6 @@ use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
 
 use crate::support::http::get;
 use crate::support::{Sio, TestServer};
-
-/// Queried by the dashboard's cluster row, not exported yet (the Redis
-/// cluster link is being built). See the module comment for the rules.
-const NOT_YET_EXPORTED: &[&str] = &[
-    "ringcast_cluster_up",
-    "ringcast_cluster_nodes",
-    "ringcast_cluster_subscriptions",
-    "ringcast_cluster_messages_in_total",
-    "ringcast_cluster_messages_out_total",
-];
 
 /// Labels Prometheus attaches to every scraped series.
 const TARGET_LABELS: &[&str] = &["instance", "job"];
@@ -169,16 +148,10 @@ fn every_queried_metric_is_exported() {
     let exprs = expressions(&dashboard);
     let queried: BTreeSet<String> = exprs.iter().flat_map(|(_, e)| metric_names(e)).collect();
 
-    for name in NOT_YET_EXPORTED {
-        assert!(
-            name.starts_with("ringcast_cluster_"),
-            "{name}: only cluster metrics may be allowed missing"
-        );
-        assert!(
-            queried.contains(*name),
-            "{name} is allowed missing but the dashboard does not query it"
-        );
-    }
+    assert!(
+        queried.iter().any(|n| n.starts_with("ringcast_cluster_")),
+        "the dashboard has a cluster row"
+    );
 
     // A server with a client in a channel, so per-environment series (and
     // their `env` label) are there too.
@@ -190,28 +163,10 @@ fn every_queried_metric_is_exported() {
     let (names, labels) = exported(&response.body);
     assert!(names.len() >= 20, "few metrics exported: {names:?}");
 
-    let cluster_exported = names.iter().any(|n| n.starts_with("ringcast_cluster_"));
-    let mut missing = Vec::new();
-    for name in &queried {
-        if names.contains(name) {
-            assert!(
-                !NOT_YET_EXPORTED.contains(&name.as_str()),
-                "{name} is exported now: take it off NOT_YET_EXPORTED in tests/it/grafana.rs"
-            );
-        } else if !cluster_exported && NOT_YET_EXPORTED.contains(&name.as_str()) {
-            println!("not yet exported (allowed): {name}");
-        } else {
-            missing.push(name.clone());
-        }
-    }
+    let missing: Vec<&String> = queried.iter().filter(|name| !names.contains(*name)).collect();
     assert!(
         missing.is_empty(),
-        "the dashboard queries metrics /metrics does not have: {missing:?}{}",
-        if cluster_exported {
-            " (cluster metrics are exported now, so NOT_YET_EXPORTED no longer applies)"
-        } else {
-            ""
-        }
+        "the dashboard queries metrics /metrics does not have: {missing:?}"
     );
 
     for (title, expr) in &exprs {

@@ -9,6 +9,7 @@ mod support;
 
 mod backlog;
 mod bad_input;
+mod cluster;
 mod connection_state;
 mod cross_shard;
 mod dependencies;

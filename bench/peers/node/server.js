@@ -8,7 +8,11 @@
 // per-message-deflate, native bufferutil/utf-8-validate for `ws`, and the same
 // listen backlog as ringcast (1024).
 //
-// Usage: node server.js [--listen 127.0.0.1:0] [--path /realtime/]
+// With --redis URL it joins the other processes started with the same URL
+// through @socket.io/redis-adapter (classic PUBLISH/SUBSCRIBE, its default
+// notepack codec), which is how Agnost runs several pods.
+//
+// Usage: node server.js [--listen 127.0.0.1:0] [--path /realtime/] [--redis redis://127.0.0.1:6379]
 // Prints `node-socket.io listening on http://IP:PORT/PATH` once listening.
 'use strict';
 
@@ -23,6 +27,7 @@ function parseArgs(argv) {
     if (flag === '--listen') opts.listen = value;
     else if (flag === '--path') opts.path = value;
     else if (flag === '--backlog') opts.backlog = Number(value);
+    else if (flag === '--redis') opts.redis = value;
     else throw new Error(`unknown flag ${flag}`);
     i += 1;
   }
@@ -118,9 +123,24 @@ io.on('connection', (socket) => {
   });
 });
 
-httpServer.listen(opts.port, opts.host, opts.backlog, () => {
-  const { address, port } = httpServer.address();
-  process.stdout.write(`node-socket.io listening on http://${address}:${port}${opts.path}\n`);
+async function listen() {
+  if (opts.redis) {
+    const { createClient } = require('redis');
+    const { createAdapter } = require('@socket.io/redis-adapter');
+    const pubClient = createClient({ url: opts.redis });
+    const subClient = pubClient.duplicate();
+    await Promise.all([pubClient.connect(), subClient.connect()]);
+    io.adapter(createAdapter(pubClient, subClient));
+  }
+  httpServer.listen(opts.port, opts.host, opts.backlog, () => {
+    const { address, port } = httpServer.address();
+    process.stdout.write(`node-socket.io listening on http://${address}:${port}${opts.path}\n`);
+  });
+}
+
+listen().catch((error) => {
+  process.stderr.write(`node-socket.io: ${error.stack || error}\n`);
+  process.exit(1);
 });
 
 for (const signal of ['SIGINT', 'SIGTERM']) {

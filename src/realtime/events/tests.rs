@@ -46,6 +46,9 @@ struct Recorder {
     limits: Limits,
     published: Vec<(EnvKey, Target, Option<SlabKey>)>,
     member_lists: Vec<(SlabKey, u64, String)>,
+    /// Membership changes the router hears of: `+channel` (first on the
+    /// shard: `+channel!`), `-channel` (last: `-channel!`), `~key`.
+    presence: Vec<String>,
     /// Events counted per (env, key, limiter) so far: a fake rate table.
     rate_counts: HashMap<(EnvKey, String, usize), u32>,
     /// Answers `Unchecked` (a full table) for every key when set.
@@ -63,6 +66,7 @@ impl Recorder {
             },
             published: Vec::new(),
             member_lists: Vec::new(),
+            presence: Vec::new(),
             rate_counts: HashMap::new(),
             rate_table_full: false,
         }
@@ -94,9 +98,38 @@ impl Effects<TestSink> for Recorder {
         self.member_lists.push((to, ack_id, channel.to_owned()));
     }
 
+    fn joined(
+        &mut self,
+        rt: &Realtime<TestSink>,
+        _env: EnvKey,
+        channel: &Arc<str>,
+        key: SlabKey,
+        first: bool,
+        echo: Option<Bytes>,
+    ) {
+        self.presence
+            .push(format!("+{channel}{}", if first { "!" } else { "" }));
+        // Alone, there is nothing to wait for: the echo goes out at once.
+        if let Some(frame) = echo {
+            if rt.deliver_to(key, frame) {
+                self.stats.add_deliveries(1);
+            }
+        }
+    }
+
+    fn left(&mut self, _rt: &Realtime<TestSink>, _env: EnvKey, channel: &Arc<str>, _id: &str, last: bool) {
+        self.presence
+            .push(format!("-{channel}{}", if last { "!" } else { "" }));
+    }
+
+    fn profile_changed(&mut self, _rt: &Realtime<TestSink>, _env: EnvKey, key: SlabKey) {
+        self.presence.push(format!("~{key}"));
+    }
+
     fn rate_hit(
         &mut self,
         env: EnvKey,
+        _env_id: &str,
         key: RateKey<'_>,
         limiter: usize,
         limit: u32,
@@ -714,4 +747,39 @@ fn an_oversize_profile_is_refused_and_changes_nothing() {
     let fits = format!(r#"{{"data":"{}"}}"#, "y".repeat(30));
     w.event(a, "update", &[&fits]).unwrap();
     assert_eq!(w.take().len(), 1, "b hears the update");
+}
+
+#[test]
+fn the_router_hears_the_first_and_last_member_of_a_channel_on_the_shard() {
+    let mut w = World::default_env();
+    let (a, b) = (w.client("a"), w.client("b"));
+    w.event(a, "join", &[r#"{"channel":"x"}"#]).unwrap();
+    w.event(b, "join", &[r#"{"channel":"x"}"#]).unwrap();
+    w.event(b, "join", &[r#"{"channel":"x"}"#]).unwrap();
+    w.event(a, "update", &[r#"{"data":{"n":1}}"#]).unwrap();
+    w.event(b, "update", &[r#"{"data":{"n":2}}"#]).unwrap();
+    w.event(a, "leave", &[r#"{"channel":"x"}"#]).unwrap();
+    w.event(a, "leave", &[r#"{"channel":"x"}"#]).unwrap();
+    w.event(a, "update", &[r#"{"data":null}"#]).unwrap();
+    let member = w.rt.unregister(b).unwrap();
+    disconnected(&w.rt, &mut w.fx, member);
+    assert_eq!(
+        w.fx.presence,
+        ["+x!", "+x", &format!("~{a}"), &format!("~{b}"), "-x", "-x!"]
+    );
+}
+
+#[test]
+fn a_joiner_with_echo_gets_its_echo_through_the_router() {
+    let mut w = World::default_env();
+    let (a, b) = (w.client("a"), w.client("b"));
+    w.event(b, "join", &[r#"{"channel":"x"}"#]).unwrap();
+    w.take();
+    w.event(a, "join", &[r#"{"channel":"x","echo":true}"#]).unwrap();
+    let id = w.id(a);
+    let join = presence("channel:join", "x", &id);
+    // The others first: the join is published before the router is told
+    // of the membership, and the joiner's echo comes from the router.
+    assert_eq!(w.take(), [("b", join.clone()), ("a", join)]);
+    assert_eq!(w.fx.published.last().unwrap().2, Some(a));
 }

@@ -16,7 +16,12 @@ fn lonely_shard() -> Rc<Shard> {
     };
     let mut config = Config::load(&cli).expect("config");
     config.gather_timeout = Duration::from_millis(50);
-    Rc::new(Shard::new(0, Arc::new(Shared::new(config))))
+    let mesh = ringcast_shards::Mesh::new(config.shard_count, config.mesh_queue_messages_max);
+    let environments = config.environments.clone();
+    Rc::new(Shard::new(
+        0,
+        Arc::new(Shared::new(config, mesh, None, environments)),
+    ))
 }
 
 #[test]

@@ -28,7 +28,12 @@ fn client_frame(text: &[u8]) -> Vec<u8> {
 
 fn test_shard() -> Rc<Shard> {
     let config = crate::config::Config::load(&crate::config::Cli::default()).expect("default config");
-    Rc::new(Shard::new(0, Arc::new(Shared::new(config))))
+    let mesh = ringcast_shards::Mesh::new(config.shard_count, config.mesh_queue_messages_max);
+    let environments = config.environments.clone();
+    Rc::new(Shard::new(
+        0,
+        Arc::new(Shared::new(config, mesh, None, environments)),
+    ))
 }
 
 fn session(shard: &Rc<Shard>, socket: &Socket, writer: WriteHalf) -> Session {

@@ -5,9 +5,17 @@
 // `ringcast listening on http://IP:PORT/PATH shards=N` stdout line, and kills
 // the process when the file is done. The server's stderr (its logs) is kept in
 // tests/interop/artifacts/ so a failing run can be diagnosed afterwards.
+//
+// With RINGCAST_INTEROP_CLUSTER=N (N >= 2) every "server" is a cluster: its
+// own redis-server on a free loopback port (no persistence), N ringcast nodes
+// joined through it, and a round-robin TCP proxy in front, so the sockets of
+// one test are spread over the nodes. The returned object looks the same
+// (`signal` goes to every node); a test about one process's own life (a
+// fixed listen port for a restart) gets a single server (`alone`).
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { createWriteStream, mkdirSync } from "node:fs";
+import { createServer, connect as tcpConnect } from "node:net";
 import { basename, dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -52,8 +60,14 @@ let serverCount = 0;
  *   stderr: () => string, exited: Promise<{code: number|null, signal: string|null}>}>}
  */
 export async function startServer(options = {}) {
+  const nodes = Number(process.env.RINGCAST_INTEROP_CLUSTER ?? 0);
+  if (nodes >= 2 && !options.alone && !options.listen) return startCluster(nodes, options);
+  return startNode(options);
+}
+
+async function startNode(options = {}) {
   const shards = options.shards ?? 2;
-  const masterToken = randomBytes(18).toString("base64url");
+  const masterToken = options.masterToken ?? randomBytes(18).toString("base64url");
   const args = [
     "--listen",
     options.listen ?? "127.0.0.1:0",
@@ -158,4 +172,119 @@ export async function startServer(options = {}) {
       log.end();
     },
   };
+}
+
+/** A free TCP port on loopback (bound, read, released). */
+async function freePort() {
+  const probe = createServer();
+  await new Promise((ok) => probe.listen(0, "127.0.0.1", ok));
+  const { port } = probe.address();
+  await new Promise((ok) => probe.close(ok));
+  return port;
+}
+
+/** A redis-server on a free loopback port, without persistence. */
+async function startRedis() {
+  const port = await freePort();
+  const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1",
+    "--save", "", "--appendonly", "no"], { stdio: ["ignore", "ignore", "pipe"] });
+  running.add(child);
+  const exited = new Promise((ok) => child.on("exit", () => { running.delete(child); ok(); }));
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  for (;;) {
+    const up = await new Promise((ok) => {
+      const socket = tcpConnect(port, "127.0.0.1");
+      socket.once("connect", () => { socket.end("PING\r\n"); });
+      socket.once("data", (d) => { socket.destroy(); ok(d.toString().startsWith("+PONG")); });
+      socket.once("error", () => ok(false));
+    });
+    if (up) break;
+    if (Date.now() > deadline) throw new Error(`redis-server did not start on port ${port}`);
+    await new Promise((ok) => setTimeout(ok, 20));
+  }
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+      await exited;
+    },
+  };
+}
+
+/** A TCP proxy on loopback handing each new connection to the next target. */
+async function startProxy(targetPorts) {
+  let next = 0;
+  const sockets = new Set();
+  const proxy = createServer((client) => {
+    const port = targetPorts[next++ % targetPorts.length];
+    // From the client's own loopback address, so the node sees the client
+    // IP the test chose (IP rules, rate limits per IP).
+    const upstream = tcpConnect({ port, host: "127.0.0.1", localAddress: client.remoteAddress });
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.setNoDelay(true);
+      s.on("close", () => sockets.delete(s));
+      s.on("error", () => { client.destroy(); upstream.destroy(); });
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise((ok) => proxy.listen(0, "127.0.0.1", ok));
+  return {
+    port: proxy.address().port,
+    async stop() {
+      for (const s of sockets) s.destroy();
+      await new Promise((ok) => proxy.close(ok));
+    },
+  };
+}
+
+/** `nodes` ringcast nodes on one Redis behind a round-robin proxy. */
+async function startCluster(nodes, options) {
+  const redis = await startRedis();
+  const masterToken = randomBytes(18).toString("base64url");
+  const members = [];
+  try {
+    for (let i = 0; i < nodes; i++) {
+      const args = [...(options.args ?? []), "--redis", redis.url, "--node-id", `interop-${i}`];
+      members.push(await startNode({ ...options, args, masterToken }));
+    }
+  } catch (e) {
+    for (const m of members) await m.stop();
+    await redis.stop();
+    throw e;
+  }
+  // Every node has seen the others before the first client connects.
+  await waitForNodes(members, nodes);
+  const proxy = await startProxy(members.map((m) => m.port));
+  const first = members[0];
+  const origin = `http://127.0.0.1:${proxy.port}`;
+  return {
+    ...first,
+    url: origin,
+    origin,
+    href: `${origin}${first.path}`,
+    port: proxy.port,
+    nodes: members,
+    signal: (signal) => members.every((m) => m.signal(signal)),
+    exited: Promise.all(members.map((m) => m.exited)).then((all) => all[0]),
+    stderr: () => members.map((m) => m.stderr()).join("\n"),
+    async stop() {
+      await proxy.stop();
+      for (const m of members) await m.stop();
+      await redis.stop();
+    },
+  };
+}
+
+async function waitForNodes(members, nodes) {
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  for (const m of members) {
+    for (;;) {
+      const text = await fetch(`${m.origin}/metrics`).then((r) => r.text());
+      if (new RegExp(`^ringcast_cluster_nodes ${nodes}$`, "m").test(text)) break;
+      if (Date.now() > deadline) throw new Error(`node ${m.origin} never saw ${nodes} nodes`);
+      await new Promise((ok) => setTimeout(ok, 20));
+    }
+  }
 }

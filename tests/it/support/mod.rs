@@ -3,7 +3,7 @@
 //! `server` starts and kills the binary, `ws` speaks RFC 6455 byte by byte,
 //! `sio` adds Engine.IO / Socket.IO handshakes and exact-frame builders,
 //! `http` sends plain HTTP requests, `barrier` waits out cross-shard queues,
-//! `net` makes sockets with chosen options (source address, receive buffer)
+//! `redis` runs a real redis-server, `net` makes sockets with chosen options (source address, receive buffer)
 //! and upgrades that may be refused, `prom` scrapes `/metrics`. Everything
 //! blocks with deadlines.
 
@@ -11,6 +11,7 @@ pub(crate) mod barrier;
 pub(crate) mod http;
 pub(crate) mod net;
 pub(crate) mod prom;
+pub(crate) mod redis;
 pub(crate) mod server;
 pub(crate) mod sio;
 pub(crate) mod ws;
