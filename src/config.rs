@@ -548,7 +548,7 @@ fn nth_line_containing(text: &str, needle: &str, n: usize) -> Option<usize> {
 fn validate_environments(envs: Option<Vec<EnvSettings>>) -> Result<Vec<EnvSettings>, Error> {
     let environments = envs.unwrap_or_else(|| vec![EnvSettings::default_env()]);
     for (i, env) in environments.iter().enumerate() {
-        env.validate().map_err(Error::Invalid)?;
+        env.validate().map_err(|e| Error::Invalid(e.to_string()))?;
         if environments[..i].iter().any(|e| e.id == env.id) {
             return Err(Error::Invalid(format!(
                 "environment `{}` is defined twice",

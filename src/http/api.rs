@@ -252,7 +252,14 @@ async fn put_environment(shard: &Rc<Shard>, id: &str, body: &[u8]) -> Result<Str
     }
     let env: EnvSettings = sonic_rs::from_value(&value)
         .map_err(|e| ApiError::new(400, "bad_request", format!("bad environment: {e}")))?;
-    env.validate().map_err(|e| ApiError::new(400, "bad_request", e))?;
+    env.validate().map_err(|e| {
+        // The field's path (`api_keys[0].ips[1]`) lets a form show the
+        // error next to that field.
+        let mut field = Vec::new();
+        crate::protocol::socketio::write_json_str(&mut field, &e.field);
+        ApiError::new(400, "bad_request", e.to_string())
+            .with_field("field", String::from_utf8_lossy(&field).into_owned())
+    })?;
     // In a cluster the change is stored in Redis first (every node applies
     // it from there); refused when Redis is out of reach, so no node runs
     // settings the others do not have.
