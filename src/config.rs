@@ -123,6 +123,16 @@ pub struct Cli {
         allow_hyphen_values = true
     )]
     pub master_token: Option<String>,
+    /// A second token accepted by the web console at `/admin/` and its API
+    /// (the master token works there too) [default: none].
+    #[arg(
+        long,
+        global = true,
+        env = "RINGCAST_ADMIN_TOKEN",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
+    pub admin_token: Option<String>,
     /// Engine.IO ping interval in milliseconds [default: 25000].
     #[arg(long, global = true)]
     pub ping_interval_ms: Option<u64>,
@@ -191,6 +201,11 @@ pub struct Config {
     pub master_token: String,
     /// True when the token was generated because none was configured.
     pub master_token_generated: bool,
+    /// A token the web console accepts besides the master token (for
+    /// operators who must not hold the backend's token).
+    pub admin_token: Option<String>,
+    /// Whether `/admin/` (the web console) and its API are served.
+    pub console: bool,
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
     pub max_payload_bytes: usize,
@@ -276,6 +291,8 @@ struct FileServer {
     shards: Option<usize>,
     path: Option<String>,
     master_token: Option<String>,
+    admin_token: Option<String>,
+    console: Option<bool>,
     ping_interval_ms: Option<u64>,
     ping_timeout_ms: Option<u64>,
     max_payload_bytes: Option<usize>,
@@ -343,6 +360,10 @@ impl Config {
             Some(t) => (t, false),
             None => (ringcast_shards::conn_id::random_token(32), true),
         };
+        let admin_token = match cli.admin_token.clone().or(s.admin_token) {
+            Some(t) if t.is_empty() => return Err(Error::Invalid("admin token is empty".into())),
+            other => other,
+        };
         let shard_count = cli
             .shards
             .or(s.shards)
@@ -361,6 +382,12 @@ impl Config {
         let max_payload_bytes = cli.max_payload_bytes.or(s.max_payload_bytes).unwrap_or(1_000_000);
         if max_payload_bytes < 64 {
             return Err(Error::Invalid("max payload must be at least 64 bytes".into()));
+        }
+        let console = s.console.unwrap_or(true);
+        if console && path.starts_with("/admin/") {
+            return Err(Error::Invalid(format!(
+                "path `{path}` is the web console's; choose another path or set console = false"
+            )));
         }
         let environments = validate_environments(file.environments)?;
         let mut trusted_proxies = Vec::new();
@@ -381,6 +408,8 @@ impl Config {
             path,
             master_token,
             master_token_generated: generated,
+            admin_token,
+            console,
             ping_interval: Duration::from_millis(ping_interval_ms),
             ping_timeout: Duration::from_millis(ping_timeout_ms),
             max_payload_bytes,

@@ -1,10 +1,11 @@
 //! What an HTTP request on the listening port gets: the Socket.IO upgrade,
-//! the health check, or a JSON error.
+//! the health check, the backend's API, the web console, or a JSON error.
 //!
 //! Pure decisions over a parsed [`Request`]; the connection driver does the
 //! I/O. Every refusal is a 4xx with a `{"error","code"}` JSON body and closes
 //! the connection.
 
+pub(crate) mod admin;
 pub(crate) mod api;
 
 use crate::protocol::http::{accept_key, json_error, json_response, query_param, Request};
@@ -16,7 +17,8 @@ pub(crate) enum Route {
     Upgrade { accept: String },
     /// Send this complete response and close.
     Reply(Vec<u8>),
-    /// An [`api`] request; its body follows.
+    /// An [`api`] request, or the web console's ([`admin`]); its body
+    /// follows.
     Api,
     /// `GET /metrics` (gathered from every shard).
     Metrics,
@@ -43,7 +45,7 @@ pub(crate) fn route(req: &Request<'_>, path: &str) -> Route {
     if req.path == "/health" || req.path == "/health/" {
         return Route::Health;
     }
-    if req.path.starts_with(api::PREFIX) {
+    if req.path.starts_with(api::PREFIX) || admin::owns(req.path) {
         return Route::Api;
     }
     if req.path == "/metrics" {

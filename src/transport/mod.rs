@@ -109,6 +109,7 @@ async fn http_phase(
             path,
             authorization,
             content_length,
+            client_ip,
         } => {
             let response = if content_length > shard.shared.config.max_payload_bytes {
                 http_codec::json_error(
@@ -121,7 +122,7 @@ async fn http_phase(
                 match monoio::time::timeout(head_timeout, read).await {
                     Ok(Some(body)) => {
                         let body = &body[..content_length];
-                        api::handle(shard, &method, &path, authorization.as_deref(), body).await
+                        api::handle(shard, &method, &path, authorization.as_deref(), body, client_ip).await
                     }
                     Ok(None) => return None,
                     Err(_) => http_codec::json_error(
@@ -197,6 +198,8 @@ enum Routed {
         path: Box<str>,
         authorization: Option<Box<str>>,
         content_length: usize,
+        /// Failed token checks are counted per client.
+        client_ip: Option<IpAddr>,
     },
     Metrics,
 }
@@ -229,6 +232,11 @@ async fn read_request(socket: &Socket, shard: &Shard, peer: SocketAddr) -> Optio
                         path: req.path.into(),
                         authorization: req.authorization.map(Box::from),
                         content_length: req.content_length,
+                        client_ip: client_ip(
+                            peer.ip(),
+                            req.x_forwarded_for,
+                            &shard.shared.config.trusted_proxies,
+                        ),
                     },
                     Route::Upgrade { accept } => Routed::Upgrade {
                         accept,
