@@ -6,7 +6,8 @@
 //! run time) and the headers they are served with (a strict
 //! Content-Security-Policy: scripts, styles and requests from this origin
 //! only, no inline code, no framing); the console's routes; token checks in
-//! constant time, with failed checks limited per client IP
+//! constant time (over SHA-256 digests, so not even a token's length shows
+//! in the timing), with failed checks limited per client IP
 //! ([`crate::shard::shared::AuthFailures`], shared with the backend's API,
 //! which takes the same master token).
 //! Does not own: what a change or a publish does. Settings go through
@@ -24,6 +25,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::http::api::{self, ApiError};
 use crate::protocol::socketio::write_json_str;
@@ -150,13 +152,14 @@ pub(crate) fn authorize(
         .map(|t| t.trim().as_bytes())
         .unwrap_or_default();
     let config = &shared.config;
-    // Both comparisons always run: the time taken does not say which
-    // token, if any, came close.
-    let master = constant_time_eq(presented, config.master_token.as_bytes());
+    // Both comparisons always run, on digests of equal length: the time
+    // taken says neither which token came close nor how long one is.
+    let presented = Sha256::digest(presented);
+    let master = token_eq(&presented, &config.master_token);
     let admin = config
         .admin_token
         .as_ref()
-        .is_some_and(|t| constant_time_eq(presented, t.as_bytes()));
+        .is_some_and(|t| token_eq(&presented, t));
     let access = match (master, admin && admin_allowed) {
         (true, _) => Some(Access::Master),
         (false, true) => Some(Access::Admin),
@@ -187,6 +190,12 @@ pub(crate) fn authorize(
             ))
         }
     }
+}
+
+/// Whether `presented` (a SHA-256 digest) is the digest of `token`, in
+/// constant time.
+fn token_eq(presented: &[u8], token: &str) -> bool {
+    constant_time_eq(presented, &Sha256::digest(token.as_bytes()))
 }
 
 /// Runs one console request (a path [`owns`] accepts) from `client`.
