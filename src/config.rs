@@ -206,6 +206,10 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// Whether `/admin/` (the web console) and its API are served.
     pub console: bool,
+    /// Wrong bearer tokens one client IP may send per minute (console and
+    /// HTTP API) before its bearer requests are refused until the minute
+    /// ends (0: no limit).
+    pub auth_failures_max: u32,
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
     pub max_payload_bytes: usize,
@@ -293,6 +297,7 @@ struct FileServer {
     master_token: Option<String>,
     admin_token: Option<String>,
     console: Option<bool>,
+    auth_failures_max: Option<u32>,
     ping_interval_ms: Option<u64>,
     ping_timeout_ms: Option<u64>,
     max_payload_bytes: Option<usize>,
@@ -410,6 +415,7 @@ impl Config {
             master_token_generated: generated,
             admin_token,
             console,
+            auth_failures_max: s.auth_failures_max.unwrap_or(10),
             ping_interval: Duration::from_millis(ping_interval_ms),
             ping_timeout: Duration::from_millis(ping_timeout_ms),
             max_payload_bytes,

@@ -80,6 +80,7 @@ fn example_file_loads() {
     assert_eq!(cfg.rate_limit_slots, 262_144);
     assert_eq!(cfg.master_token, "change-me");
     assert_eq!(cfg.admin_token.as_deref(), Some("change-me-too"));
+    assert_eq!(cfg.auth_failures_max, 10);
     assert!(cfg.console);
     assert_eq!(cfg.channel_name_bytes_max, 256);
     assert_eq!(cfg.channels_per_connection_max, 128);
@@ -219,8 +220,15 @@ fn admin_token_and_console_switch() {
     let cfg = Config::from_toml(&cli(), "f", "[server]\nadmin_token = \"ops\"\n").unwrap();
     assert_eq!(cfg.admin_token.as_deref(), Some("ops"));
     assert!(cfg.console, "the console is on by default");
-    let cfg = Config::from_toml(&cli(), "f", "[server]\nconsole = false\npath = \"/admin/x/\"\n").unwrap();
+    assert_eq!(cfg.auth_failures_max, 10);
+    let cfg = Config::from_toml(
+        &cli(),
+        "f",
+        "[server]\nconsole = false\npath = \"/admin/x/\"\nauth_failures_max = 0\n",
+    )
+    .unwrap();
     assert!(!cfg.console);
+    assert_eq!(cfg.auth_failures_max, 0);
     assert_eq!(cfg.admin_token, None);
     assert!(Config::from_toml(&cli(), "f", "[server]\nadmin_token = \"\"\n").is_err());
     let err = Config::from_toml(&cli(), "f", "[server]\npath = \"/admin/\"\n").unwrap_err();

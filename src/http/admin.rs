@@ -128,9 +128,9 @@ impl Access {
 
 /// Checks a request's `Authorization: Bearer <token>` against the master
 /// token (and the admin token when `admin_allowed`), in constant time.
-/// While `client` has failed [`crate::shard::shared::AUTH_FAILURES_MAX`]
-/// times in the current window every request it makes is refused (429,
-/// `Retry-After`), whatever its token, so guessing gets nowhere faster.
+/// While `client` has failed `auth_failures_max` times in the current
+/// minute every request it makes is refused (429, `Retry-After`), whatever
+/// its token, so guessing gets nowhere faster.
 pub(crate) fn authorize(
     shared: &Shared,
     authorization: Option<&str>,

@@ -67,7 +67,7 @@ impl Shared {
             settings: Mutex::new(settings),
             started: Instant::now(),
             console: ConsoleState::default(),
-            auth_failures: AuthFailures::new(AUTH_FAILURES_MAX, AUTH_FAILURE_WINDOW),
+            auth_failures: AuthFailures::new(config.auth_failures_max, AUTH_FAILURE_WINDOW),
             config,
         }
     }
@@ -169,9 +169,9 @@ impl ConsoleState {
     }
 }
 
-/// Failed token checks one client may make per window before every request
-/// it makes with a bearer token is refused (429) until the window ends.
-pub(crate) const AUTH_FAILURES_MAX: u32 = 10;
+/// The window of `auth_failures_max`: that many failed token checks per
+/// window, and every request a client makes with a bearer token is refused
+/// (429) until the window ends.
 pub(crate) const AUTH_FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// Clients tracked at once; beyond (after dropping ended windows), new
 /// clients share one entry, so a flood of addresses cannot grow the table.
@@ -179,7 +179,7 @@ const AUTH_CLIENTS_MAX: usize = 4096;
 
 /// Failed bearer-token checks per client IP (the console's sign-in and the
 /// HTTP API, which take the same master token): guessing a token is slowed
-/// to [`AUTH_FAILURES_MAX`] tries per window per address. Clients whose IP
+/// to `max` tries per window per address (0: no limit). Clients whose IP
 /// is unknown share one entry.
 pub(crate) struct AuthFailures {
     clients: Mutex<AHashMap<Option<IpAddr>, Failures>>,
@@ -208,6 +208,9 @@ impl AuthFailures {
 
     /// `Err(retry_after)` while `client` has used up its failures.
     pub(crate) fn check(&self, client: Option<IpAddr>, now: Instant) -> Result<(), Duration> {
+        if self.max == 0 {
+            return Ok(());
+        }
         let clients = self.clients();
         // A client the full table has no room for is counted in the
         // shared entry (see `failed`).
@@ -224,6 +227,9 @@ impl AuthFailures {
     /// Counts one failed check of `client`; true when that used up its
     /// failures (it is refused from now on, to the end of the window).
     pub(crate) fn failed(&self, client: Option<IpAddr>, now: Instant) -> bool {
+        if self.max == 0 {
+            return false;
+        }
         let mut clients = self.clients();
         let mut key = client;
         if !clients.contains_key(&key) && clients.len() >= AUTH_CLIENTS_MAX {
@@ -369,6 +375,16 @@ mod tests {
         );
         failures.succeeded(a);
         assert!(failures.clients().get(&a).is_none());
+    }
+
+    #[test]
+    fn no_limit_at_zero() {
+        let failures = AuthFailures::new(0, Duration::from_secs(60));
+        let now = Instant::now();
+        for _ in 0..100 {
+            assert!(!failures.failed(None, now));
+        }
+        assert!(failures.check(None, now).is_ok());
     }
 
     #[test]

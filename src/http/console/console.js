@@ -283,7 +283,14 @@ function renderEnvList() {
       type: "button",
       "aria-current": current ? "true" : null,
       dataset: { env: env.id },
-      onclick: () => openEnv(env),
+      onclick: () => {
+        if (state.dirty && state.selectedEnv?.id !== env.id) {
+          $("#env-status").textContent = "Unsaved changes: save or revert them first.";
+          $("#env-status").className = "status bad";
+          return;
+        }
+        openEnv(env);
+      },
     }, h("span", { text: env.id }), h("span", { class: `tag ${tags.includes("off") || tags.includes("suspended") ? "off" : ""}`, text: tags.join(" · ") }))));
   }
 }
@@ -354,6 +361,10 @@ function newEnv(event) {
   const error = $("#new-env-error");
   if (!id || id.includes("/")) {
     error.textContent = "An id is required, without '/'.";
+    return;
+  }
+  if (state.dirty) {
+    error.textContent = "Save or revert the open environment first.";
     return;
   }
   if (state.environments.some((e) => e.id === id)) {
