@@ -255,6 +255,7 @@ impl Scenario {
                         join: Some(0),
                         publish: None,
                         stall: true,
+                        node: 0,
                     });
                 }
                 (specs, 1)

@@ -162,6 +162,9 @@ pub(crate) struct ClusterStats {
     pub(crate) subscriptions: AtomicU64,
     pub(crate) nodes: AtomicU64,
     pub(crate) dead_nodes_cleaned: AtomicU64,
+    /// Rate-limit counts added to Redis whose cluster totals this node now
+    /// knows.
+    pub(crate) rate_syncs: AtomicU64,
 }
 
 /// The handle shards hold (shared by all of them).
@@ -246,6 +249,7 @@ impl Cluster {
             subscriptions: load(&s.subscriptions),
             nodes: load(&s.nodes),
             dead_nodes_cleaned: load(&s.dead_nodes_cleaned),
+            rate_syncs: load(&s.rate_syncs),
         }
     }
 
