@@ -318,6 +318,7 @@ async fn drain(shard: &Shard) {
         if at > monoio::time::Instant::now() {
             monoio::time::sleep_until(at.min(deadline)).await;
         }
+        tracing::debug!(shard = shard.id, client = i, "closing a client for shutdown");
         outbox.push(websocket::close_frame(1001, "server shutting down"));
         outbox.close(CloseReason::ServerShutdown);
     }
