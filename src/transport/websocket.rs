@@ -90,8 +90,11 @@ impl Connection {
     /// The ingress loop: waits for readiness and handles what arrived,
     /// until the connection ends.
     pub(crate) async fn run(&mut self) -> CloseReason {
-        // Bytes may have arrived with the upgrade request: handle them first.
-        let mut ready = true;
+        // Bytes that arrived with the upgrade request are handled first;
+        // otherwise nothing can be there yet (a client speaks after the open
+        // packet it was just sent), so the first read waits for readiness
+        // instead of trying, which saves a failed receive per connection.
+        let mut ready = !self.tail.is_empty();
         loop {
             if !ready && self.socket.readable(false).await.is_err() {
                 return self.session.outbox.closing().unwrap_or(CloseReason::Io);
