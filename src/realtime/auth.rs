@@ -17,6 +17,25 @@ use sonic_rs::LazyValue;
 use crate::protocol::socketio::{validate_json, write_json_str};
 use crate::realtime::settings::{EnvKey, EnvSettings, Rule, Settings};
 
+/// Agnost's titles of refused connections: the `message` of connect_error,
+/// which socket.io-client's `connect_error` and Agnost's `onError` show and
+/// apps compare against, so they are kept letter for letter.
+pub(crate) mod title {
+    pub(crate) const NO_ENVIRONMENT: &str = "Realtime Connection Error - No Environment Found";
+    pub(crate) const SUSPENDED_ENVIRONMENT: &str = "Realtime Connection Error - Suspended Environment";
+    pub(crate) const REALTIME_DISABLED: &str = "Realtime Connection Error - Realtime Disabled";
+    pub(crate) const MISSING_API_KEY: &str = "Realtime Connection Error - Missing API Key";
+    pub(crate) const INVALID_API_KEY: &str = "Realtime Connection Error - Invalid API Key";
+    pub(crate) const UNAUTHORIZED_API_KEY: &str = "Realtime Connection Error - Unauthorized API Key";
+    pub(crate) const EXPIRED_API_KEY: &str = "Realtime Connection Error - Expired API Key";
+    pub(crate) const ORIGIN_NOT_FOUND: &str = "Realtime Connection Error - Origin Domain Not Found";
+    pub(crate) const ORIGIN_NOT_AUTHORIZED: &str = "Realtime Connection Error - Origin Domain Not Authorized";
+    pub(crate) const IP_NOT_FOUND: &str = "Realtime Connection Error - IP Address Not Found";
+    pub(crate) const IP_NOT_AUTHORIZED: &str = "Realtime Connection Error - IP Address Not Authorized";
+    pub(crate) const MISSING_SESSION: &str = "Realtime Connection Error - Missing Session Token";
+    pub(crate) const INVALID_SESSION: &str = "Realtime Connection Error - Invalid Session Token";
+}
+
 /// The Socket.IO `auth` object of a connect packet.
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct Handshake<'a> {
@@ -126,7 +145,7 @@ pub(crate) fn authenticate(
     } else {
         sonic_rs::from_str(auth_json).map_err(|_| {
             Refusal::new(
-                "Invalid handshake",
+                "Realtime Connection Error - Invalid Handshake",
                 "invalid_handshake",
                 "the Socket.IO auth payload must be a JSON object",
             )
@@ -142,7 +161,7 @@ pub(crate) fn authenticate(
             Ok(Identity::Master)
         } else {
             Err(Refusal::new(
-                "Invalid access token",
+                "Realtime Connection Error - Invalid Access Token",
                 "invalid_access_token",
                 "The access token of the master connection is not valid",
             ))
@@ -162,14 +181,14 @@ pub(crate) fn authenticate(
     };
     if env.suspended {
         return Err(Refusal::new(
-            "Environment suspended",
+            title::SUSPENDED_ENVIRONMENT,
             "suspended_environment",
             "This environment is suspended",
         ));
     }
     if !env.enabled {
         return Err(Refusal::new(
-            "Realtime not allowed",
+            title::REALTIME_DISABLED,
             "realtime_not_allowed",
             "Realtime is not enabled for this environment",
         ));
@@ -192,7 +211,7 @@ pub(crate) fn authenticate(
             let user = verify_hs256(token, secret.as_bytes(), now_unix_s);
             if user.is_none() && env.session_required {
                 return Err(Refusal::new(
-                    "Invalid session token",
+                    title::INVALID_SESSION,
                     "invalid_session_token",
                     "The session token is invalid or expired",
                 ));
@@ -201,7 +220,7 @@ pub(crate) fn authenticate(
         }
         (None, _) if env.session_required => {
             return Err(Refusal::new(
-                "Missing session token",
+                title::MISSING_SESSION,
                 "missing_session_token",
                 "This environment requires a signed-in session",
             ))
@@ -227,7 +246,7 @@ pub(crate) fn authenticate(
 
 fn no_environment(env_id: &str) -> Refusal {
     Refusal::new(
-        "Environment not found",
+        title::NO_ENVIRONMENT,
         "no_environment_found",
         format!("No environment with id '{env_id}' exists"),
     )
@@ -244,7 +263,7 @@ fn check_api_key(
         Field::Text(k) if !k.is_empty() => k,
         Field::Text(_) | Field::Absent => {
             return Err(Refusal::new(
-                "Missing API key",
+                title::MISSING_API_KEY,
                 "missing_api_key",
                 "This environment requires an API key",
             ))
@@ -254,14 +273,14 @@ fn check_api_key(
     let presented = presented.as_ref();
     let Some(key) = env.api_key(presented).filter(|_| !presented.is_empty()) else {
         return Err(Refusal::new(
-            "Invalid API key",
+            title::INVALID_API_KEY,
             "invalid_api_key",
             "The API key is not valid",
         ));
     };
     if !key.allow_realtime {
         return Err(Refusal::new(
-            "Unauthorized API key",
+            title::UNAUTHORIZED_API_KEY,
             // Agnost's spelling, kept because Agnost apps compare against it.
             "unauthorizez_api_key",
             "The API key is not allowed to use realtime",
@@ -269,7 +288,7 @@ fn check_api_key(
     }
     if key.expired(now_unix_s) {
         return Err(Refusal::new(
-            "Expired API key",
+            title::EXPIRED_API_KEY,
             "expired_api_key",
             "The API key has expired",
         ));
@@ -277,14 +296,14 @@ fn check_api_key(
     if key.origins != Rule::All {
         let Some(origin) = peer.origin.filter(|o| !o.is_empty()) else {
             return Err(Refusal::new(
-                "Missing request origin",
+                title::ORIGIN_NOT_FOUND,
                 "missing_request_origin",
                 "The API key only allows listed origins and the request has no Origin",
             ));
         };
         if !key.origin_allowed(origin) {
             return Err(Refusal::new(
-                "Domain not authorized",
+                title::ORIGIN_NOT_AUTHORIZED,
                 "domain_not_authorized",
                 format!("The API key does not allow requests from {origin}"),
             ));
@@ -293,14 +312,14 @@ fn check_api_key(
     if key.ips != Rule::All {
         let Some(ip) = peer.ip else {
             return Err(Refusal::new(
-                "Missing client IP",
+                title::IP_NOT_FOUND,
                 "missing_client_IP",
                 "The client's IP address could not be determined",
             ));
         };
         if !key.ip_allowed(ip) {
             return Err(Refusal::new(
-                "IP not authorized",
+                title::IP_NOT_AUTHORIZED,
                 "ip_not_authorized",
                 format!("The API key does not allow requests from {ip}"),
             ));
