@@ -244,6 +244,67 @@ pub(crate) fn authenticate(
     })
 }
 
+/// The checks of [`authenticate`] for an HTTP request of Agnost's client
+/// library (its get-members route): the environment `env_id`, then, where
+/// the environment requires them, the API key (`Authorization`, with its
+/// realtime permission, expiry, origin and IP rules) and the session
+/// (`Session`). The refusals are the connect refusals' codes.
+pub(crate) fn authorize_request(
+    settings: &Settings,
+    env_id: &str,
+    api_key: Option<&str>,
+    session: Option<&str>,
+    peer: Peer<'_>,
+    now_unix_s: u64,
+) -> Result<EnvKey, Refusal> {
+    let Some(key) = settings.key(env_id) else {
+        return Err(no_environment(env_id));
+    };
+    let Some(env) = settings.get(key) else {
+        return Err(no_environment(env_id));
+    };
+    if env.suspended {
+        return Err(Refusal::new(
+            title::SUSPENDED_ENVIRONMENT,
+            "suspended_environment",
+            "This environment is suspended",
+        ));
+    }
+    if !env.enabled {
+        return Err(Refusal::new(
+            title::REALTIME_DISABLED,
+            "realtime_not_allowed",
+            "Realtime is not enabled for this environment",
+        ));
+    }
+    if env.api_key_required {
+        let presented = match api_key {
+            Some(k) => Field::Text(Cow::Borrowed(k)),
+            None => Field::Absent,
+        };
+        check_api_key(env, presented, peer, now_unix_s)?;
+    }
+    let session = session.filter(|s| !s.is_empty());
+    if env.session_required {
+        let Some(token) = session else {
+            return Err(Refusal::new(
+                title::MISSING_SESSION,
+                "missing_session_token",
+                "This environment requires a signed-in session",
+            ));
+        };
+        let secret = env.session_secret.as_deref().unwrap_or_default();
+        if verify_hs256(token, secret.as_bytes(), now_unix_s).is_none() {
+            return Err(Refusal::new(
+                title::INVALID_SESSION,
+                "invalid_session_token",
+                "The session token is invalid or expired",
+            ));
+        }
+    }
+    Ok(key)
+}
+
 fn no_environment(env_id: &str) -> Refusal {
     Refusal::new(
         title::NO_ENVIRONMENT,

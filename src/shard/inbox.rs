@@ -6,6 +6,8 @@
 //! `Arc<str>` names, and plain ids. A message never carries a reference into
 //! another shard's memory.
 
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -58,10 +60,23 @@ pub(crate) enum ShardMessage {
     },
     /// Stop accepting and drain (SIGTERM/SIGINT).
     Shutdown,
+    /// Serve this client connection: its request belongs to a session of
+    /// this shard.
+    Adopt(Box<Adopted>),
+}
+
+/// A client connection another shard accepted and hands over, between two
+/// of its requests (nothing in flight on it).
+pub(crate) struct Adopted {
+    pub(crate) fd: OwnedFd,
+    pub(crate) peer: SocketAddr,
+    /// What the other shard received but did not handle (the request that
+    /// made it hand the connection over, and anything behind it).
+    pub(crate) buffered: Vec<u8>,
 }
 
 /// Runs `message` on `shard`.
-fn handle(shard: &Shard, message: ShardMessage) {
+fn handle(shard: &Rc<Shard>, message: ShardMessage) {
     match message {
         ShardMessage::Publish { env, target, frame } => {
             let delivered = shard.realtime.borrow().deliver(env, &target, &frame, None);
@@ -92,6 +107,7 @@ fn handle(shard: &Shard, message: ShardMessage) {
         }
         ShardMessage::StatsReply { request, snapshot } => shard.stats_part(request, *snapshot),
         ShardMessage::Shutdown => shard.begin_shutdown(),
+        ShardMessage::Adopt(adopted) => shard.adopt(*adopted),
     }
 }
 

@@ -42,6 +42,7 @@ use crate::realtime::events::{self, Incoming, Limits};
 use crate::realtime::settings::Settings;
 use crate::realtime::state::{NewMember, Realtime};
 use gather::Gathers;
+pub(crate) use inbox::Adopted;
 use inbox::ShardMessage;
 use outgoing::Outgoing;
 use ringcast_shards::conn_id::ConnIdText;
@@ -80,7 +81,13 @@ pub(crate) struct Shard {
     outgoing: Rc<Outgoing>,
     shutting_down: Cell<bool>,
     shutdown_waker: Cell<Option<std::task::Waker>>,
+    /// Serves a connection handed over by another shard (the transport's
+    /// entry point, given to [`run`]).
+    adopter: Cell<Option<Adopter>>,
 }
+
+/// Serves a connection handed over by another shard.
+pub(crate) type Adopter = fn(Rc<Shard>, Adopted);
 
 impl Shard {
     pub(crate) fn new(id: ShardId, shared: Arc<Shared>) -> Self {
@@ -105,6 +112,7 @@ impl Shard {
             )),
             shutting_down: Cell::new(false),
             shutdown_waker: Cell::new(None),
+            adopter: Cell::new(None),
             shared,
         }
     }
@@ -177,6 +185,23 @@ impl Shard {
             .send(&self.shared.mesh, &self.stats, target, message);
     }
 
+    /// Hands a client connection to shard `target`, which owns the session
+    /// its requests are for.
+    pub(crate) fn hand_over(&self, target: ShardId, adopted: Adopted) {
+        Stats::bump(&self.stats.handovers);
+        self.send_to(target, ShardMessage::Adopt(Box::new(adopted)));
+    }
+
+    /// Serves a connection another shard handed over.
+    fn adopt(self: &Rc<Self>, adopted: Adopted) {
+        match self.adopter.get() {
+            Some(adopter) => adopter(self.clone(), adopted),
+            // Only shards started by `run` serve connections; dropping the
+            // descriptor closes the connection.
+            None => drop(adopted),
+        }
+    }
+
     /// Whether messages held back for other shards reached their bound:
     /// readers stop reading until [`Shard::backlog_cleared`].
     pub(crate) fn mesh_backlogged(&self) -> bool {
@@ -236,12 +261,18 @@ impl Shard {
 /// Runs one shard: drains its inbox, keeps the heartbeat and accepts
 /// connections (each served by `serve`) until shutdown, then drains its
 /// clients and returns.
-pub(crate) async fn run<F, Fut>(shard_id: ShardId, listener: TcpListener, shared: Arc<Shared>, serve: F)
-where
+pub(crate) async fn run<F, Fut>(
+    shard_id: ShardId,
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    serve: F,
+    adopter: Adopter,
+) where
     F: Fn(Rc<Shard>, TcpStream, SocketAddr) -> Fut,
     Fut: Future<Output = ()> + 'static,
 {
     let shard = Rc::new(Shard::new(shard_id, shared));
+    shard.adopter.set(Some(adopter));
     monoio::spawn(inbox::drain_forever(shard.clone()));
     monoio::spawn(
         shard
