@@ -149,7 +149,8 @@ impl Outbox {
             polling: Cell::new(polling),
             poll_waiters: polling.then(Rc::default),
             egress,
-            writing_since: Cell::new(None),
+            // A long-polling session waits for its first poll from the start.
+            writing_since: Cell::new(polling.then_some(now)),
             pong_pending: Cell::new(false),
             last_ping: Cell::new(now),
             opened_at: now,
@@ -263,10 +264,20 @@ impl Outbox {
         Stats::add(&self.egress.stats.frames_written, batch.len() as u64);
     }
 
-    /// Marks a polling response's write as started (`Some`) or done.
-    pub(crate) fn set_writing(&self, since: Option<Instant>) {
-        self.writing_since.set(since);
-        if since.is_none() && !self.egress.write_done.is_empty() {
+    /// A polling response's write starts. While long-polling, the outbox
+    /// counts as writing from then until the next response: a client that
+    /// stops polling for the stall timeout has stalled, like a WebSocket
+    /// whose write makes no progress, and no producer waits for it.
+    pub(crate) fn poll_write_started(&self) {
+        self.writing_since.set(Some(Instant::now()));
+    }
+
+    /// A polling response was written: the clock of the next poll starts
+    /// (see [`Outbox::poll_write_started`]), and producers pacing
+    /// themselves to this client look again.
+    pub(crate) fn poll_write_done(&self) {
+        self.writing_since.set(Some(Instant::now()));
+        if !self.egress.write_done.is_empty() {
             self.egress.write_done.wake_all();
         }
     }
@@ -277,6 +288,7 @@ impl Outbox {
         debug_assert!(self.polling.get(), "attach_websocket on a WebSocket outbox");
         self.socket.set(Some(socket));
         self.polling.set(false);
+        self.writing_since.set(None);
         self.wake_pollers();
         if self.closing.get().is_some() || !self.is_empty() {
             monoio::spawn(write_loop(self.clone(), writer));

@@ -35,7 +35,7 @@ use slab::Slab;
 
 use crate::connection::outbox::{CloseReason, Egress, Outbox};
 use crate::metrics::{Gauges, Snapshot, Stats};
-use crate::protocol::{frames, websocket};
+use crate::protocol::frames;
 use crate::realtime::auth::now_unix_s;
 use crate::realtime::channels::SlabKey;
 use crate::realtime::events::{self, Incoming, Limits};
@@ -344,7 +344,9 @@ async fn drain(shard: &Shard) {
         if at > monoio::time::Instant::now() {
             monoio::time::sleep_until(at.min(deadline)).await;
         }
-        outbox.push(websocket::close_frame(1001, "server shutting down"));
+        // A WebSocket close 1001, or Engine.IO's close packet to a client
+        // that long-polls: either way socket.io-client reconnects.
+        outbox.push_close(1001, "server shutting down");
         outbox.close(CloseReason::ServerShutdown);
     }
     while !shard.sockets.borrow().is_empty() && monoio::time::Instant::now() < deadline {

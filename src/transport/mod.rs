@@ -112,6 +112,9 @@ pub(crate) struct Http {
     pub(crate) peer: SocketAddr,
     /// Received bytes not handled yet (the next request, pipelined).
     pub(crate) buf: Vec<u8>,
+    /// Bytes of the current request's body not read yet: a request answered
+    /// without its body has it skipped before the next one is parsed.
+    pub(crate) body_unread: usize,
 }
 
 /// What handling one request leaves of the connection.
@@ -139,6 +142,7 @@ async fn http_phase(
         writer,
         peer,
         buf,
+        body_unread: 0,
     };
     loop {
         let head_timeout = http.shard.shared.config.http_head_timeout;
@@ -156,6 +160,11 @@ async fn http_phase(
             Next::Done => return None,
             Next::WebSocket(connection) => return Some(connection),
         };
+        if http.body_unread > 0 && http.read_body(http.body_unread).await.is_err() {
+            // A body too large to skip, too slow, or cut short.
+            http.socket.shutdown();
+            return None;
+        }
     }
 }
 
@@ -168,6 +177,7 @@ async fn handle(mut http: Http, request: Request) -> Next {
         }
     }
     http.buf.drain(..request.head_len);
+    http.body_unread = request.content_length;
     let shard = http.shard.clone();
     let config = &shard.shared.config;
     let cors = if request.route.is_cross_origin() {
@@ -260,6 +270,7 @@ async fn open_websocket(mut http: Http, accept: &str, request: &Request) -> Next
         writer,
         peer,
         buf,
+        ..
     } = http;
     let opened = Opened {
         tail: buf,
@@ -357,6 +368,7 @@ impl Http {
                 )))
             }
         }
+        self.body_unread = 0;
         let rest = self.buf.split_off(len);
         Ok(std::mem::replace(&mut self.buf, rest))
     }
@@ -416,6 +428,7 @@ impl Http {
             writer,
             peer,
             buf,
+            ..
         } = self;
         match socket.hand_over(writer) {
             Ok(fd) => shard.hand_over(

@@ -30,7 +30,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ahash::AHashMap;
 use base64::Engine as _;
@@ -244,9 +244,9 @@ async fn get(mut http: Http, request: &Request, cors: &[u8], polling: Rc<Polling
     };
     let head = http_codec::head(200, TEXT_PLAIN, len, request.keep_alive, cors);
     pieces.insert(0, Bytes::from(head));
-    outbox.set_writing(Some(Instant::now()));
+    outbox.poll_write_started();
     let written = write_pieces(&mut http.writer, pieces).await;
-    outbox.set_writing(None);
+    outbox.poll_write_done();
     // The session's driver may wait for the queue to empty.
     outbox.poll_changed();
     if written.is_err() || !request.keep_alive {

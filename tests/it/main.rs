@@ -18,6 +18,7 @@ mod inbound_flood;
 mod limits;
 mod master;
 mod metrics;
+mod polling;
 mod realtime;
 mod shutdown;
 mod slow_consumer;
