@@ -102,6 +102,10 @@ pub enum Scenario {
         /// the next as soon as one reached every subscriber (0: --rate).
         #[arg(long, default_value_t = 0)]
         window: u32,
+        /// The subscribers long-poll (Engine.IO over HTTP) instead of holding
+        /// a WebSocket; the publishers stay on WebSocket.
+        #[arg(long)]
+        polling: bool,
     },
     /// C channels × M members; every member publishes to its channel at a
     /// fixed rate, or keeping its own window of messages in flight.
@@ -189,17 +193,20 @@ impl Scenario {
                 publishers,
                 rate,
             } => {
+                let polling = matches!(self, Self::Fanout { polling: true, .. });
                 let mut specs: Vec<ConnSpec> = (0..subscribers)
                     .map(|id| ConnSpec {
                         id,
                         join: Some(0),
                         publish: None,
+                        polling,
                     })
                     .collect();
                 let interval_ns = interval_ns(rate / f64::from(publishers.max(1)));
                 for p in 0..publishers {
                     specs.push(ConnSpec {
                         id: subscribers + p,
+                        polling: false,
                         join: None,
                         publish: Some(PublishSpec {
                             destination: Destination::Channel(0),
@@ -225,6 +232,7 @@ impl Scenario {
                 let specs = (0..total)
                     .map(|id| ConnSpec {
                         id,
+                        polling: false,
                         join: Some(id / members),
                         publish: Some(PublishSpec {
                             destination: Destination::Channel(id / members),
@@ -247,6 +255,7 @@ impl Scenario {
                 let specs = (0..connections)
                     .map(|id| ConnSpec {
                         id,
+                        polling: false,
                         join: None,
                         publish: (id < publishers).then(|| PublishSpec {
                             destination: Destination::Environment,
@@ -263,6 +272,7 @@ impl Scenario {
                 (0..connections)
                     .map(|id| ConnSpec {
                         id,
+                        polling: false,
                         join: None,
                         publish: None,
                     })

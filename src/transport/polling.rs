@@ -245,8 +245,11 @@ async fn get(mut http: Http, request: &Request, cors: &[u8], polling: Rc<Polling
     let head = http_codec::head(200, TEXT_PLAIN, len, request.keep_alive, cors);
     pieces.insert(0, Bytes::from(head));
     outbox.poll_write_started();
-    let written = write_pieces(&mut http.writer, pieces).await;
+    let stats = &http.shard.stats;
+    let total = pieces.iter().map(Bytes::len).sum::<usize>();
+    let written = write_pieces(&mut http.writer, pieces, stats).await;
     outbox.poll_write_done();
+    Stats::add(&stats.bytes_out, total as u64);
     // The session's driver may wait for the queue to empty.
     outbox.poll_changed();
     if written.is_err() || !request.keep_alive {
@@ -486,10 +489,11 @@ async fn probe(
 }
 
 /// Writes `pieces` (a response head and body pieces) with vectored writes.
-async fn write_pieces(writer: &mut WriteHalf, pieces: Vec<Bytes>) -> std::io::Result<()> {
+async fn write_pieces(writer: &mut WriteHalf, pieces: Vec<Bytes>, stats: &Stats) -> std::io::Result<()> {
     let mut batch = Pieces::new(pieces);
     while !batch.pieces.is_empty() {
         batch.refresh();
+        Stats::bump(&stats.writes);
         let write = writer.writev(batch);
         let (result, back) = match monoio::time::timeout(super::REPLY_TIMEOUT, write).await {
             Ok(done) => done,

@@ -45,7 +45,9 @@ const httpServer = http.createServer((req, res) => {
 
 const io = new Server(httpServer, {
   path: opts.path,
-  transports: ['websocket'],
+  // Both transports, as socket.io's default: the polling scenarios
+  // long-poll, the others connect with WebSocket only.
+  transports: ['polling', 'websocket'],
   serveClient: false,
   perMessageDeflate: false,
   pingInterval: 25000,

@@ -130,8 +130,11 @@ export class RealtimeManager {
     const o = this.#options;
     this.#socket = io(parsed.origin, {
       path: o.path,
-      // ringcast speaks WebSocket only (no long-polling).
-      transports: ["websocket"],
+      // WebSocket first, as Agnost's client library connects; where no
+      // WebSocket gets through (a proxy, a browser without it) the client
+      // falls back to HTTP long-polling.
+      transports: ["websocket", "polling"],
+      tryAllTransports: true,
       autoConnect: false,
       forceNew: true,
       reconnection: true,

@@ -2,7 +2,35 @@
 // Agnost client library does, record everything they receive, and wait for
 // events with a timeout (no wait in this suite is unbounded).
 import { createHmac } from "node:crypto";
+import http from "node:http";
 import { io } from "socket.io-client";
+
+/**
+ * The transport every connection of the suite uses, from
+ * RINGCAST_INTEROP_TRANSPORT: `websocket` (the default; WebSocket only, as
+ * Agnost's client library connects first), `polling` (HTTP long-polling
+ * only) or `default` (socket.io-client's own default: long-polling, then
+ * the upgrade to WebSocket). scripts/test.sh runs the suite once for each.
+ */
+export const TRANSPORT = process.env.RINGCAST_INTEROP_TRANSPORT ?? "websocket";
+if (!["websocket", "polling", "default"].includes(TRANSPORT)) {
+  throw new Error(`RINGCAST_INTEROP_TRANSPORT must be websocket, polling or default, not ${TRANSPORT}`);
+}
+
+/**
+ * The socket.io-client options that select the suite's transport. Long-polling
+ * requests in Node go through an http.Agent, which is where a `localAddress`
+ * (a test's client IP) has to be set for them.
+ */
+export function transportOptions(ioOptions = {}) {
+  const out = {};
+  if (TRANSPORT === "websocket") out.transports = ["websocket"];
+  if (TRANSPORT === "polling") out.transports = ["polling"];
+  if (TRANSPORT !== "websocket" && ioOptions.localAddress && !ioOptions.agent) {
+    out.agent = new http.Agent({ localAddress: ioOptions.localAddress });
+  }
+  return out;
+}
 
 /** Default bound of any single wait for an expected event. */
 export const WAIT_MS = 5_000;
@@ -127,15 +155,16 @@ export class Client {
 }
 
 /**
- * Opens a socket the way the Agnost client library does (websocket only,
- * path of the server, auth in the Socket.IO CONNECT packet) and resolves once
- * it is connected. Rejects on connect_error or after `timeoutMs`.
+ * Opens a socket the way the Agnost client library does (path of the server,
+ * auth in the Socket.IO CONNECT packet; the suite's transport, see
+ * TRANSPORT) and resolves once it is connected. Rejects on connect_error or
+ * after `timeoutMs`.
  */
 export async function connect(server, auth = {}, options = {}) {
   const { namespace = "", timeoutMs = WAIT_MS, ...ioOptions } = options;
   const socket = io(server.url + namespace, {
     path: server.path,
-    transports: ["websocket"],
+    ...transportOptions(ioOptions),
     auth,
     reconnection: false,
     forceNew: true,
@@ -169,7 +198,7 @@ export function connectError(server, auth = {}, options = {}) {
   const { namespace = "", timeoutMs = WAIT_MS, ...ioOptions } = options;
   const socket = io(server.url + namespace, {
     path: server.path,
-    transports: ["websocket"],
+    ...transportOptions(ioOptions),
     auth,
     reconnection: false,
     forceNew: true,
