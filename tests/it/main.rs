@@ -7,6 +7,7 @@
 
 mod support;
 
+mod agnost;
 mod bad_input;
 mod cross_shard;
 mod deploy_files;
