@@ -429,7 +429,7 @@ pub fn run_worker(
                 }
             }
         }
-        flush_dirty(&mut conns, &mut dirty, &mut report, shared, &settings.target);
+        flush_dirty(&mut conns, &mut dirty, &mut report, shared, &settings.target, poll.registry());
 
         let timeout_ns = match timers.peek() {
             Some(Reverse((due_ns, _))) => due_ns.saturating_sub(shared.now_ns()),
@@ -480,7 +480,7 @@ pub fn run_worker(
                 mark_dirty(conn, index, &mut dirty);
             }
         }
-        flush_dirty(&mut conns, &mut dirty, &mut report, shared, &settings.target);
+        flush_dirty(&mut conns, &mut dirty, &mut report, shared, &settings.target, poll.registry());
         if let Some(book) = book {
             tally.flush(book, worker);
         }
@@ -906,6 +906,13 @@ fn on_post_event(conn: &mut Conn, index: usize, readable: bool, ctx: &mut Ctx<'_
         let mut chunk = [0u8; 4096];
         loop {
             match post.read(&mut chunk) {
+                Ok(0) if !side.in_flight && side.out.is_empty() => {
+                    // An idle keep-alive connection the server let go (Node
+                    // closes them after 5 s): the next POST opens another.
+                    side.post = None;
+                    side.partial.clear();
+                    return;
+                }
                 Ok(0) => {
                     fail(conn, ctx.report, ctx.shared, "server closed the POST connection");
                     return;
@@ -928,9 +935,10 @@ fn on_post_event(conn: &mut Conn, index: usize, readable: bool, ctx: &mut Ctx<'_
     mark_dirty(conn, index, ctx.dirty);
 }
 
-/// Long-polling: starts the next `POST` if one is due and writes what is
-/// pending on the `POST` connection; an error message if it failed.
-fn flush_post(side: &mut PollSide, target: &Target) -> Option<String> {
+/// Long-polling: starts the next `POST` if one is due (on a new connection
+/// if the server closed the last one) and writes what is pending on the
+/// `POST` connection; an error message if it failed.
+fn flush_post(side: &mut PollSide, target: &Target, index: usize, registry: &mio::Registry) -> Option<String> {
     if !side.in_flight && !side.queued.is_empty() {
         side.in_flight = true;
         let _ = write!(
@@ -943,6 +951,23 @@ fn flush_post(side: &mut PollSide, target: &Target) -> Option<String> {
             side.queued.len()
         );
         side.out.append(&mut side.queued);
+    }
+    if side.post.is_none() && !side.out.is_empty() {
+        let connected = TcpStream::connect(target.addr).and_then(|mut post| {
+            post.set_nodelay(true)?;
+            registry.register(
+                &mut post,
+                Token(index | POST_TOKEN_BIT),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            Ok(post)
+        });
+        match connected {
+            Ok(post) => side.post = Some(post),
+            Err(e) => return Some(format!("POST connect: {e}")),
+        }
+        // Written once the connection is writable.
+        return None;
     }
     let post = side.post.as_mut()?;
     let mut written = 0;
@@ -1113,13 +1138,14 @@ fn flush_dirty(
     report: &mut WorkerReport,
     shared: &Shared,
     target: &Target,
+    registry: &mio::Registry,
 ) {
     for index in dirty.drain(..) {
         let conn = &mut conns[index];
         conn.dirty = false;
         if let Some(side) = conn.poll.as_mut() {
             if !side.sid.is_empty() {
-                if let Some(reason) = flush_post(side, target) {
+                if let Some(reason) = flush_post(side, target, index, registry) {
                     fail(conn, report, shared, &reason);
                     continue;
                 }

@@ -221,6 +221,11 @@ impl Shard {
         }
     }
 
+    /// Whether the shard is draining (SIGTERM/SIGINT): no new sessions.
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.get()
+    }
+
     /// Resolves once shutdown has begun.
     async fn shutdown_requested(&self) {
         std::future::poll_fn(|cx| {

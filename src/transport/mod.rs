@@ -169,7 +169,7 @@ async fn http_phase(
 }
 
 /// Handles one request (whose head is still at the front of `http.buf`).
-async fn handle(mut http: Http, request: Request) -> Next {
+async fn handle(mut http: Http, mut request: Request) -> Next {
     if let Route::Session { ref sid, .. } = request.route {
         match polling::owner(&http.shard, sid) {
             Some(owner) if owner != http.shard.id => return http.hand_over(owner),
@@ -185,7 +185,15 @@ async fn handle(mut http: Http, request: Request) -> Next {
     } else {
         Vec::new()
     };
-    let keep_alive = request.keep_alive;
+    // A draining server answers what it is asked, then closes the
+    // connection, and opens no new session (clients reconnect elsewhere).
+    let draining = shard.is_shutting_down();
+    let keep_alive = request.keep_alive && !draining;
+    request.keep_alive = keep_alive;
+    if draining && matches!(request.route, Route::Open { .. }) {
+        let response = http_codec::json_error(503, "shutting_down", "the server is shutting down");
+        return http.reply(response, false, &cors).await;
+    }
     match request.route {
         Route::Reply(ref response) => http.reply(response.clone(), keep_alive, &cors).await,
         Route::Preflight => {

@@ -167,10 +167,15 @@ describe("Engine.IO handshake and heartbeat", () => {
   it("socket.io-client's defaults: long-polling first, then the upgrade to WebSocket", async () => {
     const socket = io(server.url, { path: server.path, reconnection: false, forceNew: true, auth: {} });
     try {
+      // The engine exists (and picked its first transport) as soon as the
+      // socket does; the upgrade may finish before the Socket.IO connect.
+      const engine = socket.io.engine;
+      assert.equal(engine.transport.name, "polling");
+      const upgraded = once(engine, "upgrade", WAIT_MS);
       await once(socket, "connect");
-      assert.equal(socket.io.engine.transport.name, "polling");
-      const [upgraded] = await once(socket.io.engine, "upgrade", WAIT_MS);
-      assert.equal(upgraded.name, "websocket");
+      const [transport] = await upgraded;
+      assert.equal(transport.name, "websocket");
+      assert.equal(engine.transport.name, "websocket");
       socket.emit("message", { eventName: "after-upgrade", message: 1, echo: true });
       const [arg] = await once(socket, "after-upgrade", WAIT_MS);
       assert.deepEqual(arg, { channel: null, message: 1 });

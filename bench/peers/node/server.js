@@ -4,7 +4,7 @@
 // ringcast (see /work/shared/DESIGN.md "Semantics").
 //
 // It is what Agnost runs minus the Redis adapter, so it is the fastest honest
-// single-process socket.io setup: websocket transport only, no
+// single-process socket.io setup: both transports (the polling scenarios long-poll), no
 // per-message-deflate, native bufferutil/utf-8-validate for `ws`, and the same
 // listen backlog as ringcast (1024).
 //

@@ -116,8 +116,10 @@ describe("chat page in headless Chromium", { timeout: 120_000 }, () => {
     page.on("pageerror", (err) => pageErrors.push(`${label}: ${err.message}`));
     page.on("console", (msg) => {
       // Chromium logs each failed WebSocket attempt while the server is
-      // down; those are expected. Anything else is a bug in the page.
-      if (msg.type() === "error" && !/^WebSocket connection to .* failed/.test(msg.text())) {
+      // down, and each failed long-polling request of the fallback; those
+      // are expected. Anything else is a bug in the page.
+      const expected = /^WebSocket connection to .* failed|^Failed to load resource: net::ERR_CONNECTION_REFUSED$/;
+      if (msg.type() === "error" && !expected.test(msg.text())) {
         pageErrors.push(`${label} console: ${msg.text()}`);
       }
     });
