@@ -429,7 +429,14 @@ pub fn run_worker(
                 }
             }
         }
-        flush_dirty(&mut conns, &mut dirty, &mut report, shared, &settings.target, poll.registry());
+        flush_dirty(
+            &mut conns,
+            &mut dirty,
+            &mut report,
+            shared,
+            &settings.target,
+            poll.registry(),
+        );
 
         let timeout_ns = match timers.peek() {
             Some(Reverse((due_ns, _))) => due_ns.saturating_sub(shared.now_ns()),
@@ -480,7 +487,14 @@ pub fn run_worker(
                 mark_dirty(conn, index, &mut dirty);
             }
         }
-        flush_dirty(&mut conns, &mut dirty, &mut report, shared, &settings.target, poll.registry());
+        flush_dirty(
+            &mut conns,
+            &mut dirty,
+            &mut report,
+            shared,
+            &settings.target,
+            poll.registry(),
+        );
         if let Some(book) = book {
             tally.flush(book, worker);
         }
@@ -938,7 +952,12 @@ fn on_post_event(conn: &mut Conn, index: usize, readable: bool, ctx: &mut Ctx<'_
 /// Long-polling: starts the next `POST` if one is due (on a new connection
 /// if the server closed the last one) and writes what is pending on the
 /// `POST` connection; an error message if it failed.
-fn flush_post(side: &mut PollSide, target: &Target, index: usize, registry: &mio::Registry) -> Option<String> {
+fn flush_post(
+    side: &mut PollSide,
+    target: &Target,
+    index: usize,
+    registry: &mio::Registry,
+) -> Option<String> {
     if !side.in_flight && !side.queued.is_empty() {
         side.in_flight = true;
         let _ = write!(

@@ -35,7 +35,7 @@ use monoio::io::AsyncWriteRent;
 pub(crate) use crate::close::CloseReason;
 use crate::connection::socket::{Socket, WriteHalf};
 use crate::metrics::Stats;
-use crate::protocol::{frames, websocket};
+use crate::protocol::websocket;
 use ringcast_shards::wait::WaitList;
 
 /// Most frames gathered into one vectored write (IOV_MAX is 1024).
@@ -201,12 +201,11 @@ impl Outbox {
     }
 
     /// Queues the end of the transport: a WebSocket close frame with
-    /// `code`, or, while long-polling, Engine.IO's close packet `1` (which
-    /// socket.io-client treats like a transport close).
+    /// `code`. While long-polling nothing is queued: the `GET` that finds
+    /// the session closed and drained answers Engine.IO's close packet `1`
+    /// (which socket.io-client treats like a transport close).
     pub(crate) fn push_close(self: &Rc<Self>, code: u16, reason: &str) {
-        if self.polling.get() {
-            self.push(frames::engineio("1"));
-        } else {
+        if !self.polling.get() {
             self.push(websocket::close_frame(code, reason));
         }
     }

@@ -59,6 +59,9 @@ const READ_BUFFER_BYTES: usize = 64 * 1024;
 const ACCEPT_BATCH_MAX: usize = 64;
 /// Pause after a failed accept (out of descriptors, or transient).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest a draining shard keeps accepting so that its long-polling
+/// clients can fetch their close packet (their sessions wait 2 s for it).
+const POLLING_DRAIN_MAX: Duration = Duration::from_secs(3);
 
 pub(crate) struct Shard {
     pub(crate) id: ShardId,
@@ -287,10 +290,41 @@ pub(crate) async fn run<F, Fut>(
     );
     monoio::spawn(heartbeat(shard.clone()));
     let mut accept_errors: u64 = 0;
+    accept_until(
+        &shard,
+        &listener,
+        &serve,
+        &mut accept_errors,
+        shard.shutdown_requested(),
+    )
+    .await;
+    // A long-polling client learns that its session is over from its next
+    // request, often on a new connection: close those sessions first, still
+    // accepting, then stop accepting.
+    let polling_closed = close_polling(&shard);
+    accept_until(&shard, &listener, &serve, &mut accept_errors, polling_closed).await;
+    // Closing the listener makes the kernel stop handing this shard new
+    // connections.
+    drop(listener);
+    drain(&shard).await;
+}
+
+/// Accepts connections (each served by `serve`) until `stop` resolves.
+async fn accept_until<F, Fut>(
+    shard: &Rc<Shard>,
+    listener: &TcpListener,
+    serve: &F,
+    accept_errors: &mut u64,
+    stop: impl Future<Output = ()>,
+) where
+    F: Fn(Rc<Shard>, TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + 'static,
+{
+    let mut stop = std::pin::pin!(stop);
     loop {
         let accepted = monoio::select! {
             accepted = listener.accept() => accepted,
-            _ = shard.shutdown_requested() => break,
+            _ = &mut stop => break,
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -298,13 +332,13 @@ pub(crate) async fn run<F, Fut>(
                 // Take the rest of the backlog without a trip through the
                 // ring per connection.
                 for _ in 1..ACCEPT_BATCH_MAX {
-                    match ringcast_shards::accept::accept_queued(&listener) {
+                    match ringcast_shards::accept::accept_queued(listener) {
                         Ok(Some((stream, peer))) => {
                             monoio::spawn(serve(shard.clone(), stream, peer));
                         }
                         Ok(None) => break,
                         Err(e) => {
-                            accept_failed(&shard, &mut accept_errors, &e);
+                            accept_failed(shard, accept_errors, &e);
                             monoio::time::sleep(ACCEPT_BACKOFF).await;
                             break;
                         }
@@ -312,15 +346,39 @@ pub(crate) async fn run<F, Fut>(
                 }
             }
             Err(e) => {
-                accept_failed(&shard, &mut accept_errors, &e);
+                accept_failed(shard, accept_errors, &e);
                 monoio::time::sleep(ACCEPT_BACKOFF).await;
             }
         }
     }
-    // Closing the listener makes the kernel stop handing this shard new
-    // connections.
-    drop(listener);
-    drain(&shard).await;
+}
+
+/// Closes every long-polling session (graceful: each client's next `GET`
+/// gets what is queued, then the close packet, and reconnects) and resolves
+/// once their transports let go of them, or after [`POLLING_DRAIN_MAX`].
+async fn close_polling(shard: &Shard) {
+    let config = &shard.shared.config;
+    let deadline = monoio::time::Instant::now() + POLLING_DRAIN_MAX.min(config.shutdown_deadline);
+    let polling: Vec<Rc<Outbox>> = shard
+        .sockets
+        .borrow()
+        .iter()
+        .map(|(_, o)| o)
+        .filter(|o| o.is_polling())
+        .cloned()
+        .collect();
+    tracing::info!(
+        shard = shard.id,
+        sessions = polling.len(),
+        "closing long-polling sessions"
+    );
+    for outbox in &polling {
+        outbox.close(CloseReason::ServerShutdown);
+    }
+    // Only this list holds an outbox once its session is gone.
+    while polling.iter().any(|o| Rc::strong_count(o) > 1) && monoio::time::Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Counts a failed accept and logs the first of a burst and every 100th

@@ -59,8 +59,8 @@ const FRAMES_PER_RESPONSE_MAX: usize = 256;
 /// Time a client has, after opening the WebSocket of an upgrade, to finish
 /// it (`2probe`, then `5`), as Engine.IO's `upgradeTimeout`.
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time a closing session waits for a `GET` to take what is still queued
-/// for it (a kick's `41`, say).
+/// Time a closing session waits for `GET`s to take what is still queued for
+/// it (a kick's `41`, say) and the close packet.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bytes of a sid before base64: the shard, then random bytes.
 const SID_BYTES: usize = 15;
@@ -86,6 +86,8 @@ struct Polling {
     probed: Cell<bool>,
     /// A WebSocket is trying to upgrade the session.
     upgrading: Cell<bool>,
+    /// A `GET` told the client the session is over (`1`).
+    farewell: Cell<bool>,
     span: tracing::Span,
 }
 
@@ -143,6 +145,7 @@ pub(crate) async fn open(http: Http, request: &Request, cors: &[u8]) -> Next {
         get_waiting: Cell::new(false),
         probed: Cell::new(false),
         upgrading: Cell::new(false),
+        farewell: Cell::new(false),
         span: tracing::debug_span!("polling", shard = shard.id, peer = %http.peer),
     });
     SESSIONS.with(|s| s.borrow_mut().insert(sid.as_str().into(), polling.clone()));
@@ -230,17 +233,19 @@ async fn get(mut http: Http, request: &Request, cors: &[u8], polling: Rc<Polling
         1
     } else {
         outbox.take_polled(&mut frames, FRAMES_PER_RESPONSE_MAX);
-        let mut len = frames::polling_body(&frames, &mut pieces);
-        if outbox.closing().is_some() && outbox.is_empty() {
-            // The session is over: tell the client, as Engine.IO does.
-            if len > 0 {
-                pieces.push(Bytes::from_static(&[engineio::RECORD_SEPARATOR]));
-                len += 1;
-            }
+        let len = frames::polling_body(&frames, &mut pieces);
+        if len == 0 && outbox.closing().is_some() {
+            // The session is over: tell the client, as Engine.IO does. Never
+            // in the same response as other packets: socket.io-client
+            // handles a Socket.IO packet a tick later than Engine.IO's close,
+            // so a kick's `41` would be read as a transport close (and the
+            // client would reconnect).
             pieces.push(Bytes::from_static(b"1"));
-            len += 1;
+            polling.farewell.set(true);
+            1
+        } else {
+            len
         }
-        len
     };
     let head = http_codec::head(200, TEXT_PLAIN, len, request.keep_alive, cors);
     pieces.insert(0, Bytes::from(head));
@@ -360,9 +365,15 @@ async fn drive(polling: Rc<Polling>) {
         .span
         .in_scope(|| tracing::debug!(?reason, "polling session closed"));
     session.end(reason);
-    if reason.is_graceful() && !outbox.is_empty() {
-        let flushed = outbox.polled(|| outbox.is_empty());
-        let _ = monoio::time::timeout(CLOSE_FLUSH_TIMEOUT, flushed).await;
+    if reason.is_graceful() {
+        // What is still queued (a kick's `41`), then the close packet, for
+        // the client's next GETs; a client that does not come back within
+        // the timeout gets 400 (unknown sid) later.
+        let told = {
+            let polling = polling.clone();
+            move || polling.outbox.is_empty() && polling.farewell.get()
+        };
+        let _ = monoio::time::timeout(CLOSE_FLUSH_TIMEOUT, outbox.polled(told)).await;
     }
     forget(&polling.sid);
     // A GET still waiting answers with the close packet.

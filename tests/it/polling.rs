@@ -456,3 +456,24 @@ fn http_keep_alive_serves_request_after_request() {
         "closed after Connection: close"
     );
 }
+
+/// A kicked polling client gets `41` alone (socket.io-client then reports
+/// "io server disconnect" and does not reconnect), and the close packet on
+/// its next GET.
+#[test]
+fn a_kick_reaches_a_polling_client_before_the_close_packet() {
+    let server = TestServer::start(2);
+    let mut polling = Polling::open(&server);
+    polling.connect("{}");
+    let mut admin = HttpConn::connect(server.addr());
+    let token = crate::support::server::MASTER_TOKEN;
+    let put = admin.request(
+        "PUT",
+        "/api/environments/default",
+        &format!("Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"),
+        br#"{"enabled":false}"#,
+    );
+    assert_eq!(put.status, 200, "{put:?}");
+    assert_eq!(polling.poll_n(1), vec![text("41")]);
+    assert_eq!(polling.poll(), vec![text("1")]);
+}

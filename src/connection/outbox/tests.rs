@@ -4,7 +4,7 @@ use super::*;
 use crate::connection::test_support::{on_each_driver, socket_pair, yield_until};
 
 fn frame(text: &str) -> Bytes {
-    frames::engineio(text)
+    crate::protocol::frames::engineio(text)
 }
 
 #[test]
