@@ -59,9 +59,6 @@ const READ_BUFFER_BYTES: usize = 64 * 1024;
 const ACCEPT_BATCH_MAX: usize = 64;
 /// Pause after a failed accept (out of descriptors, or transient).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-/// Longest a draining shard keeps accepting so that its long-polling
-/// clients can fetch their close packet (their sessions wait 2 s for it).
-const POLLING_DRAIN_MAX: Duration = Duration::from_secs(3);
 
 pub(crate) struct Shard {
     pub(crate) id: ShardId,
@@ -298,13 +295,9 @@ pub(crate) async fn run<F, Fut>(
         shard.shutdown_requested(),
     )
     .await;
-    // A long-polling client learns that its session is over from its next
-    // request, often on a new connection: close those sessions first, still
-    // accepting, then stop accepting.
-    let polling_closed = close_polling(&shard);
-    accept_until(&shard, &listener, &serve, &mut accept_errors, polling_closed).await;
     // Closing the listener makes the kernel stop handing this shard new
-    // connections.
+    // connections (the keep-alive connections of long-polling sessions stay
+    // until each session's turn in the drain).
     drop(listener);
     drain(&shard).await;
 }
@@ -350,34 +343,6 @@ async fn accept_until<F, Fut>(
                 monoio::time::sleep(ACCEPT_BACKOFF).await;
             }
         }
-    }
-}
-
-/// Closes every long-polling session (graceful: each client's next `GET`
-/// gets what is queued, then the close packet, and reconnects) and resolves
-/// once their transports let go of them, or after [`POLLING_DRAIN_MAX`].
-async fn close_polling(shard: &Shard) {
-    let config = &shard.shared.config;
-    let deadline = monoio::time::Instant::now() + POLLING_DRAIN_MAX.min(config.shutdown_deadline);
-    let polling: Vec<Rc<Outbox>> = shard
-        .sockets
-        .borrow()
-        .iter()
-        .map(|(_, o)| o)
-        .filter(|o| o.is_polling())
-        .cloned()
-        .collect();
-    tracing::info!(
-        shard = shard.id,
-        sessions = polling.len(),
-        "closing long-polling sessions"
-    );
-    for outbox in &polling {
-        outbox.close(CloseReason::ServerShutdown);
-    }
-    // Only this list holds an outbox once its session is gone.
-    while polling.iter().any(|o| Rc::strong_count(o) > 1) && monoio::time::Instant::now() < deadline {
-        monoio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -185,15 +185,18 @@ async fn handle(mut http: Http, mut request: Request) -> Next {
     } else {
         Vec::new()
     };
-    // A draining server answers what it is asked, then closes the
-    // connection, and opens no new session (clients reconnect elsewhere).
+    // A draining server opens no new session and closes connections after
+    // their answer (so clients reconnect to the server that replaces it),
+    // except those of its long-polling sessions, which need them until their
+    // turn in the drain.
     let draining = shard.is_shutting_down();
-    let keep_alive = request.keep_alive && !draining;
-    request.keep_alive = keep_alive;
     if draining && matches!(request.route, Route::Open { .. }) {
         let response = http_codec::json_error(503, "shutting_down", "the server is shutting down");
         return http.reply(response, false, &cors).await;
     }
+    let session_request = matches!(request.route, Route::Session { .. });
+    let keep_alive = request.keep_alive && (session_request || !draining);
+    request.keep_alive = keep_alive;
     match request.route {
         Route::Reply(ref response) => http.reply(response.clone(), keep_alive, &cors).await,
         Route::Preflight => {

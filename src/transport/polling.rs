@@ -364,7 +364,8 @@ async fn drive(polling: Rc<Polling>) {
     polling
         .span
         .in_scope(|| tracing::debug!(?reason, "polling session closed"));
-    session.end(reason);
+    let shard = session.shard.clone();
+    let slot = session.end_keeping_slot(reason);
     if reason.is_graceful() {
         // What is still queued (a kick's `41`), then the close packet, for
         // the client's next GETs; a client that does not come back within
@@ -376,6 +377,7 @@ async fn drive(polling: Rc<Polling>) {
         let _ = monoio::time::timeout(CLOSE_FLUSH_TIMEOUT, outbox.polled(told)).await;
     }
     forget(&polling.sid);
+    shard.sockets.borrow_mut().remove(slot);
     // A GET still waiting answers with the close packet.
     outbox.poll_changed();
 }

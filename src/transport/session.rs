@@ -83,6 +83,15 @@ impl Session {
     /// close, the metrics, and the member's departure (its channels hear
     /// it left).
     pub(crate) fn end(self, reason: CloseReason) {
+        let (shard, slot) = (self.shard.clone(), self.slot);
+        self.end_keeping_slot(reason);
+        shard.sockets.borrow_mut().remove(slot);
+    }
+
+    /// [`Session::end`], but the outbox stays in the shard's socket list
+    /// (so a draining shard waits for it) until the caller removes `slot`:
+    /// a long-polling session still has to tell its client.
+    pub(crate) fn end_keeping_slot(self, reason: CloseReason) -> usize {
         let shard = &self.shard;
         let outbox = &self.outbox;
         if reason == CloseReason::ClientDisconnect {
@@ -91,10 +100,10 @@ impl Session {
         outbox.close(reason);
         // The first reason set wins (the outbox may have closed first).
         shard.stats.disconnected(outbox.closing().unwrap_or(reason));
-        shard.sockets.borrow_mut().remove(self.slot);
         if let Some(key) = self.member {
             shard.disconnected(key);
         }
+        self.slot
     }
 
     /// Ends the transport after a protocol violation: a WebSocket close

@@ -19,15 +19,18 @@ if (!["websocket", "polling", "default"].includes(TRANSPORT)) {
 
 /**
  * The socket.io-client options that select the suite's transport. Long-polling
- * requests in Node go through an http.Agent, which is where a `localAddress`
- * (a test's client IP) has to be set for them.
+ * requests in Node go through an http.Agent: one per client that keeps its
+ * connections alive, as a browser does (socket.io-client's default opens a
+ * new connection per request), and where a test's `localAddress` (its client
+ * IP) is set.
  */
 export function transportOptions(ioOptions = {}) {
   const out = {};
   if (TRANSPORT === "websocket") out.transports = ["websocket"];
   if (TRANSPORT === "polling") out.transports = ["polling"];
-  if (TRANSPORT !== "websocket" && ioOptions.localAddress && !ioOptions.agent) {
-    out.agent = new http.Agent({ localAddress: ioOptions.localAddress });
+  if (TRANSPORT !== "websocket" && !ioOptions.agent) {
+    const localAddress = ioOptions.localAddress;
+    out.agent = new http.Agent({ keepAlive: true, ...(localAddress ? { localAddress } : {}) });
   }
   return out;
 }
