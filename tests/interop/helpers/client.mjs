@@ -176,19 +176,29 @@ export async function connect(server, auth = {}, options = {}) {
   });
   const client = new Client(socket);
   await new Promise((resolvePromise, rejectPromise) => {
+    // Both listeners go once the first connect settles: a connect_error of a
+    // later reconnection attempt must not disconnect the socket for good.
+    const settle = () => {
+      clearTimeout(timer);
+      socket.off("connect", onConnect);
+      socket.off("connect_error", onConnectError);
+    };
     const timer = setTimeout(() => {
+      settle();
       socket.disconnect();
       rejectPromise(new Error(`connect timed out after ${timeoutMs} ms`));
     }, timeoutMs);
-    socket.once("connect", () => {
-      clearTimeout(timer);
+    const onConnect = () => {
+      settle();
       resolvePromise();
-    });
-    socket.once("connect_error", (err) => {
-      clearTimeout(timer);
+    };
+    const onConnectError = (err) => {
+      settle();
       socket.disconnect();
       rejectPromise(Object.assign(new Error(`connect_error: ${err.message}`), { cause: err }));
-    });
+    };
+    socket.once("connect", onConnect);
+    socket.once("connect_error", onConnectError);
   });
   return client;
 }
