@@ -78,6 +78,9 @@ counters! {
     gather_timeouts => "ringcast_gather_timeouts_total", "Member lists, scrapes and settings changes answered at their deadline without every shard's part.";
     mesh_backlog_stalls => "ringcast_mesh_backlog_stalls_total", "Times a connection stopped reading because messages for other shards were backed up to their bound.";
     accept_errors => "ringcast_accept_errors_total", "Failed accepts (e.g. out of file descriptors), each followed by a back-off.";
+    polling_requests => "ringcast_polling_requests_total", "Engine.IO long-polling requests (GET and POST) served.";
+    handovers => "ringcast_handovers_total", "Client connections handed to the shard that owns their session.";
+    upgrades => "ringcast_upgrades_total", "Long-polling sessions upgraded to WebSocket.";
 }
 
 impl Stats {

@@ -175,6 +175,10 @@ impl ScenarioRun {
     }
 }
 
+/// Servers the long-polling scenarios run against (the socketioxide peer is
+/// built WebSocket-only).
+const POLLING_KINDS: &[&str] = &["ringcast", "node-socket.io"];
+
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
 }
@@ -224,6 +228,27 @@ fn scenario_runs(options: &SuiteOptions) -> Vec<ScenarioRun> {
             &common,
         )
         .kinds(&["ringcast"]),
+    );
+    // The same fan-out to subscribers that long-poll (the publisher keeps
+    // its WebSocket): the server CPU per delivery of the polling transport.
+    runs.push(
+        ScenarioRun::new(
+            "fanout-polling-s1000-w16",
+            Mode::Saturated,
+            &[
+                "fanout",
+                "--subscribers",
+                "1000",
+                "--publishers",
+                "1",
+                "--window",
+                "16",
+                "--polling",
+            ],
+            &common,
+        )
+        .kinds(POLLING_KINDS)
+        .drivers(&["io_uring"]),
     );
     runs.push(ScenarioRun::new(
         "broadcast-n1000-w16",
@@ -374,6 +399,14 @@ fn smoke_scenario_runs() -> Vec<ScenarioRun> {
             &["fanout", "--subscribers", "50", "--rate", "50"],
             &common,
         )
+        .drivers(uring_only),
+        ScenarioRun::new(
+            "fanout-polling-s50",
+            Mode::FixedRate,
+            &["fanout", "--subscribers", "50", "--rate", "50", "--polling"],
+            &common,
+        )
+        .kinds(POLLING_KINDS)
         .drivers(uring_only),
         ScenarioRun::new(
             "rooms",

@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use sonic_rs::LazyValue;
 
-use crate::protocol::http::{json_error, json_error_with, json_response};
+use crate::protocol::http::{json_error, json_error_with, json_response, Response};
 use crate::protocol::socketio::validate_json;
 use crate::realtime::events::{
     self, raw_or_null as raw, BroadcastArgs, Error as EventError, MembersArgs, UserEventArgs,
@@ -34,7 +34,7 @@ pub(crate) async fn handle(
     path: &str,
     authorization: Option<&str>,
     body: &[u8],
-) -> Vec<u8> {
+) -> Response {
     if !authorized(authorization, &shard.shared.config.master_token) {
         return json_error(
             401,
