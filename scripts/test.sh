@@ -12,9 +12,14 @@
 #   package   deploy/test-package.sh --no-build: builds the .deb from that binary,
 #             checks its fields and files, installs it into a throwaway root,
 #             verifies the systemd unit
-#   interop   node --test in tests/interop against target/release/ringcast
-#   interop-cluster  the same suite with RINGCAST_INTEROP_CLUSTER=3: every server is
-#             3 nodes on a real redis-server behind a round-robin TCP proxy
+#   interop-websocket, interop-polling, interop-default
+#             node --test in tests/interop against target/release/ringcast, three
+#             times: WebSocket only (as Agnost's client library connects),
+#             HTTP long-polling only, and socket.io-client's defaults
+#             (long-polling, then the upgrade); RINGCAST_INTEROP_TRANSPORT
+#             selects the transport
+#   interop-cluster  the suite once more with RINGCAST_INTEROP_CLUSTER=3: every server
+#             is 3 nodes on a real redis-server behind a round-robin TCP proxy
 #   clients   node --test in clients/js (client + server libraries) and clients/demo
 #             (chat page in headless Chromium), against target/release/ringcast
 #   console   node --test in tests/console: the web console at /admin/ in headless
@@ -97,7 +102,7 @@ count_tests() {
             failed=$(grep -oE 'test result: [A-Za-z]+\. [0-9]+ passed; [0-9]+ failed' "$log" |
                 grep -oE '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
             ;;
-        interop | interop-cluster)
+        interop*)
             # spec reporter: "ℹ pass 45" / "ℹ fail 0"
             passed=$(grep -oE '^ℹ pass [0-9]+' "$log" | awk '{s+=$3} END {print s+0}')
             failed=$(grep -oE '^ℹ fail [0-9]+' "$log" | awk '{s+=$3} END {print s+0}')
@@ -170,10 +175,14 @@ if run_step build cargo build --release -p ringcast; then
     # The Debian package of that binary, checked without touching this system.
     run_step package timeout -k 10 "$PACKAGE_TIMEOUT_S" bash deploy/test-package.sh --no-build
     count_tests package $?
-    run_step interop timeout -k 10 "$INTEROP_TIMEOUT_S" \
-        bash -c 'cd tests/interop && exec node --test --test-concurrency=1 \
-            --test-reporter=spec --test-timeout=240000 ./*.test.mjs'
-    count_tests interop $?
+    # The interop suite once per transport (see the header).
+    for transport in websocket polling default; do
+        run_step "interop-$transport" timeout -k 10 "$INTEROP_TIMEOUT_S" \
+            env RINGCAST_INTEROP_TRANSPORT="$transport" \
+            bash -c 'cd tests/interop && exec node --test --test-concurrency=1 \
+                --test-reporter=spec --test-timeout=240000 ./*.test.mjs'
+        count_tests "interop-$transport" $?
+    done
     run_step interop-cluster timeout -k 10 "$INTEROP_TIMEOUT_S" \
         bash -c 'cd tests/interop && RINGCAST_INTEROP_CLUSTER=3 exec node --test --test-concurrency=1 \
             --test-reporter=spec --test-timeout=240000 ./*.test.mjs'
@@ -204,8 +213,10 @@ else
     count_tests build 1
     skip_step package "no release build"
     total_failed=$((total_failed + 1))
-    skip_step interop "no release build"
-    total_failed=$((total_failed + 1))
+    for transport in websocket polling default; do
+        skip_step "interop-$transport" "no release build"
+        total_failed=$((total_failed + 1))
+    done
     skip_step interop-cluster "no release build"
     total_failed=$((total_failed + 1))
     skip_step clients "no release build"

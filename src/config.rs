@@ -110,9 +110,10 @@ pub struct Cli {
     /// Number of shards (threads pinned to cores) [default: one per core].
     #[arg(long, global = true)]
     pub shards: Option<usize>,
-    /// Socket.IO path [default: /realtime/].
+    /// Socket.IO path; repeat the flag to serve several [default:
+    /// /realtime/ and /realtime/realtime/, the paths Agnost's clients use].
     #[arg(long, global = true)]
-    pub path: Option<String>,
+    pub path: Vec<String>,
     /// Token of the app backend's master connection and HTTP API. Generated
     /// and printed once when not given anywhere.
     #[arg(
@@ -196,8 +197,17 @@ pub struct DoctorArgs {
 pub struct Config {
     pub listen: SocketAddr,
     pub shard_count: usize,
-    /// Socket.IO path, always starting and ending with `/`.
+    /// The first Socket.IO path (the one the listening line names), always
+    /// starting and ending with `/`.
     pub path: String,
+    /// Every Socket.IO path served, `path` first.
+    pub paths: Vec<String>,
+    /// Origins whose browsers may read the answers to cross-origin requests
+    /// (long-polling, Agnost's get-members route, `/health`).
+    pub cors_origins: CorsOrigins,
+    /// Whether those answers allow credentials (cookies); the allowed
+    /// origin is then echoed instead of `*`.
+    pub cors_credentials: bool,
     pub master_token: String,
     /// True when the token was generated because none was configured.
     pub master_token_generated: bool,
@@ -293,7 +303,9 @@ struct FileCluster {
 struct FileServer {
     listen: Option<SocketAddr>,
     shards: Option<usize>,
-    path: Option<String>,
+    path: Option<OneOrMany>,
+    cors_origins: Option<OneOrMany>,
+    cors_credentials: Option<bool>,
     master_token: Option<String>,
     admin_token: Option<String>,
     console: Option<bool>,
@@ -320,6 +332,44 @@ struct FileServer {
     connections_per_ip_max: Option<usize>,
     drain_window_ms: Option<u64>,
     shutdown_deadline_ms: Option<u64>,
+}
+
+/// A string, or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Self::One(one) => vec![one],
+            Self::Many(many) => many,
+        }
+    }
+}
+
+/// Which origins CORS allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// Every origin (`*`), as Agnost's server does.
+    Any,
+    /// Origins (`https://app.example.com`) and host patterns
+    /// (`app.example.com`, `*.example.com`).
+    List(Vec<String>),
+}
+
+impl CorsOrigins {
+    pub(crate) fn allows(&self, origin: &str) -> bool {
+        match self {
+            Self::Any => true,
+            Self::List(list) => list
+                .iter()
+                .any(|pattern| crate::realtime::settings::origin_matches(pattern, origin)),
+        }
+    }
 }
 
 /// Why the configuration was refused. The message names the file, line and
@@ -359,7 +409,32 @@ impl Config {
 
     fn merge(cli: &Cli, file: FileConfig) -> Result<Self, Error> {
         let s = file.server;
-        let path = normalize_path(cli.path.clone().or(s.path).unwrap_or_else(|| "/realtime/".into()))?;
+        let paths = if !cli.path.is_empty() {
+            cli.path.clone()
+        } else {
+            s.path.map(OneOrMany::into_vec).unwrap_or_else(|| {
+                // Agnost's client library derives /realtime/realtime/ from
+                // its base URL; socket.io-client apps use /realtime/.
+                vec!["/realtime/".into(), "/realtime/realtime/".into()]
+            })
+        };
+        if paths.is_empty() {
+            return Err(Error::Invalid("path must name at least one path".into()));
+        }
+        let mut normalized: Vec<String> = Vec::with_capacity(paths.len());
+        for p in paths {
+            let p = normalize_path(p)?;
+            if !normalized.contains(&p) {
+                normalized.push(p);
+            }
+        }
+        let paths = normalized;
+        let path = paths[0].clone();
+        let cors_origins = match s.cors_origins.map(OneOrMany::into_vec) {
+            None => CorsOrigins::Any,
+            Some(list) if list.iter().any(|o| o == "*") => CorsOrigins::Any,
+            Some(list) => CorsOrigins::List(list),
+        };
         let (master_token, generated) = match cli.master_token.clone().or(s.master_token) {
             Some(t) if t.is_empty() => return Err(Error::Invalid("master token is empty".into())),
             Some(t) => (t, false),
@@ -411,6 +486,9 @@ impl Config {
             listen,
             shard_count,
             path,
+            paths,
+            cors_origins,
+            cors_credentials: s.cors_credentials.unwrap_or(false),
             master_token,
             master_token_generated: generated,
             admin_token,

@@ -78,6 +78,9 @@ counters! {
     gather_timeouts => "ringcast_gather_timeouts_total", "Member lists, scrapes and settings changes answered at their deadline without every shard's part.";
     mesh_backlog_stalls => "ringcast_mesh_backlog_stalls_total", "Times a connection stopped reading because messages for other shards were backed up to their bound.";
     accept_errors => "ringcast_accept_errors_total", "Failed accepts (e.g. out of file descriptors), each followed by a back-off.";
+    polling_requests => "ringcast_polling_requests_total", "Engine.IO long-polling requests (GET and POST) served.";
+    handovers => "ringcast_handovers_total", "Client connections handed to the shard that owns their session.";
+    upgrades => "ringcast_upgrades_total", "Long-polling sessions upgraded to WebSocket.";
 }
 
 impl Stats {
@@ -109,6 +112,7 @@ pub(crate) struct ClusterGauges {
     pub(crate) subscriptions: u64,
     pub(crate) nodes: u64,
     pub(crate) dead_nodes_cleaned: u64,
+    pub(crate) rate_syncs: u64,
 }
 
 /// Values read off a shard's state at snapshot time.
@@ -209,7 +213,7 @@ pub(crate) fn render(shards: &[Snapshot], cluster: &ClusterGauges) -> String {
 /// without `--redis` too (`ringcast_cluster_up 0`), so dashboards and alerts
 /// need no special case for a node that runs alone.
 fn render_cluster(out: &mut String, c: &ClusterGauges) {
-    let rows: [(&str, &str, &str, u64); 8] = [
+    let rows: [(&str, &str, &str, u64); 9] = [
         (
             "ringcast_cluster_up",
             "gauge",
@@ -257,6 +261,12 @@ fn render_cluster(out: &mut String, c: &ClusterGauges) {
             "counter",
             "Dead nodes this node removed from the cluster (their members' leaves published).",
             c.dead_nodes_cleaned,
+        ),
+        (
+            "ringcast_cluster_rate_syncs_total",
+            "counter",
+            "Rate-limit counts this node added to Redis and whose cluster totals it learned.",
+            c.rate_syncs,
         ),
     ];
     for (name, kind, help, value) in rows {

@@ -63,7 +63,13 @@ pub fn start(config: Config) -> std::io::Result<Server> {
     }
     let for_shards = shared.clone();
     let running = runtime::run(&runtime_config, move |shard, listener| {
-        crate::shard::run(shard, listener, for_shards.clone(), crate::transport::serve)
+        crate::shard::run(
+            shard,
+            listener,
+            for_shards.clone(),
+            crate::transport::serve,
+            crate::transport::adopt,
+        )
     })?;
     Ok(Server { running, shared })
 }

@@ -12,6 +12,11 @@
 //! - writes are appended to a per-connection buffer and flushed once per loop
 //!   turn, so a pong and a publish share one `write`.
 //!
+//! A subscriber may long-poll instead ([`ConnSpec::polling`]): Engine.IO's
+//! HTTP long-polling over two keep-alive connections, one that always has a
+//! `GET` waiting and one for `POST`s (its pongs, `40`, the join). A polling
+//! response's packets go through the same handlers as WebSocket messages.
+//!
 //! Timestamps are nanoseconds since [`Shared::epoch`] on the monotonic clock,
 //! shared by all threads of the process. On a schedule, a published message
 //! carries the time it was *scheduled* for, not the time it was written, so a
@@ -47,6 +52,8 @@ const READ_BUFFER_BYTES: usize = 256 * 1024;
 const EVENTS_CAPACITY: usize = 1024;
 /// The token of a worker's waker (window completions from other workers).
 const WAKE_TOKEN: Token = Token(usize::MAX);
+/// Set in the token of a polling subscriber's `POST` connection.
+const POST_TOKEN_BIT: usize = 1 << (usize::BITS - 2);
 /// How long a loop turn may sleep when nothing is due; bounds phase-change latency.
 const IDLE_POLL_MS: u64 = 20;
 /// Failure reasons kept verbatim per worker (the rest are only counted).
@@ -98,6 +105,8 @@ pub struct ConnSpec {
     /// as a recipient, and its small receive buffer fills at once, so the
     /// server's handling of slow consumers is what the run measures.
     pub stall: bool,
+    /// Engine.IO long-polling instead of WebSocket (subscribers only).
+    pub polling: bool,
 }
 
 /// Receive buffer of a stalled subscriber's socket, in bytes.
@@ -291,6 +300,23 @@ struct Conn {
     next_seq: u64,
     /// Window mode: the oldest message not known to be complete.
     oldest_seq: u64,
+    /// Long-polling: the `POST` side (the `GET`s use `stream`).
+    poll: Option<Box<PollSide>>,
+}
+
+/// A polling subscriber's `POST` connection and what it still has to send.
+#[derive(Default)]
+struct PollSide {
+    sid: String,
+    post: Option<TcpStream>,
+    /// Engine.IO packets for the next `POST`, joined by `\x1e`.
+    queued: Vec<u8>,
+    /// Request bytes not written yet.
+    out: Vec<u8>,
+    /// Response bytes not parsed yet.
+    partial: Vec<u8>,
+    /// A `POST` is waiting for its answer.
+    in_flight: bool,
 }
 
 impl Conn {
@@ -340,6 +366,7 @@ pub fn run_worker(
             last_seq: Vec::new(),
             next_seq: 0,
             oldest_seq: 0,
+            poll: None,
         })
         .collect();
     let book = shared.window.as_ref();
@@ -421,7 +448,14 @@ pub fn run_worker(
                 }
             }
         }
-        flush_dirty(&mut conns, &mut dirty, &mut report, shared);
+        flush_dirty(
+            &mut conns,
+            &mut dirty,
+            &mut report,
+            shared,
+            settings,
+            poll.registry(),
+        );
 
         let timeout_ns = match timers.peek() {
             Some(Reverse((due_ns, _))) => due_ns.saturating_sub(shared.now_ns()),
@@ -439,7 +473,8 @@ pub fn run_worker(
             if event.token() == WAKE_TOKEN {
                 continue;
             }
-            let index = event.token().0;
+            let token = event.token().0;
+            let index = token & !POST_TOKEN_BIT;
             let conn = &mut conns[index];
             let mut ctx = Ctx {
                 shared,
@@ -452,6 +487,15 @@ pub fn run_worker(
                 tally: &mut tally,
                 worker,
             };
+            if token & POST_TOKEN_BIT != 0 {
+                on_post_event(
+                    conn,
+                    index,
+                    event.is_readable() || event.is_read_closed(),
+                    &mut ctx,
+                );
+                continue;
+            }
             if conn.state == State::Connecting && (event.is_writable() || event.is_error()) {
                 on_connected(conn, index, &mut ctx);
             }
@@ -462,7 +506,14 @@ pub fn run_worker(
                 mark_dirty(conn, index, &mut dirty);
             }
         }
-        flush_dirty(&mut conns, &mut dirty, &mut report, shared);
+        flush_dirty(
+            &mut conns,
+            &mut dirty,
+            &mut report,
+            shared,
+            settings,
+            poll.registry(),
+        );
         if let Some(book) = book {
             tally.flush(book, worker);
         }
@@ -543,6 +594,19 @@ fn start_connect(
     poll.registry()
         .register(&mut stream, Token(index), Interest::READABLE | Interest::WRITABLE)?;
     conn.stream = Some(stream);
+    if conn.spec.polling {
+        let mut post = TcpStream::connect(target)?;
+        post.set_nodelay(true)?;
+        poll.registry().register(
+            &mut post,
+            Token(index | POST_TOKEN_BIT),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        conn.poll = Some(Box::new(PollSide {
+            post: Some(post),
+            ..PollSide::default()
+        }));
+    }
     conn.state = State::Connecting;
     conn.started_ns = now_ns;
     Ok(())
@@ -588,10 +652,20 @@ fn on_connected(conn: &mut Conn, index: usize, ctx: &mut Ctx<'_>) {
             return;
         }
     }
-    conn.state = State::Upgrading;
     let target = ctx.settings.target(conn.spec.node);
-    conn.outgoing
-        .extend_from_slice(&wire::upgrade_request(&target.host, &target.path, &conn.key));
+    if conn.spec.polling {
+        // The handshake: its answer is the open packet.
+        conn.state = State::Opening;
+        let _ = write!(
+            conn.outgoing,
+            "GET {}?EIO=4&transport=polling HTTP/1.1\r\nHost: {}\r\n\r\n",
+            target.path, target.host
+        );
+    } else {
+        conn.state = State::Upgrading;
+        conn.outgoing
+            .extend_from_slice(&wire::upgrade_request(&target.host, &target.path, &conn.key));
+    }
     mark_dirty(conn, index, ctx.dirty);
 }
 
@@ -612,6 +686,7 @@ fn fail(conn: &mut Conn, report: &mut WorkerReport, shared: &Shared, reason: &st
     }
     conn.state = State::Dead;
     conn.stream = None;
+    conn.poll = None;
     conn.partial = Vec::new();
     conn.outgoing = Vec::new();
     if was_ready {
@@ -683,6 +758,9 @@ fn read_all(conn: &mut Conn, index: usize, buffer: &mut [u8], ctx: &mut Ctx<'_>)
 /// Handles every complete unit (upgrade head, frames) at the start of `data`
 /// and returns how many bytes were used.
 fn consume(conn: &mut Conn, index: usize, data: &[u8], ctx: &mut Ctx<'_>) -> Result<usize, String> {
+    if conn.spec.polling {
+        return consume_polled(conn, index, data, ctx);
+    }
     let mut at = 0;
     if conn.state == State::Upgrading {
         match wire::parse_upgrade_response(data, &conn.key) {
@@ -761,20 +839,20 @@ fn on_text(conn: &mut Conn, index: usize, text: &[u8], ctx: &mut Ctx<'_>) -> Res
             Ok(())
         }
         Packet::Ping => {
-            let mask = ctx.rng.next_mask();
-            wire::encode_frame(&mut conn.outgoing, wire::OPCODE_TEXT, b"3", mask);
-            mark_dirty(conn, index, ctx.dirty);
+            send_packet(conn, index, ctx, |out| out.extend_from_slice(b"3"));
             ctx.report.pings_answered += 1;
             Ok(())
         }
         Packet::Open if conn.state == State::Opening => {
-            let mask = ctx.rng.next_mask();
-            let auth = ctx.settings.auth.as_bytes();
-            wire::encode_text_with(&mut conn.outgoing, mask, |out| {
+            if let Some(side) = conn.poll.as_mut() {
+                let sid = wire::string_after(text, b"\"sid\":\"").ok_or("open packet without sid")?;
+                side.sid = String::from_utf8_lossy(sid).into_owned();
+            }
+            let auth = ctx.settings.auth.clone();
+            send_packet(conn, index, ctx, |out| {
                 out.extend_from_slice(b"40");
-                out.extend_from_slice(auth);
+                out.extend_from_slice(auth.as_bytes());
             });
-            mark_dirty(conn, index, ctx.dirty);
             conn.state = State::Connecting40;
             Ok(())
         }
@@ -789,11 +867,9 @@ fn on_text(conn: &mut Conn, index: usize, text: &[u8], ctx: &mut Ctx<'_>) -> Res
             ctx.shared.environment_members.fetch_add(1, Ordering::Relaxed);
             match conn.spec.join {
                 Some(channel) => {
-                    let mask = ctx.rng.next_mask();
-                    wire::encode_text_with(&mut conn.outgoing, mask, |out| {
+                    send_packet(conn, index, ctx, |out| {
                         let _ = write!(out, "42[\"join\",{{\"channel\":\"c{channel}\",\"echo\":true}}]");
                     });
-                    mark_dirty(conn, index, ctx.dirty);
                     conn.state = State::Joining;
                 }
                 None => {
@@ -810,6 +886,150 @@ fn on_text(conn: &mut Conn, index: usize, text: &[u8], ctx: &mut Ctx<'_>) -> Res
             Ok(())
         }
     }
+}
+
+/// Sends one Engine.IO text packet (written by `fill`): a masked WebSocket
+/// frame, or, long-polling, the next `POST`'s packet.
+fn send_packet(conn: &mut Conn, index: usize, ctx: &mut Ctx<'_>, fill: impl FnOnce(&mut Vec<u8>)) {
+    match conn.poll.as_mut() {
+        Some(side) => {
+            if !side.queued.is_empty() {
+                side.queued.push(0x1e);
+            }
+            fill(&mut side.queued);
+        }
+        None => {
+            let mask = ctx.rng.next_mask();
+            wire::encode_text_with(&mut conn.outgoing, mask, fill);
+        }
+    }
+    mark_dirty(conn, index, ctx.dirty);
+}
+
+/// Long-polling: handles the complete `GET` responses at the start of
+/// `data` (each packet as a WebSocket message would be) and sends the next
+/// `GET` after each; returns the bytes used.
+fn consume_polled(conn: &mut Conn, index: usize, data: &[u8], ctx: &mut Ctx<'_>) -> Result<usize, String> {
+    let mut at = 0;
+    while let Some((status, body, len)) = wire::http_response(&data[at..]) {
+        at += len;
+        if status != 200 {
+            return Err(format!("polling GET answered {status}"));
+        }
+        for packet in body.split(|&b| b == 0x1e) {
+            on_text(conn, index, packet, ctx)?;
+            if conn.state == State::Dead {
+                return Ok(at);
+            }
+        }
+        let target = ctx.settings.target(conn.spec.node);
+        let Some(side) = conn.poll.as_ref() else {
+            return Ok(at);
+        };
+        let _ = write!(
+            conn.outgoing,
+            "GET {}?EIO=4&transport=polling&sid={} HTTP/1.1\r\nHost: {}\r\n\r\n",
+            target.path, side.sid, target.host
+        );
+        mark_dirty(conn, index, ctx.dirty);
+    }
+    Ok(at)
+}
+
+/// Long-polling: the `POST` connection is readable (answers to read) or
+/// writable (the request to write).
+fn on_post_event(conn: &mut Conn, index: usize, readable: bool, ctx: &mut Ctx<'_>) {
+    let Some(side) = conn.poll.as_mut() else {
+        return;
+    };
+    let Some(post) = side.post.as_mut() else {
+        return;
+    };
+    if readable {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match post.read(&mut chunk) {
+                Ok(0) if !side.in_flight && side.out.is_empty() => {
+                    // An idle keep-alive connection the server let go (Node
+                    // closes them after 5 s): the next POST opens another.
+                    side.post = None;
+                    side.partial.clear();
+                    return;
+                }
+                Ok(0) => {
+                    fail(conn, ctx.report, ctx.shared, "server closed the POST connection");
+                    return;
+                }
+                Ok(n) => side.partial.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        while let Some((status, _, len)) = wire::http_response(&side.partial) {
+            side.partial.drain(..len);
+            if status != 200 {
+                let reason = format!("polling POST answered {status}");
+                fail(conn, ctx.report, ctx.shared, &reason);
+                return;
+            }
+            side.in_flight = false;
+        }
+    }
+    mark_dirty(conn, index, ctx.dirty);
+}
+
+/// Long-polling: starts the next `POST` if one is due (on a new connection
+/// if the server closed the last one) and writes what is pending on the
+/// `POST` connection; an error message if it failed.
+fn flush_post(
+    side: &mut PollSide,
+    target: &Target,
+    index: usize,
+    registry: &mio::Registry,
+) -> Option<String> {
+    if !side.in_flight && !side.queued.is_empty() {
+        side.in_flight = true;
+        let _ = write!(
+            side.out,
+            "POST {}?EIO=4&transport=polling&sid={} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain\r\n\
+             Content-Length: {}\r\n\r\n",
+            target.path,
+            side.sid,
+            target.host,
+            side.queued.len()
+        );
+        side.out.append(&mut side.queued);
+    }
+    if side.post.is_none() && !side.out.is_empty() {
+        let connected = TcpStream::connect(target.addr).and_then(|mut post| {
+            post.set_nodelay(true)?;
+            registry.register(
+                &mut post,
+                Token(index | POST_TOKEN_BIT),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            Ok(post)
+        });
+        match connected {
+            Ok(post) => side.post = Some(post),
+            Err(e) => return Some(format!("POST connect: {e}")),
+        }
+        // Written once the connection is writable.
+        return None;
+    }
+    let post = side.post.as_mut()?;
+    let mut written = 0;
+    while written < side.out.len() {
+        match post.write(&side.out[written..]) {
+            Ok(0) => return Some("POST write returned 0".to_owned()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Some(format!("POST write: {e}")),
+        }
+    }
+    side.out.drain(..written);
+    None
 }
 
 fn on_data(conn: &mut Conn, body: &[u8], ctx: &mut Ctx<'_>) {
@@ -960,10 +1180,26 @@ fn publish_one(
     }
 }
 
-fn flush_dirty(conns: &mut [Conn], dirty: &mut Vec<usize>, report: &mut WorkerReport, shared: &Shared) {
+fn flush_dirty(
+    conns: &mut [Conn],
+    dirty: &mut Vec<usize>,
+    report: &mut WorkerReport,
+    shared: &Shared,
+    settings: &Settings,
+    registry: &mio::Registry,
+) {
     for index in dirty.drain(..) {
         let conn = &mut conns[index];
         conn.dirty = false;
+        let target = settings.target(conn.spec.node);
+        if let Some(side) = conn.poll.as_mut() {
+            if !side.sid.is_empty() {
+                if let Some(reason) = flush_post(side, target, index, registry) {
+                    fail(conn, report, shared, &reason);
+                    continue;
+                }
+            }
+        }
         let Some(stream) = conn.stream.as_mut() else {
             continue;
         };

@@ -120,6 +120,10 @@ pub enum Scenario {
         /// recipients): what slow consumers cost everyone else.
         #[arg(long, default_value_t = 0)]
         stalled: u32,
+        /// The subscribers long-poll (Engine.IO over HTTP) instead of holding
+        /// a WebSocket; the publishers stay on WebSocket.
+        #[arg(long)]
+        polling: bool,
     },
     /// C channels × M members; every member publishes to its channel at a
     /// fixed rate, or keeping its own window of messages in flight.
@@ -224,6 +228,7 @@ impl Scenario {
                 publishers,
                 rate,
             } => {
+                let polling = matches!(self, Self::Fanout { polling: true, .. });
                 let mut specs: Vec<ConnSpec> = (0..subscribers)
                     .map(|id| ConnSpec {
                         id,
@@ -231,6 +236,7 @@ impl Scenario {
                         publish: None,
                         stall: false,
                         node: 0,
+                        polling,
                     })
                     .collect();
                 let interval_ns = interval_ns(rate / f64::from(publishers.max(1)));
@@ -238,6 +244,7 @@ impl Scenario {
                     specs.push(ConnSpec {
                         id: subscribers + p,
                         node: 0,
+                        polling: false,
                         join: None,
                         publish: Some(PublishSpec {
                             destination: Destination::Channel(0),
@@ -255,6 +262,8 @@ impl Scenario {
                         join: Some(0),
                         publish: None,
                         stall: true,
+                        node: 0,
+                        polling: false,
                     });
                 }
                 (specs, 1)
@@ -273,6 +282,7 @@ impl Scenario {
                     .map(|id| ConnSpec {
                         id,
                         node: 0,
+                        polling: false,
                         join: Some(id / members),
                         publish: Some(PublishSpec {
                             destination: Destination::Channel(id / members),
@@ -297,6 +307,7 @@ impl Scenario {
                     .map(|id| ConnSpec {
                         id,
                         node: 0,
+                        polling: false,
                         join: None,
                         publish: (id < publishers).then(|| PublishSpec {
                             destination: Destination::Environment,
@@ -315,6 +326,7 @@ impl Scenario {
                     .map(|id| ConnSpec {
                         id,
                         node: 0,
+                        polling: false,
                         join: None,
                         publish: None,
                         stall: false,

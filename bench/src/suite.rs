@@ -136,6 +136,8 @@ struct ScenarioRun {
     kinds: Option<&'static [&'static str]>,
     /// Only with these ringcast drivers (None: all).
     drivers: Option<&'static [&'static str]>,
+    /// Generator threads for this scenario (None: `--load-threads`).
+    load_threads: Option<u32>,
 }
 
 impl ScenarioRun {
@@ -147,7 +149,16 @@ impl ScenarioRun {
             common: common.to_vec(),
             kinds: None,
             drivers: None,
+            load_threads: None,
         }
+    }
+
+    /// Runs the generator with `threads` threads: a connect storm needs
+    /// both cores on the client side too, or the generator is what is
+    /// measured.
+    fn load_threads(mut self, threads: u32) -> Self {
+        self.load_threads = Some(threads);
+        self
     }
 
     fn common(mut self, extra: &[&str]) -> Self {
@@ -174,6 +185,10 @@ impl ScenarioRun {
         kind_ok && driver_ok
     }
 }
+
+/// Servers the long-polling scenarios run against (the socketioxide peer is
+/// built WebSocket-only).
+const POLLING_KINDS: &[&str] = &["ringcast", "node-socket.io"];
 
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
@@ -224,6 +239,27 @@ fn scenario_runs(options: &SuiteOptions) -> Vec<ScenarioRun> {
             &common,
         )
         .kinds(&["ringcast"]),
+    );
+    // The same fan-out to subscribers that long-poll (the publisher keeps
+    // its WebSocket): the server CPU per delivery of the polling transport.
+    runs.push(
+        ScenarioRun::new(
+            "fanout-polling-s1000-w16",
+            Mode::Saturated,
+            &[
+                "fanout",
+                "--subscribers",
+                "1000",
+                "--publishers",
+                "1",
+                "--window",
+                "16",
+                "--polling",
+            ],
+            &common,
+        )
+        .kinds(POLLING_KINDS)
+        .drivers(&["io_uring"]),
     );
     runs.push(ScenarioRun::new(
         "broadcast-n1000-w16",
@@ -338,12 +374,15 @@ fn scenario_runs(options: &SuiteOptions) -> Vec<ScenarioRun> {
         &common,
     ));
     let connect_n = options.connect_n.to_string();
-    runs.push(ScenarioRun::new(
-        "connect",
-        Mode::Connect,
-        &["connect", "--connections", &connect_n, "--hold-s", "5"],
-        &strings(&["--setup-timeout-s", "180"]),
-    ));
+    runs.push(
+        ScenarioRun::new(
+            "connect",
+            Mode::Connect,
+            &["connect", "--connections", &connect_n, "--hold-s", "5"],
+            &strings(&["--setup-timeout-s", "180"]),
+        )
+        .load_threads(2),
+    );
     runs
 }
 
@@ -374,6 +413,14 @@ fn smoke_scenario_runs() -> Vec<ScenarioRun> {
             &["fanout", "--subscribers", "50", "--rate", "50"],
             &common,
         )
+        .drivers(uring_only),
+        ScenarioRun::new(
+            "fanout-polling-s50",
+            Mode::FixedRate,
+            &["fanout", "--subscribers", "50", "--rate", "50", "--polling"],
+            &common,
+        )
+        .kinds(POLLING_KINDS)
         .drivers(uring_only),
         ScenarioRun::new(
             "rooms",
@@ -875,7 +922,7 @@ fn run_one(
     let running = RunningServer::start(server)?;
     let pid = running.pid().to_string();
     let shards = server.shards.to_string();
-    let threads = options.load_threads.to_string();
+    let threads = scenario.load_threads.unwrap_or(options.load_threads).to_string();
     let mut command = Command::new(load);
     command
         .args([

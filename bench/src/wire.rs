@@ -259,6 +259,31 @@ pub fn string_after<'a>(hay: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
     Some(&hay[start..start + len])
 }
 
+/// The complete HTTP/1.1 response at the start of `buf`: its status, its
+/// body (by `Content-Length`) and its whole length; `None` until complete.
+/// Only what the servers under test send is understood (no chunked bodies).
+pub fn http_response(buf: &[u8]) -> Option<(u16, &[u8], usize)> {
+    let head_end = memmem::find(buf, b"\r\n\r\n")? + 4;
+    let head = &buf[..head_end];
+    let status = head
+        .get(9..12)
+        .and_then(|code| std::str::from_utf8(code).ok())
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let length = head
+        .split(|&b| b == b'\n')
+        .find_map(|line| {
+            let (name, value) = std::str::from_utf8(line).ok()?.split_once(':')?;
+            name.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())
+                .flatten()
+        })
+        .unwrap_or(0);
+    let end = head_end.checked_add(length)?;
+    (buf.len() >= end).then(|| (status, &buf[head_end..end], end))
+}
+
 /// The unsigned integer right after `key` (e.g. `"seq":`), without JSON parsing.
 pub fn number_after(hay: &[u8], key: &[u8]) -> Option<u64> {
     let start = memmem::find(hay, key)? + key.len();

@@ -582,6 +582,7 @@ impl Link {
             Pending::RateSynced(delta) => {
                 if let Some(total) = resp::integer(&reply) {
                     self.cluster.rates.synced(&delta, total);
+                    self.stats().rate_syncs.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Pending::NodeStats { shard, request } => {

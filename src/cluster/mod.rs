@@ -201,6 +201,9 @@ pub(crate) struct ClusterStats {
     /// A web console on some node watched the traffic within the last
     /// seconds (seen at the last heartbeat).
     pub(crate) console_watched: AtomicBool,
+    /// Rate-limit counts added to Redis whose cluster totals this node now
+    /// knows.
+    pub(crate) rate_syncs: AtomicU64,
 }
 
 /// The handle shards hold (shared by all of them).
@@ -285,6 +288,7 @@ impl Cluster {
             subscriptions: load(&s.subscriptions),
             nodes: load(&s.nodes),
             dead_nodes_cleaned: load(&s.dead_nodes_cleaned),
+            rate_syncs: load(&s.rate_syncs),
         }
     }
 

@@ -8,6 +8,10 @@ fn cli() -> Cli {
 fn embedded_default_serves_one_environment() {
     let cfg = Config::load(&cli()).unwrap();
     assert_eq!(cfg.path, "/realtime/");
+    // Agnost's client library derives /realtime/realtime/ from its base URL.
+    assert_eq!(cfg.paths, vec!["/realtime/", "/realtime/realtime/"]);
+    assert_eq!(cfg.cors_origins, CorsOrigins::Any);
+    assert!(!cfg.cors_credentials);
     assert_eq!(cfg.listen.to_string(), "0.0.0.0:4000");
     assert_eq!(cfg.environments, vec![EnvSettings::default_env()]);
     assert!(cfg.master_token_generated);
@@ -22,7 +26,7 @@ fn embedded_default_serves_one_environment() {
 fn flags_override_the_file() {
     let mut c = cli();
     c.shards = Some(3);
-    c.path = Some("/socket.io".into());
+    c.path = vec!["/socket.io".into()];
     let cfg = Config::from_toml(
         &c,
         "x.toml",
@@ -32,6 +36,7 @@ fn flags_override_the_file() {
     .unwrap();
     assert_eq!(cfg.shard_count, 3);
     assert_eq!(cfg.path, "/socket.io/");
+    assert_eq!(cfg.paths, vec!["/socket.io/"]);
     assert_eq!(cfg.master_token, "t");
     assert!(!cfg.master_token_generated);
     assert_eq!(cfg.ping_interval, Duration::from_millis(10_000));
@@ -241,4 +246,30 @@ fn admin_token_and_console_switch() {
         Config::load(&flags).unwrap().admin_token.as_deref(),
         Some("-flag")
     );
+}
+
+#[test]
+fn paths_and_cors_from_the_file() {
+    let cfg = Config::from_toml(
+        &cli(),
+        "x.toml",
+        "[server]\npath = [\"/a\", \"/b/\", \"/a/\"]\ncors_origins = [\"https://app.example.com\", \"*.example.org\"]\n\
+         cors_credentials = true\n",
+    )
+    .unwrap();
+    assert_eq!(cfg.paths, vec!["/a/", "/b/"], "normalized, duplicates dropped");
+    assert_eq!(cfg.path, "/a/");
+    assert!(cfg.cors_origins.allows("https://app.example.com"));
+    assert!(cfg.cors_origins.allows("https://x.example.org"));
+    assert!(!cfg.cors_origins.allows("https://evil.com"));
+    assert!(cfg.cors_credentials);
+    let one = Config::from_toml(
+        &cli(),
+        "x.toml",
+        "[server]\npath = \"/socket.io\"\ncors_origins = \"*\"\n",
+    )
+    .unwrap();
+    assert_eq!(one.paths, vec!["/socket.io/"]);
+    assert_eq!(one.cors_origins, CorsOrigins::Any);
+    assert!(Config::from_toml(&cli(), "x.toml", "[server]\npath = []\n").is_err());
 }

@@ -1,6 +1,12 @@
-//! The outbound side of one connection: its bounded frame queue, its
-//! liveness flags, and the writer task that drains the queue into the
-//! socket.
+//! The outbound side of one Engine.IO session: its bounded frame queue, its
+//! liveness flags, and what drains the queue: the writer task of a
+//! WebSocket, or the pending `GET` of a long-polling session.
+//!
+//! Long-polling: the queue holds the same frames; a polling outbox has no
+//! socket and no writer, and a push wakes its waiters (the pending `GET`,
+//! which answers with everything queued, and the session's driver). On the
+//! upgrade to WebSocket, [`Outbox::attach_websocket`] gives it the new
+//! socket, and whatever is still queued leaves on the WebSocket, in order.
 //!
 //! Frames are complete WebSocket frames in refcounted [`Bytes`]; queueing one
 //! is a pointer copy and a refcount increment, never a byte copy. The queue
@@ -29,6 +35,7 @@ use monoio::io::AsyncWriteRent;
 pub(crate) use crate::close::CloseReason;
 use crate::connection::socket::{Socket, WriteHalf};
 use crate::metrics::Stats;
+use crate::protocol::websocket;
 use ringcast_shards::wait::WaitList;
 
 /// Most frames gathered into one vectored write (IOV_MAX is 1024).
@@ -90,9 +97,16 @@ pub(crate) struct Outbox {
     closing: Cell<Option<CloseReason>>,
     /// The socket's write half while no writer task runs. Taken by the
     /// writer a push spawns; given back when that writer finds nothing
-    /// more to write.
+    /// more to write. Always `None` while long-polling.
     idle_writer: Cell<Option<WriteHalf>>,
-    socket: Socket,
+    /// The WebSocket (`None` while long-polling).
+    socket: Cell<Option<Socket>>,
+    /// Set while the session long-polls (until the upgrade).
+    polling: Cell<bool>,
+    /// Who waits for a long-polling session's queue (its pending `GET`
+    /// and its driver); `None` for a connection that was a WebSocket
+    /// from the start.
+    poll_waiters: Option<Rc<WaitList>>,
     egress: Rc<Egress>,
     /// When the write in flight (if any) was submitted.
     writing_since: Cell<Option<Instant>>,
@@ -112,16 +126,31 @@ impl Outbox {
         writer: WriteHalf,
         egress: Rc<Egress>,
     ) -> Self {
+        Self::with(queued_bytes_max, Some((socket, writer)), egress)
+    }
+
+    /// The outbox of a long-polling session: no socket yet, its queue
+    /// drained by `GET` requests ([`Outbox::take_polled`]).
+    pub(crate) fn polling(queued_bytes_max: usize, egress: Rc<Egress>) -> Self {
+        Self::with(queued_bytes_max, None, egress)
+    }
+
+    fn with(queued_bytes_max: usize, websocket: Option<(Socket, WriteHalf)>, egress: Rc<Egress>) -> Self {
         let now = Instant::now();
+        let polling = websocket.is_none();
+        let (socket, writer) = websocket.unzip();
         Self {
             queue: RefCell::new(VecDeque::new()),
             queued_bytes: Cell::new(0),
             queued_bytes_max,
             closing: Cell::new(None),
-            idle_writer: Cell::new(Some(writer)),
-            socket,
+            idle_writer: Cell::new(writer),
+            socket: Cell::new(socket),
+            polling: Cell::new(polling),
+            poll_waiters: polling.then(Rc::default),
             egress,
-            writing_since: Cell::new(None),
+            // A long-polling session waits for its first poll from the start.
+            writing_since: Cell::new(polling.then_some(now)),
             pong_pending: Cell::new(false),
             last_ping: Cell::new(now),
             opened_at: now,
@@ -166,16 +195,104 @@ impl Outbox {
             // Nothing more will get through: end both directions now, which
             // also fails a write stuck on a full socket buffer and wakes the
             // reader with end of file.
-            self.socket.shutdown();
+            self.shutdown_socket();
         }
         self.start_writer();
     }
 
+    /// Queues the end of the transport: a WebSocket close frame with
+    /// `code`. While long-polling nothing is queued: the `GET` that finds
+    /// the session closed and drained answers Engine.IO's close packet `1`
+    /// (which socket.io-client treats like a transport close).
+    pub(crate) fn push_close(self: &Rc<Self>, code: u16, reason: &str) {
+        if !self.polling.get() {
+            self.push(websocket::close_frame(code, reason));
+        }
+    }
+
     /// Spawns the writer task unless it is running (a running writer looks
-    /// at the queue and the closing flag after every write).
+    /// at the queue and the closing flag after every write); while
+    /// long-polling, wakes the pending `GET` and the session's driver.
+    #[inline]
     fn start_writer(self: &Rc<Self>) {
         if let Some(half) = self.idle_writer.take() {
             monoio::spawn(write_loop(self.clone(), half));
+        } else if self.polling.get() {
+            self.wake_pollers();
+        }
+    }
+
+    fn wake_pollers(&self) {
+        if let Some(waiters) = &self.poll_waiters {
+            waiters.wake_all();
+        }
+    }
+
+    fn shutdown_socket(&self) {
+        let socket = self.socket.take();
+        if let Some(socket) = &socket {
+            socket.shutdown();
+        }
+        self.socket.set(socket);
+    }
+
+    /// Whether the session still long-polls (no upgrade yet).
+    pub(crate) fn is_polling(&self) -> bool {
+        self.polling.get()
+    }
+
+    /// Resolves once `ready()` holds, re-checked whenever something is
+    /// queued, the outbox closes or the session upgrades (long-polling
+    /// sessions only; resolves at once otherwise).
+    pub(crate) async fn polled(&self, ready: impl Fn() -> bool + Unpin) {
+        if let Some(waiters) = &self.poll_waiters {
+            waiters.wait_until(ready).await;
+        }
+    }
+
+    /// Wakes whoever waits in [`Outbox::polled`] (their condition changed).
+    pub(crate) fn poll_changed(&self) {
+        self.wake_pollers();
+    }
+
+    /// Moves up to `frames_max` queued frames into `batch` for a polling
+    /// response; `writing` marks the response's write as in flight (for
+    /// the stall detection), as a writer's `writev` does.
+    pub(crate) fn take_polled(&self, batch: &mut Vec<Bytes>, frames_max: usize) {
+        self.drain_into(batch, frames_max);
+        Stats::add(&self.egress.stats.frames_written, batch.len() as u64);
+    }
+
+    /// A polling response's write starts. While long-polling, the outbox
+    /// counts as writing from then until the next response: a client that
+    /// stops polling for the stall timeout has stalled, like a WebSocket
+    /// whose write makes no progress, and no producer waits for it.
+    pub(crate) fn poll_write_started(&self) {
+        self.writing_since.set(Some(Instant::now()));
+    }
+
+    /// A polling response was written: the clock of the next poll starts
+    /// (see [`Outbox::poll_write_started`]), and producers pacing
+    /// themselves to this client look again.
+    pub(crate) fn poll_write_done(&self) {
+        self.writing_since.set(Some(Instant::now()));
+        if !self.egress.write_done.is_empty() {
+            self.egress.write_done.wake_all();
+        }
+    }
+
+    /// The upgrade: the long-polling session continues on this WebSocket.
+    /// What is still queued leaves on it first, in order.
+    pub(crate) fn attach_websocket(self: &Rc<Self>, socket: Socket, writer: WriteHalf) {
+        debug_assert!(self.polling.get(), "attach_websocket on a WebSocket outbox");
+        self.socket.set(Some(socket));
+        self.polling.set(false);
+        self.writing_since.set(None);
+        self.wake_pollers();
+        if self.closing.get().is_some() || !self.is_empty() {
+            monoio::spawn(write_loop(self.clone(), writer));
+        } else {
+            self.idle_writer.set(Some(writer));
         }
     }
 
@@ -263,7 +380,7 @@ impl Outbox {
         }
     }
 
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.queue.borrow().is_empty()
     }
 }
@@ -278,7 +395,7 @@ async fn write_loop(outbox: Rc<Outbox>, mut writer: WriteHalf) {
             if reason.is_graceful() {
                 Box::pin(flush_last(&mut writer, &outbox, &mut batch)).await;
             }
-            outbox.socket.shutdown();
+            outbox.shutdown_socket();
             return;
         }
         if outbox.is_empty() {

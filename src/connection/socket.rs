@@ -18,7 +18,7 @@
 use std::cell::UnsafeCell;
 use std::future::Future;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::rc::Rc;
 
 use monoio::io::OwnedWriteHalf;
@@ -112,6 +112,63 @@ impl Socket {
         unsafe {
             libc::shutdown(self.raw_fd(), libc::SHUT_RDWR);
         }
+    }
+
+    /// Whether the peer has closed the connection (or it failed), without
+    /// consuming anything it sent: a `GET` waiting for packets watches its
+    /// connection with this.
+    pub(crate) fn peer_closed(&self) -> bool {
+        let mut byte = 0u8;
+        loop {
+            // SAFETY: one writable byte; the descriptor is open while
+            // `self` lives.
+            let n = unsafe {
+                libc::recv(
+                    self.raw_fd(),
+                    (&mut byte as *mut u8).cast(),
+                    1,
+                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                )
+            };
+            if n > 0 {
+                return false;
+            }
+            if n == 0 {
+                return true;
+            }
+            match io::Error::last_os_error().kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return false,
+                _ => return true,
+            }
+        }
+    }
+
+    /// Gives up this connection so that another shard can serve it: returns
+    /// a new descriptor of the same socket, and drops this handle and the
+    /// write half without shutting anything down. The caller must hold the
+    /// only handles (no clone, no operation in flight that it still waits
+    /// for).
+    pub(crate) fn hand_over(self, writer: WriteHalf) -> io::Result<OwnedFd> {
+        // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a descriptor this handle keeps
+        // open; the new descriptor is owned by the `OwnedFd` made here.
+        let fd = unsafe { libc::fcntl(self.raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and nothing else owns it.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        // Dropping a write half shuts the write direction down, which would
+        // end the connection for the new owner too: take its handle out
+        // without running that drop. The original descriptor is closed by
+        // monoio once the last handle (and any cancelled operation) is gone.
+        let writer = std::mem::ManuallyDrop::new(writer);
+        // SAFETY: `writer` is never used or dropped again; its only field,
+        // the shared stream, is moved out once and dropped normally.
+        let stream = unsafe { std::ptr::read(&writer.0) };
+        drop(stream);
+        drop(self);
+        Ok(owned)
     }
 
     fn raw_fd(&self) -> i32 {

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::http::api::{self, ApiError};
+use crate::protocol::http::Response;
 use crate::protocol::socketio::write_json_str;
 use crate::realtime::auth::constant_time_eq;
 use crate::realtime::settings::EnvSettings;
@@ -136,7 +137,7 @@ pub(crate) fn authorize(
     authorization: Option<&str>,
     client: Option<IpAddr>,
     admin_allowed: bool,
-) -> Result<Access, Vec<u8>> {
+) -> Result<Access, Response> {
     let now = Instant::now();
     if let Err(retry_after) = shared.auth_failures.check(client, now) {
         let seconds = retry_after.as_secs().max(1).to_string();
@@ -206,7 +207,7 @@ pub(crate) async fn handle(
     authorization: Option<&str>,
     body: &[u8],
     client: Option<IpAddr>,
-) -> Vec<u8> {
+) -> Response {
     if !shard.shared.config.console {
         let body = error_body(
             "not_found",
@@ -260,7 +261,7 @@ fn json<T: Serialize>(value: &T) -> Result<String, ApiError> {
 
 /// `GET` (or `HEAD`) of an embedded file; `/admin` and `/admin/index.html`
 /// lead to the page.
-fn static_file(method: &str, path: &str) -> Vec<u8> {
+fn static_file(method: &str, path: &str) -> Response {
     let head_only = match method {
         "GET" => false,
         "HEAD" => true,
@@ -298,52 +299,25 @@ fn static_file(method: &str, path: &str) -> Vec<u8> {
     }
 }
 
-/// A complete response with the console's security headers; the
-/// connection is closed after it. API answers are never cached.
+/// A response with the console's security headers. API answers are never
+/// cached.
 fn respond(
     status: u16,
-    content_type: &str,
+    content_type: &'static str,
     headers: &[(&str, &str)],
     body: &[u8],
     head_only: bool,
-) -> Vec<u8> {
-    let mut head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        reason(status),
-        body.len()
-    );
+) -> Response {
+    let mut response = Response::with_body(status, content_type, body.to_vec());
+    response.head_only = head_only;
     let cached = headers.iter().any(|(name, _)| *name == "Cache-Control");
     if !cached {
-        head.push_str("Cache-Control: no-store\r\n");
+        response = response.header("Cache-Control", "no-store");
     }
     for (name, value) in SECURITY_HEADERS.iter().chain(headers) {
-        head.push_str(name);
-        head.push_str(": ");
-        head.push_str(value);
-        head.push_str("\r\n");
+        response = response.header(name, value);
     }
-    head.push_str("\r\n");
-    let mut out = head.into_bytes();
-    if !head_only {
-        out.extend_from_slice(body);
-    }
-    out
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        202 => "Accepted",
-        308 => "Permanent Redirect",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        _ => "Unknown",
-    }
+    response
 }
 
 /// `{"error":<message>,"code":<code>[,<name>:<raw JSON>]}`.
@@ -563,21 +537,22 @@ mod tests {
 
     #[test]
     fn files_carry_the_security_headers_and_no_unknown_file_is_served() {
-        let page = String::from_utf8(static_file("GET", "/admin/")).unwrap();
+        let encoded = |method, path| static_file(method, path).encode(false, b"");
+        let page = String::from_utf8(encoded("GET", "/admin/")).unwrap();
         assert!(page.starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"));
         assert!(page.contains("\r\nContent-Security-Policy: default-src 'none'; script-src 'self';"));
         assert!(page.contains("\r\nX-Frame-Options: DENY\r\n"));
         assert!(page.contains("\r\nCache-Control: no-cache\r\n"));
         assert!(page.contains("<script type=\"module\" src=\"console.js\"></script>"));
-        let head = String::from_utf8(static_file("HEAD", "/admin/console.js")).unwrap();
+        let head = String::from_utf8(encoded("HEAD", "/admin/console.js")).unwrap();
         assert!(head.ends_with("\r\n\r\n"), "HEAD has no body");
-        assert!(String::from_utf8(static_file("GET", "/admin/../Cargo.toml"))
+        assert!(String::from_utf8(encoded("GET", "/admin/../Cargo.toml"))
             .unwrap()
             .starts_with("HTTP/1.1 404"));
-        assert!(String::from_utf8(static_file("POST", "/admin/"))
+        assert!(String::from_utf8(encoded("POST", "/admin/"))
             .unwrap()
             .starts_with("HTTP/1.1 405"));
-        let moved = String::from_utf8(static_file("GET", "/admin")).unwrap();
+        let moved = String::from_utf8(encoded("GET", "/admin")).unwrap();
         assert!(moved.starts_with("HTTP/1.1 308") && moved.contains("\r\nLocation: /admin/\r\n"));
     }
 

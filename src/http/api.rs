@@ -19,7 +19,7 @@ use serde::Deserialize;
 use sonic_rs::LazyValue;
 
 use crate::http::admin;
-use crate::protocol::http::{json_error_with, json_response};
+use crate::protocol::http::{json_error_with, json_response, Response};
 use crate::protocol::socketio::validate_json;
 use crate::realtime::events::{
     self, raw_or_null as raw, BroadcastArgs, Error as EventError, MembersArgs, UserEventArgs,
@@ -43,7 +43,7 @@ pub(crate) async fn handle(
     authorization: Option<&str>,
     body: &[u8],
     client: Option<IpAddr>,
-) -> Vec<u8> {
+) -> Response {
     if admin::owns(path) {
         return admin::handle(shard, method, path, authorization, body, client).await;
     }

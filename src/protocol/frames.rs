@@ -128,19 +128,54 @@ pub enum Payload {
 
 /// The Engine.IO payloads of `frames` (server frames as built here), in
 /// order, without copying: what a transport other than WebSocket sends.
-/// Stops at the first byte that is not a well-formed server frame (a
-/// programming error: frames are only built by this module).
+/// Frames that carry no Engine.IO payload (WebSocket close, ping and pong
+/// frames) are skipped. Stops at the first byte that is not a well-formed
+/// server frame (a programming error: frames are only built by this module
+/// and `websocket`).
 pub fn payloads(frames: &Bytes) -> impl Iterator<Item = Payload> + '_ {
     let mut pos = 0;
-    std::iter::from_fn(move || {
+    std::iter::from_fn(move || loop {
         let (opcode, header, len) = decode_server_head(frames.get(pos..)?)?;
         let payload = frames.slice(pos + header..pos + header + len);
         pos += header + len;
-        Some(match opcode {
-            Opcode::Binary => Payload::Binary(payload),
-            _ => Payload::Text(payload),
-        })
+        match opcode {
+            Opcode::Binary => return Some(Payload::Binary(payload)),
+            Opcode::Text | Opcode::Continuation => return Some(Payload::Text(payload)),
+            Opcode::Close | Opcode::Ping | Opcode::Pong => continue,
+        }
     })
+}
+
+/// Appends the long-polling response body for the packets in `frames` to
+/// `pieces`, as the pieces of one vectored write: text payloads as slices of
+/// the frames (no copy), binary ones as `b` + base64 (the one copy the
+/// polling format forces), `\x1e` between packets. Returns the body's length
+/// in bytes.
+pub fn polling_body<'a>(frames: impl IntoIterator<Item = &'a Bytes>, pieces: &mut Vec<Bytes>) -> usize {
+    use base64::Engine as _;
+    const SEPARATOR: Bytes = Bytes::from_static(&[0x1e]);
+    let mut len = 0;
+    for frame in frames {
+        for payload in payloads(frame) {
+            if len > 0 {
+                pieces.push(SEPARATOR);
+                len += 1;
+            }
+            let piece = match payload {
+                Payload::Text(text) => text,
+                Payload::Binary(data) => {
+                    let engine = &base64::engine::general_purpose::STANDARD;
+                    let mut text = String::with_capacity(1 + data.len().div_ceil(3) * 4);
+                    text.push('b');
+                    engine.encode_string(&data, &mut text);
+                    Bytes::from(text)
+                }
+            };
+            len += piece.len();
+            pieces.push(piece);
+        }
+    }
+    len
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! HTTP/1.1 request heads (for the WebSocket upgrade and the small JSON API) and the few
-//! responses the server writes.
+//! HTTP/1.1 request heads (the WebSocket upgrade, Engine.IO long-polling, the small JSON
+//! APIs) and the responses the server writes.
 //!
 //! Owns: parsing a request head with httparse into borrowed fields ([`Request`]), query
 //! parameters, the `Sec-WebSocket-Accept` computation and response serialization.
@@ -41,6 +41,14 @@ pub struct Request<'a> {
     pub origin: Option<&'a str>,
     pub x_forwarded_for: Option<&'a str>,
     pub authorization: Option<&'a str>,
+    /// Agnost's `Session` header (the signed-in user's session token).
+    pub session: Option<&'a str>,
+    /// A CORS preflight's `Access-Control-Request-Headers`.
+    pub cors_request_headers: Option<&'a str>,
+    /// Whether the connection may carry another request after this one:
+    /// HTTP/1.1 without `Connection: close`, or HTTP/1.0 with
+    /// `Connection: keep-alive`.
+    pub keep_alive: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -95,6 +103,9 @@ pub fn parse_request(buf: &[u8], headers_bytes_max: usize) -> Result<Option<Requ
         origin: None,
         x_forwarded_for: None,
         authorization: None,
+        session: None,
+        cors_request_headers: None,
+        keep_alive: parsed.version == Some(1),
     };
     let mut content_length = None;
     for header in parsed.headers.iter() {
@@ -117,7 +128,13 @@ pub fn parse_request(buf: &[u8], headers_bytes_max: usize) -> Result<Option<Requ
         } else if name.eq_ignore_ascii_case("upgrade") {
             request.upgrade_websocket |= has_token(value()?, "websocket");
         } else if name.eq_ignore_ascii_case("connection") {
-            request.connection_upgrade |= has_token(value()?, "upgrade");
+            let value = value()?;
+            request.connection_upgrade |= has_token(value, "upgrade");
+            if has_token(value, "close") {
+                request.keep_alive = false;
+            } else if has_token(value, "keep-alive") {
+                request.keep_alive = true;
+            }
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {
             request.ws_key = Some(value()?);
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
@@ -128,6 +145,10 @@ pub fn parse_request(buf: &[u8], headers_bytes_max: usize) -> Result<Option<Requ
             request.x_forwarded_for = Some(value()?);
         } else if name.eq_ignore_ascii_case("authorization") {
             request.authorization = Some(value()?);
+        } else if name.eq_ignore_ascii_case("session") {
+            request.session = Some(value()?);
+        } else if name.eq_ignore_ascii_case("access-control-request-headers") {
+            request.cors_request_headers = Some(value()?);
         }
     }
     request.content_length = content_length.unwrap_or(0);
@@ -175,41 +196,106 @@ pub fn switching_protocols(accept: &str) -> Vec<u8> {
     out
 }
 
-/// A complete response with a JSON body; the connection is closed after it.
-pub fn json_response(status: u16, body_json: &str) -> Vec<u8> {
-    json_response_bytes(status, body_json.as_bytes())
+/// A response to send: status, content type, its own headers and body. The
+/// headers about the connection (keep-alive or close, CORS) are added when
+/// it is encoded ([`Response::encode`]), by whoever knows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub content_type: &'static str,
+    /// Whole header lines, each ending in CRLF (a page's security headers,
+    /// `Retry-After`, ...).
+    pub headers: Vec<u8>,
+    pub body: Vec<u8>,
+    /// The answer to a `HEAD`: the head tells the body's length, and the
+    /// body is not sent.
+    pub head_only: bool,
 }
 
-/// A complete response with a body of `content_type`; the connection is
-/// closed after it.
-pub fn text_response(status: u16, content_type: &str, body: &str) -> Vec<u8> {
-    response_bytes(status, content_type, body.as_bytes())
+impl Response {
+    /// A response with a JSON body.
+    pub fn json(status: u16, body_json: &str) -> Self {
+        Self::with_body(status, "application/json", body_json.as_bytes().to_vec())
+    }
+
+    pub fn with_body(status: u16, content_type: &'static str, body: Vec<u8>) -> Self {
+        Self {
+            status,
+            content_type,
+            headers: Vec::new(),
+            body,
+            head_only: false,
+        }
+    }
+
+    /// Adds the header `name: value`.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        for part in [name, ": ", value, "\r\n"] {
+            self.headers.extend_from_slice(part.as_bytes());
+        }
+        self
+    }
+
+    /// The complete response: [`head`] with the response's own headers and
+    /// `extra_headers` (whole header lines, each ending in CRLF), then the
+    /// body (unless it answers a `HEAD`).
+    pub fn encode(&self, keep_alive: bool, extra_headers: &[u8]) -> Vec<u8> {
+        let mut out = head(
+            self.status,
+            self.content_type,
+            self.body.len(),
+            keep_alive,
+            &[&self.headers[..], extra_headers].concat(),
+        );
+        if !self.head_only {
+            out.extend_from_slice(&self.body);
+        }
+        out
+    }
 }
 
-fn json_response_bytes(status: u16, body_json: &[u8]) -> Vec<u8> {
-    response_bytes(status, "application/json", body_json)
-}
-
-fn response_bytes(status: u16, content_type: &str, body_json: &[u8]) -> Vec<u8> {
-    let head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        reason_phrase(status),
-        body_json.len(),
+/// A response head: status line, `Content-Type`, `Content-Length`,
+/// `Connection` (`keep-alive` or `close`), `extra_headers` (whole lines,
+/// each ending in CRLF) and the blank line; the body follows.
+pub fn head(
+    status: u16,
+    content_type: &str,
+    content_length: usize,
+    keep_alive: bool,
+    extra_headers: &[u8],
+) -> Vec<u8> {
+    let connection = if keep_alive { "keep-alive" } else { "close" };
+    let mut out = Vec::with_capacity(128 + extra_headers.len() + content_length);
+    out.extend_from_slice(
+        format!(
+            "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {content_length}\r\nConnection: {connection}\r\n",
+            reason_phrase(status),
+        )
+        .as_bytes(),
     );
-    let mut out = Vec::with_capacity(head.len() + body_json.len());
-    out.extend_from_slice(head.as_bytes());
-    out.extend_from_slice(body_json);
+    out.extend_from_slice(extra_headers);
+    out.extend_from_slice(b"\r\n");
     out
 }
 
+/// A response with a JSON body.
+pub fn json_response(status: u16, body_json: &str) -> Response {
+    Response::json(status, body_json)
+}
+
+/// A response with a body of `content_type`.
+pub fn text_response(status: u16, content_type: &'static str, body: &str) -> Response {
+    Response::with_body(status, content_type, body.as_bytes().to_vec())
+}
+
 /// A JSON error response with body `{"error":"<message>","code":"<code>"}`.
-pub fn json_error(status: u16, code: &str, message: &str) -> Vec<u8> {
+pub fn json_error(status: u16, code: &str, message: &str) -> Response {
     json_error_with(status, code, message, None)
 }
 
 /// Like [`json_error`], with one more field whose value is raw JSON (for
 /// example the partial result of an incomplete gather).
-pub fn json_error_with(status: u16, code: &str, message: &str, field: Option<(&str, &str)>) -> Vec<u8> {
+pub fn json_error_with(status: u16, code: &str, message: &str, field: Option<(&str, &str)>) -> Response {
     let extra = field.map_or(0, |(name, raw)| name.len() + raw.len() + 6);
     let mut body = Vec::with_capacity(message.len() + code.len() + extra + 24);
     body.extend_from_slice(b"{\"error\":");
@@ -223,7 +309,7 @@ pub fn json_error_with(status: u16, code: &str, message: &str, field: Option<(&s
         body.extend_from_slice(raw.as_bytes());
     }
     body.push(b'}');
-    json_response_bytes(status, &body)
+    Response::with_body(status, "application/json", body)
 }
 
 fn reason_phrase(status: u16) -> &'static str {

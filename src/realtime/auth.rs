@@ -25,6 +25,25 @@ use sonic_rs::LazyValue;
 use crate::protocol::socketio::{validate_json, write_json_str};
 use crate::realtime::settings::{ApiKey, EnvKey, EnvSettings, Rule, Settings};
 
+/// Agnost's titles of refused connections: the `message` of connect_error,
+/// which socket.io-client's `connect_error` and Agnost's `onError` show and
+/// apps compare against, so they are kept letter for letter.
+pub(crate) mod title {
+    pub(crate) const NO_ENVIRONMENT: &str = "Realtime Connection Error - No Environment Found";
+    pub(crate) const SUSPENDED_ENVIRONMENT: &str = "Realtime Connection Error - Suspended Environment";
+    pub(crate) const REALTIME_DISABLED: &str = "Realtime Connection Error - Realtime Disabled";
+    pub(crate) const MISSING_API_KEY: &str = "Realtime Connection Error - Missing API Key";
+    pub(crate) const INVALID_API_KEY: &str = "Realtime Connection Error - Invalid API Key";
+    pub(crate) const UNAUTHORIZED_API_KEY: &str = "Realtime Connection Error - Unauthorized API Key";
+    pub(crate) const EXPIRED_API_KEY: &str = "Realtime Connection Error - Expired API Key";
+    pub(crate) const ORIGIN_NOT_FOUND: &str = "Realtime Connection Error - Origin Domain Not Found";
+    pub(crate) const ORIGIN_NOT_AUTHORIZED: &str = "Realtime Connection Error - Origin Domain Not Authorized";
+    pub(crate) const IP_NOT_FOUND: &str = "Realtime Connection Error - IP Address Not Found";
+    pub(crate) const IP_NOT_AUTHORIZED: &str = "Realtime Connection Error - IP Address Not Authorized";
+    pub(crate) const MISSING_SESSION: &str = "Realtime Connection Error - Missing Session Token";
+    pub(crate) const INVALID_SESSION: &str = "Realtime Connection Error - Invalid Session Token";
+}
+
 /// The Socket.IO `auth` object of a connect packet.
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct Handshake<'a> {
@@ -208,7 +227,7 @@ pub(crate) fn authenticate(
     } else {
         sonic_rs::from_str(auth_json).map_err(|_| {
             Refusal::new(
-                "Invalid handshake",
+                "Realtime Connection Error - Invalid Handshake",
                 "invalid_handshake",
                 "the Socket.IO auth payload must be a JSON object",
             )
@@ -224,7 +243,7 @@ pub(crate) fn authenticate(
             Ok(Identity::Master)
         } else {
             Err(Refusal::new(
-                "Invalid access token",
+                "Realtime Connection Error - Invalid Access Token",
                 "invalid_access_token",
                 "The access token of the master connection is not valid",
             ))
@@ -293,14 +312,14 @@ pub(crate) fn authenticate(
 pub(crate) fn admit(env: &EnvSettings, credentials: &Credentials, now_unix_s: u64) -> Result<u64, Refusal> {
     if env.suspended {
         return Err(Refusal::new(
-            "Environment suspended",
+            title::SUSPENDED_ENVIRONMENT,
             "suspended_environment",
             "This environment is suspended",
         ));
     }
     if !env.enabled {
         return Err(Refusal::new(
-            "Realtime not allowed",
+            title::REALTIME_DISABLED,
             "realtime_not_allowed",
             "Realtime is not enabled for this environment",
         ));
@@ -315,7 +334,7 @@ pub(crate) fn admit(env: &EnvSettings, credentials: &Credentials, now_unix_s: u6
     if env.session_required {
         let invalid = || {
             Refusal::new(
-                "Invalid session token",
+                title::INVALID_SESSION,
                 "invalid_session_token",
                 "The session token is invalid or expired",
             )
@@ -323,7 +342,7 @@ pub(crate) fn admit(env: &EnvSettings, credentials: &Credentials, now_unix_s: u6
         match &credentials.session {
             SessionCheck::Absent => {
                 return Err(Refusal::new(
-                    "Missing session token",
+                    title::MISSING_SESSION,
                     "missing_session_token",
                     "This environment requires a signed-in session",
                 ))
@@ -345,9 +364,39 @@ pub(crate) fn admit(env: &EnvSettings, credentials: &Credentials, now_unix_s: u6
     Ok(valid_until_s)
 }
 
+/// The connection rules for an HTTP request of Agnost's client library (its
+/// get-members route), through [`admit`] like a connect: the environment
+/// `env_id`, then, where it requires them, the API key (`Authorization`,
+/// with its realtime permission, expiry, origin and IP rules) and the
+/// session (`Session`). The refusals are the connect refusals.
+pub(crate) fn authorize_request(
+    settings: &Settings,
+    env_id: &str,
+    api_key: Option<&str>,
+    session: Option<&str>,
+    peer: Peer<'_>,
+    now_unix_s: u64,
+) -> Result<EnvKey, Refusal> {
+    let Some(key) = settings.key(env_id) else {
+        return Err(no_environment(env_id));
+    };
+    let Some(env) = settings.get(key) else {
+        return Err(no_environment(env_id));
+    };
+    let session = session.filter(|s| !s.is_empty());
+    let credentials = Credentials {
+        api_key: api_key.filter(|k| !k.is_empty()).map(Box::from),
+        origin: peer.origin.map(Box::from),
+        ip: peer.ip,
+        session: SessionCheck::of(session, env.session_secret.as_deref(), now_unix_s),
+    };
+    admit(env, &credentials, now_unix_s)?;
+    Ok(key)
+}
+
 pub(crate) fn no_environment(env_id: &str) -> Refusal {
     Refusal::new(
-        "Environment not found",
+        title::NO_ENVIRONMENT,
         "no_environment_found",
         format!("No environment with id '{env_id}' exists"),
     )
@@ -361,21 +410,21 @@ fn check_api_key<'e>(
 ) -> Result<&'e ApiKey, Refusal> {
     let Some(presented) = credentials.api_key.as_deref() else {
         return Err(Refusal::new(
-            "Missing API key",
+            title::MISSING_API_KEY,
             "missing_api_key",
             "This environment requires an API key",
         ));
     };
     let Some(key) = env.api_key(presented).filter(|_| !presented.is_empty()) else {
         return Err(Refusal::new(
-            "Invalid API key",
+            title::INVALID_API_KEY,
             "invalid_api_key",
             "The API key is not valid",
         ));
     };
     if !key.allow_realtime {
         return Err(Refusal::new(
-            "Unauthorized API key",
+            title::UNAUTHORIZED_API_KEY,
             // Agnost's spelling, kept because Agnost apps compare against it.
             "unauthorizez_api_key",
             "The API key is not allowed to use realtime",
@@ -383,7 +432,7 @@ fn check_api_key<'e>(
     }
     if key.expired(now_unix_s) {
         return Err(Refusal::new(
-            "Expired API key",
+            title::EXPIRED_API_KEY,
             "expired_api_key",
             "The API key has expired",
         ));
@@ -391,14 +440,14 @@ fn check_api_key<'e>(
     if key.origins != Rule::All {
         let Some(origin) = credentials.origin.as_deref().filter(|o| !o.is_empty()) else {
             return Err(Refusal::new(
-                "Missing request origin",
+                title::ORIGIN_NOT_FOUND,
                 "missing_request_origin",
                 "The API key only allows listed origins and the request has no Origin",
             ));
         };
         if !key.origin_allowed(origin) {
             return Err(Refusal::new(
-                "Domain not authorized",
+                title::ORIGIN_NOT_AUTHORIZED,
                 "domain_not_authorized",
                 format!("The API key does not allow requests from {origin}"),
             ));
@@ -407,14 +456,14 @@ fn check_api_key<'e>(
     if key.ips != Rule::All {
         let Some(ip) = credentials.ip else {
             return Err(Refusal::new(
-                "Missing client IP",
+                title::IP_NOT_FOUND,
                 "missing_client_IP",
                 "The client's IP address could not be determined",
             ));
         };
         if !key.ip_allowed(ip) {
             return Err(Refusal::new(
-                "IP not authorized",
+                title::IP_NOT_AUTHORIZED,
                 "ip_not_authorized",
                 format!("The API key does not allow requests from {ip}"),
             ));

@@ -6,6 +6,8 @@
 //! `Arc<str>` names, and plain ids. A message never carries a reference into
 //! another shard's memory.
 
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -74,18 +76,32 @@ pub(crate) enum ShardMessage {
     /// From the cluster link: a message from another node, a confirmation
     /// or an answer.
     Cluster(ClusterEvent),
+    /// Serve this client connection: its request belongs to a session of
+    /// this shard.
+    Adopt(Box<Adopted>),
 }
 
 impl ShardMessage {
     /// Publishes travel in the data lane (whose drain may wait for a slow
-    /// client); everything else in the control lane, which is drained
-    /// promptly whatever the data lane waits for.
+    /// client); everything else (requests, replies, settings, connections
+    /// handed over) in the control lane, which is drained promptly whatever
+    /// the data lane waits for.
     pub(crate) fn lane(&self) -> Lane {
         match self {
             Self::Publish { .. } | Self::Cluster(ClusterEvent::Publish { .. }) => Lane::Data,
             _ => Lane::Control,
         }
     }
+}
+
+/// A client connection another shard accepted and hands over, between two
+/// of its requests (nothing in flight on it).
+pub(crate) struct Adopted {
+    pub(crate) fd: OwnedFd,
+    pub(crate) peer: SocketAddr,
+    /// What the other shard received but did not handle (the request that
+    /// made it hand the connection over, and anything behind it).
+    pub(crate) buffered: Vec<u8>,
 }
 
 /// Runs `message` on `shard`.
@@ -138,6 +154,7 @@ fn handle(shard: &Rc<Shard>, message: ShardMessage) {
         ShardMessage::Cluster(ClusterEvent::Kick { id }) => {
             shard.kick_local(&id);
         }
+        ShardMessage::Adopt(adopted) => shard.adopt(*adopted),
     }
 }
 

@@ -41,13 +41,14 @@ use slab::Slab;
 
 use crate::connection::outbox::{CloseReason, Egress, Outbox};
 use crate::metrics::{Gauges, Snapshot, Stats};
-use crate::protocol::{frames, websocket};
+use crate::protocol::frames;
 use crate::realtime::auth::now_unix_s;
 use crate::realtime::channels::SlabKey;
 use crate::realtime::events::{self, Incoming, Limits};
 use crate::realtime::settings::Settings;
 use crate::realtime::state::{Realtime, Sweep};
 use gather::Gathers;
+pub(crate) use inbox::Adopted;
 use inbox::ShardMessage;
 use outgoing::Outgoing;
 use ringcast_shards::yielder::Yielder;
@@ -86,7 +87,13 @@ pub(crate) struct Shard {
     outgoing: Rc<Outgoing>,
     shutting_down: Cell<bool>,
     shutdown_waker: Cell<Option<std::task::Waker>>,
+    /// Serves a connection handed over by another shard (the transport's
+    /// entry point, given to [`run`]).
+    adopter: Cell<Option<Adopter>>,
 }
+
+/// Serves a connection handed over by another shard.
+pub(crate) type Adopter = fn(Rc<Shard>, Adopted);
 
 impl Shard {
     pub(crate) fn new(id: ShardId, shared: Arc<Shared>) -> Self {
@@ -114,6 +121,7 @@ impl Shard {
             )),
             shutting_down: Cell::new(false),
             shutdown_waker: Cell::new(None),
+            adopter: Cell::new(None),
             shared,
         }
     }
@@ -184,6 +192,23 @@ impl Shard {
             .send(&self.shared.mesh, &self.stats, target, message);
     }
 
+    /// Hands a client connection to shard `target`, which owns the session
+    /// its requests are for.
+    pub(crate) fn hand_over(&self, target: ShardId, adopted: Adopted) {
+        Stats::bump(&self.stats.handovers);
+        self.send_to(target, ShardMessage::Adopt(Box::new(adopted)));
+    }
+
+    /// Serves a connection another shard handed over.
+    fn adopt(self: &Rc<Self>, adopted: Adopted) {
+        match self.adopter.get() {
+            Some(adopter) => adopter(self.clone(), adopted),
+            // Only shards started by `run` serve connections; dropping the
+            // descriptor closes the connection.
+            None => drop(adopted),
+        }
+    }
+
     /// Whether messages held back for other shards reached their bound:
     /// readers stop reading until [`Shard::backlog_cleared`].
     pub(crate) fn mesh_backlogged(&self) -> bool {
@@ -201,6 +226,11 @@ impl Shard {
         if let Some(w) = self.shutdown_waker.take() {
             w.wake();
         }
+    }
+
+    /// Whether the shard is draining (SIGTERM/SIGINT): no new sessions.
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.get()
     }
 
     /// Resolves once shutdown has begun.
@@ -243,12 +273,18 @@ impl Shard {
 /// Runs one shard: drains its inbox, keeps the heartbeat and accepts
 /// connections (each served by `serve`) until shutdown, then drains its
 /// clients and returns.
-pub(crate) async fn run<F, Fut>(shard_id: ShardId, listener: TcpListener, shared: Arc<Shared>, serve: F)
-where
+pub(crate) async fn run<F, Fut>(
+    shard_id: ShardId,
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    serve: F,
+    adopter: Adopter,
+) where
     F: Fn(Rc<Shard>, TcpStream, SocketAddr) -> Fut,
     Fut: Future<Output = ()> + 'static,
 {
     let shard = Rc::new(Shard::new(shard_id, shared));
+    shard.adopter.set(Some(adopter));
     monoio::spawn(inbox::drain_data_forever(shard.clone()));
     monoio::spawn(inbox::drain_control_forever(shard.clone()));
     monoio::spawn(
@@ -262,10 +298,37 @@ where
         monoio::spawn(console::sample_forever(shard.clone()));
     }
     let mut accept_errors: u64 = 0;
+    accept_until(
+        &shard,
+        &listener,
+        &serve,
+        &mut accept_errors,
+        shard.shutdown_requested(),
+    )
+    .await;
+    // Closing the listener makes the kernel stop handing this shard new
+    // connections (the keep-alive connections of long-polling sessions stay
+    // until each session's turn in the drain).
+    drop(listener);
+    drain(&shard).await;
+}
+
+/// Accepts connections (each served by `serve`) until `stop` resolves.
+async fn accept_until<F, Fut>(
+    shard: &Rc<Shard>,
+    listener: &TcpListener,
+    serve: &F,
+    accept_errors: &mut u64,
+    stop: impl Future<Output = ()>,
+) where
+    F: Fn(Rc<Shard>, TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + 'static,
+{
+    let mut stop = std::pin::pin!(stop);
     loop {
         let accepted = monoio::select! {
             accepted = listener.accept() => accepted,
-            _ = shard.shutdown_requested() => break,
+            _ = &mut stop => break,
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -273,13 +336,13 @@ where
                 // Take the rest of the backlog without a trip through the
                 // ring per connection.
                 for _ in 1..ACCEPT_BATCH_MAX {
-                    match ringcast_shards::accept::accept_queued(&listener) {
+                    match ringcast_shards::accept::accept_queued(listener) {
                         Ok(Some((stream, peer))) => {
                             monoio::spawn(serve(shard.clone(), stream, peer));
                         }
                         Ok(None) => break,
                         Err(e) => {
-                            accept_failed(&shard, &mut accept_errors, &e);
+                            accept_failed(shard, accept_errors, &e);
                             monoio::time::sleep(ACCEPT_BACKOFF).await;
                             break;
                         }
@@ -287,15 +350,11 @@ where
                 }
             }
             Err(e) => {
-                accept_failed(&shard, &mut accept_errors, &e);
+                accept_failed(shard, accept_errors, &e);
                 monoio::time::sleep(ACCEPT_BACKOFF).await;
             }
         }
     }
-    // Closing the listener makes the kernel stop handing this shard new
-    // connections.
-    drop(listener);
-    drain(&shard).await;
 }
 
 /// Counts a failed accept and logs the first of a burst and every 100th
@@ -324,7 +383,10 @@ async fn drain(shard: &Shard) {
         if at > monoio::time::Instant::now() {
             monoio::time::sleep_until(at.min(deadline)).await;
         }
-        outbox.push(websocket::close_frame(1001, "server shutting down"));
+        tracing::debug!(shard = shard.id, client = i, "closing a client for shutdown");
+        // A WebSocket close 1001, or Engine.IO's close packet to a client
+        // that long-polls: either way socket.io-client reconnects.
+        outbox.push_close(1001, "server shutting down");
         outbox.close(CloseReason::ServerShutdown);
     }
     while !shard.sockets.borrow().is_empty() && monoio::time::Instant::now() < deadline {

@@ -1,31 +1,25 @@
 //! The WebSocket transport of one connection: the ingress hot path (wait
 //! until the socket is readable → receive everything buffered into the
 //! shard's read buffer → [`websocket::decode_head`] → [`Reassembler`] →
-//! Engine.IO → Socket.IO → [`Shard::handle_event`]) and the Engine.IO /
-//! Socket.IO session it feeds. The egress end is the connection's
-//! [`Outbox`], whose writer task exists only while something is queued.
+//! the [`Session`] → Engine.IO → Socket.IO → [`Shard::handle_event`]). The
+//! egress end is the session's [`Outbox`], whose writer task exists only
+//! while something is queued.
 //!
 //! The reader owns the connection's lifetime: whatever ends it (end of file,
 //! a protocol error, the outbox closing the socket on a ping timeout or a
-//! slow consumer), the reader is the one that unregisters the member and
-//! tells its channels it left.
+//! slow consumer), the reader is the one that ends the session, which
+//! unregisters the member and tells its channels it left.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::rc::Rc;
 
-use bytes::Bytes;
-
-use super::{receive_into_spare, Upgraded};
+use super::receive_into_spare;
+use super::session::{protocol_error, Flow, Session};
 use crate::close::CloseReason;
 use crate::connection::outbox::Outbox;
 use crate::connection::socket::{Received, Socket, WriteHalf};
 use crate::metrics::Stats;
 use crate::protocol::websocket::{self, Message, Opcode, Reassembler};
-use crate::protocol::{engineio, frames, socketio};
-use crate::realtime::auth::{self, Credentials, Identity};
-use crate::realtime::channels::SlabKey;
-use crate::realtime::events::Incoming;
-use crate::realtime::state::NewMember;
 use crate::shard::{ConnPermit, Shard};
 
 /// Messages one connection handles per scheduling turn before the rest of
@@ -44,19 +38,26 @@ pub(crate) struct Connection {
     /// the connection is idle.
     tail: Vec<u8>,
     reassembler: Reassembler,
-    /// Slot in the shard's socket list (for the heartbeat).
-    slot: usize,
     span: tracing::Span,
-    /// Counts this connection against the connection limits while it lives.
-    _permit: ConnPermit,
+}
+
+/// What the HTTP phase hands a new WebSocket session.
+pub(crate) struct Opened {
+    /// Bytes already received past the request (frames sent right behind
+    /// the upgrade request).
+    pub(crate) tail: Vec<u8>,
+    pub(crate) origin: Option<Box<str>>,
+    pub(crate) client_ip: Option<std::net::IpAddr>,
+    pub(crate) permit: ConnPermit,
 }
 
 impl Connection {
+    /// A session that is a WebSocket from its first request.
     pub(crate) fn new(
         shard: Rc<Shard>,
         socket: Socket,
         writer: WriteHalf,
-        upgraded: Upgraded,
+        opened: Opened,
         peer: SocketAddr,
     ) -> Self {
         let config = &shard.shared.config;
@@ -66,32 +67,40 @@ impl Connection {
             writer,
             shard.egress.clone(),
         ));
-        let slot = shard.sockets.borrow_mut().insert(outbox.clone());
         let span = tracing::debug_span!("conn", shard = shard.id, %peer);
         let reassembler = Reassembler::new(config.max_payload_bytes);
+        let session = Session::new(shard, outbox, opened.origin, opened.client_ip, opened.permit);
         Self {
-            session: Session {
-                shard,
-                outbox,
-                member: None,
-                pending: None,
-                origin: upgraded.origin,
-                client_ip: upgraded.client_ip,
-            },
+            session,
             socket,
-            tail: upgraded.tail,
+            tail: opened.tail,
             reassembler,
-            slot,
             span,
-            _permit: upgraded.permit,
+        }
+    }
+
+    /// A long-polling session that upgraded to this WebSocket (its outbox
+    /// already writes to `socket`); `tail` holds what the client sent
+    /// right behind its upgrade packet.
+    pub(crate) fn upgraded(session: Session, socket: Socket, tail: Vec<u8>, span: tracing::Span) -> Self {
+        let reassembler = Reassembler::new(session.shard.shared.config.max_payload_bytes);
+        Self {
+            session,
+            socket,
+            tail,
+            reassembler,
+            span,
         }
     }
 
     /// The ingress loop: waits for readiness and handles what arrived,
     /// until the connection ends.
     pub(crate) async fn run(&mut self) -> CloseReason {
-        // Bytes may have arrived with the upgrade request: handle them first.
-        let mut ready = true;
+        // Bytes that arrived with the upgrade request are handled first;
+        // otherwise the first read waits for readiness instead of trying
+        // (the client speaks after what it was just sent), which saves a
+        // failed receive per connection.
+        let mut ready = !self.tail.is_empty();
         loop {
             if !ready && self.socket.readable(false).await.is_err() {
                 return self.session.outbox.closing().unwrap_or(CloseReason::Io);
@@ -127,53 +136,12 @@ impl Connection {
         }
     }
 
-    /// Ends the connection: the close frame (if the client asked), the
-    /// outbox's close, the metrics, and the member's departure.
+    /// Ends the connection and its session.
     pub(crate) fn end(self, reason: CloseReason) {
-        let session = self.session;
-        let shard = &session.shard;
-        let outbox = &session.outbox;
         self.span
             .in_scope(|| tracing::debug!(?reason, "connection closed"));
-        if reason == CloseReason::ClientDisconnect {
-            outbox.push(websocket::close_frame(1000, ""));
-        }
-        outbox.close(reason);
-        // The first reason set wins (the outbox may have closed first).
-        shard.stats.disconnected(outbox.closing().unwrap_or(reason));
-        shard.sockets.borrow_mut().remove(self.slot);
-        if let Some(key) = session.member {
-            shard.disconnected(key);
-        }
+        self.session.end(reason);
     }
-}
-
-/// A binary packet waiting for its attachments.
-struct PendingBinary {
-    kind: socketio::PacketType,
-    ack_id: Option<u64>,
-    data: String,
-    expected: usize,
-    attachments: Vec<Bytes>,
-}
-
-/// The reader's protocol state.
-struct Session {
-    shard: Rc<Shard>,
-    outbox: Rc<Outbox>,
-    /// Slab key once the Socket.IO connect succeeded.
-    member: Option<SlabKey>,
-    pending: Option<Box<PendingBinary>>,
-    /// The upgrade request's `Origin`.
-    origin: Option<Box<str>>,
-    client_ip: Option<IpAddr>,
-}
-
-/// What a processed message means for the connection.
-type Flow = Result<(), CloseReason>;
-
-fn protocol_error(code: u16) -> CloseReason {
-    CloseReason::ProtocolError(code)
 }
 
 /// Why [`Session::step`] returned.
@@ -332,10 +300,8 @@ impl Session {
         handled
     }
 
-    fn send_close(&self, code: u16) {
-        self.outbox.push(websocket::close_frame(code, ""));
-    }
-
+    /// One complete WebSocket message: Engine.IO text, an attachment, or a
+    /// WebSocket control message.
     fn on_message(&mut self, message: Message<'_>) -> Flow {
         match message {
             Message::Text(text) => self.on_text(text),
@@ -352,207 +318,6 @@ impl Session {
                 Err(CloseReason::PeerClosed)
             }
         }
-    }
-
-    fn on_text(&mut self, text: &str) -> Flow {
-        if self.pending.is_some() {
-            // Attachments must follow their packet directly.
-            self.send_close(1002);
-            return Err(protocol_error(1002));
-        }
-        match engineio::decode(text) {
-            Ok(engineio::Packet::Pong(_)) => {
-                self.outbox.pong_received();
-                Ok(())
-            }
-            Ok(engineio::Packet::Ping(data)) => {
-                let mut reply = String::with_capacity(1 + data.len());
-                reply.push('3');
-                reply.push_str(data);
-                self.outbox.push(frames::engineio(&reply));
-                Ok(())
-            }
-            Ok(engineio::Packet::Message(body)) => self.on_socketio(body),
-            Ok(engineio::Packet::Close) => Err(CloseReason::ClientDisconnect),
-            Ok(engineio::Packet::Noop) => Ok(()),
-            Ok(engineio::Packet::Open | engineio::Packet::Upgrade) | Err(_) => {
-                tracing::debug!("malformed Engine.IO packet");
-                self.send_close(1002);
-                Err(protocol_error(1002))
-            }
-        }
-    }
-
-    fn on_socketio(&mut self, body: &str) -> Flow {
-        let packet = match socketio::decode(body) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::debug!(error = %e, "malformed Socket.IO packet");
-                self.send_close(1002);
-                return Err(protocol_error(1002));
-            }
-        };
-        use socketio::PacketType as T;
-        let connected = self.member.is_some();
-        if packet.kind == T::Connect && packet.namespace != "/" {
-            // An unknown namespace: connect_error, the connection stays.
-            return self.on_connect(packet.namespace, packet.data);
-        }
-        // As socket.io's server does: anything for a namespace the client is
-        // not connected to, and a second connect, close the connection.
-        let in_state = match packet.kind {
-            T::Connect => !connected,
-            T::ConnectError => false,
-            _ => connected && packet.namespace == "/",
-        };
-        if !in_state {
-            tracing::debug!(kind = ?packet.kind, "Socket.IO packet out of state");
-            self.send_close(1002);
-            return Err(protocol_error(1002));
-        }
-        match packet.kind {
-            T::Connect => self.on_connect(packet.namespace, packet.data),
-            T::Disconnect => Err(CloseReason::ClientDisconnect),
-            T::Ack | T::ConnectError => Ok(()),
-            T::Event => self.on_event(packet.data, packet.ack_id, &[]),
-            T::BinaryEvent | T::BinaryAck => {
-                if packet.attachments > socketio::ATTACHMENTS_MAX {
-                    self.send_close(1009);
-                    return Err(protocol_error(1009));
-                }
-                if socketio::check_placeholders(packet.data, packet.attachments).is_err() {
-                    self.send_close(1002);
-                    return Err(protocol_error(1002));
-                }
-                if packet.attachments == 0 {
-                    return if packet.kind == T::BinaryEvent {
-                        self.on_event(packet.data, packet.ack_id, &[])
-                    } else {
-                        Ok(())
-                    };
-                }
-                self.pending = Some(Box::new(PendingBinary {
-                    kind: packet.kind,
-                    ack_id: packet.ack_id,
-                    data: packet.data.to_owned(),
-                    expected: packet.attachments,
-                    attachments: Vec::with_capacity(packet.attachments),
-                }));
-                Ok(())
-            }
-        }
-    }
-
-    fn on_attachment(&mut self, data: &[u8]) -> Flow {
-        let Some(pending) = self.pending.as_mut() else {
-            // A binary message that no packet announced.
-            self.send_close(1002);
-            return Err(protocol_error(1002));
-        };
-        pending.attachments.push(Bytes::copy_from_slice(data));
-        if pending.attachments.len() < pending.expected {
-            return Ok(());
-        }
-        // unwrap: checked `Some` above.
-        let pending = self.pending.take().unwrap();
-        if pending.kind != socketio::PacketType::BinaryEvent {
-            return Ok(());
-        }
-        self.on_event(&pending.data, pending.ack_id, &pending.attachments)
-    }
-
-    fn on_event(&mut self, data: &str, ack_id: Option<u64>, attachments: &[Bytes]) -> Flow {
-        let Some(key) = self.member else {
-            return Ok(());
-        };
-        let event = match socketio::decode_event(data) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::debug!(error = %e, "malformed Socket.IO event");
-                self.send_close(1002);
-                return Err(protocol_error(1002));
-            }
-        };
-        Stats::bump(&self.shard.stats.events_in);
-        let incoming = Incoming {
-            name: &event.name,
-            args: &event.args,
-            ack_id,
-            attachments,
-        };
-        match self.shard.handle_event(key, incoming) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                // `41` first: socket.io-client then reports "io server
-                // disconnect" and does not reconnect, so a client that sends
-                // a bad payload cannot turn into a reconnect storm by
-                // re-sending it on every reconnect.
-                tracing::debug!(error = %e, "invalid event payload");
-                self.outbox.push(frames::disconnect());
-                self.outbox.push(websocket::close_frame(1008, ""));
-                Err(protocol_error(1008))
-            }
-        }
-    }
-
-    fn on_connect(&mut self, namespace: &str, auth_json: &str) -> Flow {
-        if namespace != "/" {
-            self.outbox
-                .push(frames::connect_error(namespace, "Invalid namespace", None));
-            return Ok(());
-        }
-        if self.member.is_some() {
-            return Ok(());
-        }
-        let peer = auth::Peer {
-            origin: self.origin.as_deref(),
-            ip: self.client_ip,
-        };
-        let verdict = auth::authenticate(
-            &self.shard.settings(),
-            &self.shard.shared.config.master_token,
-            peer,
-            auth_json,
-            auth::now_unix_s(),
-        );
-        match verdict {
-            Ok(identity) => {
-                let new = match identity {
-                    Identity::Master => NewMember {
-                        sink: self.outbox.clone(),
-                        env: None,
-                        echo: false,
-                        credentials: Credentials::default(),
-                        valid_until_s: u64::MAX,
-                    },
-                    Identity::Client {
-                        env,
-                        echo,
-                        credentials,
-                        valid_until_s,
-                    } => NewMember {
-                        sink: self.outbox.clone(),
-                        env: Some(env),
-                        echo,
-                        credentials,
-                        valid_until_s,
-                    },
-                };
-                self.outbox.set_connected();
-                // The connect ack goes out from here, or, in a cluster, once
-                // the node receives what this client must receive.
-                let (key, _) = self.shard.connected(new);
-                self.member = Some(key);
-                Stats::bump(&self.shard.stats.connects);
-            }
-            Err(refusal) => {
-                tracing::debug!(code = refusal.code, "connection refused");
-                Stats::bump(&self.shard.stats.refused_connects);
-                let packet = frames::connect_error("/", refusal.title, Some(&refusal.data_json()));
-                self.outbox.push(packet);
-            }
-        }
-        Ok(())
     }
 }
 

@@ -145,18 +145,40 @@ describe("namespaces", () => {
 });
 
 describe("Engine.IO handshake and heartbeat", () => {
-  it("the open packet advertises no upgrades and the configured timings", async () => {
-    const socket = io(server.url, {
-      path: server.path, transports: ["websocket"], reconnection: false, forceNew: true, auth: {},
+  for (const [transport, upgrades] of [["websocket", []], ["polling", ["websocket"]]]) {
+    it(`the ${transport} open packet advertises ${JSON.stringify(upgrades)} and the configured timings`, async () => {
+      const socket = io(server.url, {
+        path: server.path, transports: [transport], reconnection: false, forceNew: true, auth: {},
+      });
+      try {
+        const [handshake] = await once(socket.io.engine, "handshake");
+        assert.equal(typeof handshake.sid, "string");
+        assert.deepEqual(handshake.upgrades, upgrades);
+        assert.equal(handshake.pingInterval, PING_INTERVAL_MS);
+        assert.equal(handshake.pingTimeout, PING_TIMEOUT_MS);
+        assert.equal(handshake.maxPayload, MAX_PAYLOAD_BYTES);
+        await once(socket, "connect");
+      } finally {
+        socket.disconnect();
+      }
     });
+  }
+
+  it("socket.io-client's defaults: long-polling first, then the upgrade to WebSocket", async () => {
+    const socket = io(server.url, { path: server.path, reconnection: false, forceNew: true, auth: {} });
     try {
-      const [handshake] = await once(socket.io.engine, "handshake");
-      assert.equal(typeof handshake.sid, "string");
-      assert.deepEqual(handshake.upgrades, []);
-      assert.equal(handshake.pingInterval, PING_INTERVAL_MS);
-      assert.equal(handshake.pingTimeout, PING_TIMEOUT_MS);
-      assert.equal(handshake.maxPayload, MAX_PAYLOAD_BYTES);
+      // The engine exists (and picked its first transport) as soon as the
+      // socket does; the upgrade may finish before the Socket.IO connect.
+      const engine = socket.io.engine;
+      assert.equal(engine.transport.name, "polling");
+      const upgraded = once(engine, "upgrade", WAIT_MS);
       await once(socket, "connect");
+      const [transport] = await upgraded;
+      assert.equal(transport.name, "websocket");
+      assert.equal(engine.transport.name, "websocket");
+      socket.emit("message", { eventName: "after-upgrade", message: 1, echo: true });
+      const [arg] = await once(socket, "after-upgrade", WAIT_MS);
+      assert.deepEqual(arg, { channel: null, message: 1 });
     } finally {
       socket.disconnect();
     }
@@ -231,13 +253,20 @@ describe("HTTP", () => {
     assert.equal(typeof body, "object");
   });
 
-  it("a bad EIO version or transport on the path is 400 JSON {error, code}", async () => {
-    for (const query of ["EIO=3&transport=websocket", "transport=websocket", "EIO=4&transport=polling", "EIO=4"]) {
+  it("a bad EIO version or transport on the path is 400 with Engine.IO's error JSON", async () => {
+    const cases = {
+      "EIO=3&transport=websocket": { code: 5, message: "Unsupported protocol version" },
+      "transport=polling": { code: 5, message: "Unsupported protocol version" },
+      "EIO=4&transport=flash": { code: 0, message: "Transport unknown" },
+      "EIO=4": { code: 0, message: "Transport unknown" },
+      "EIO=4&transport=polling&sid=AAAAAAAAAAAAAAAAAAAA": { code: 1, message: "Session ID unknown" },
+      "EIO=4&transport=websocket": { code: 3, message: "Bad request" },
+    };
+    for (const [query, expected] of Object.entries(cases)) {
       const res = await fetch(`${server.url}${server.path}?${query}`, { signal: AbortSignal.timeout(WAIT_MS) });
       assert.equal(res.status, 400, query);
       assert.match(res.headers.get("content-type") ?? "", /application\/json/, query);
-      const body = await res.json();
-      assert.ok("error" in body && "code" in body, `${query}: ${JSON.stringify(body)}`);
+      assert.deepEqual(await res.json(), expected, query);
     }
   });
 

@@ -7,7 +7,7 @@
 // on the same port at once; every client reconnects with a new socket id,
 // re-joins, and a message to each channel reaches exactly its 10 members.
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -73,11 +73,11 @@ function freePort() {
  * Starts a server on 127.0.0.1:`port`, retrying a few times: the old
  * process may still hold the address for a moment.
  */
-async function startOnPort(port, attempts = 5) {
+async function startOnPort(port, attempts = 5, args = []) {
   let lastError;
   for (let attempt = 1; attempt <= attempts; attempt++) {
     try {
-      const server = await startServer({ config: configPath, listen: `127.0.0.1:${port}` });
+      const server = await startServer({ config: configPath, listen: `127.0.0.1:${port}`, args });
       servers.push(server);
       return server;
     } catch (err) {
@@ -86,6 +86,22 @@ async function startOnPort(port, attempts = 5) {
     }
   }
   throw new Error(`no server on port ${port} after ${attempts} attempts: ${lastError.message}`);
+}
+
+/**
+ * The times (ms, from the first) at which the server's shutdown drain closed
+ * each client, read from its debug log lines `... closing a client for
+ * shutdown` (each starts with an RFC 3339 timestamp).
+ */
+function drainCloseTimes(logPath) {
+  // eslint-disable-next-line no-control-regex
+  const plain = readFileSync(logPath, "utf8").replace(/\x1b\[[0-9;]*m/g, "");
+  const stamps = plain
+    .split("\n")
+    .filter((line) => line.includes("closing a client for shutdown"))
+    .map((line) => Date.parse(line.slice(0, line.indexOf("Z") + 1)));
+  const first = Math.min(...stamps);
+  return stamps.map((at) => at - first).sort((x, y) => x - y);
 }
 
 /** Polls `done()` every 50 ms; rejects with `describeState()` after `timeoutMs`. */
@@ -115,7 +131,11 @@ describe("restart under 1,000 clients", () => {
       let first;
       for (let attempt = 0; attempt < 3 && !first; attempt++) {
         port = await freePort();
-        first = await startOnPort(port, 2).catch(() => undefined);
+        // Its shutdown drain logs each close at debug: the spread is judged
+        // on the server's own clock (this process, busy with 1,000 clients
+        // reconnecting, may see the closes late and in bunches).
+        first = await startOnPort(port, 2, ["--log-level", "info,ringcast::shard=debug"])
+          .catch(() => undefined);
       }
       assert.ok(first, "the first server started on a fixed port");
       assert.equal(first.port, port);
@@ -173,17 +193,23 @@ describe("restart under 1,000 clients", () => {
       for (const l of log) for (const d of l.disconnects) reasons[d.reason] = (reasons[d.reason] ?? 0) + 1;
       assert.deepEqual(reasons, { "transport close": CONNECTIONS },
         `disconnect reasons (must all be "transport close", once per client): ${JSON.stringify(reasons)}`);
-      const times = log.map((l) => l.disconnects[0].at - sigtermAt).sort((x, y) => x - y);
+      // Its log reaches the file through this process: wait for every line.
+      // Every client and the master connection: one close each.
+      const sockets = CONNECTIONS + 1;
+      await until(() => drainCloseTimes(first.logPath).length >= sockets,
+        () => `${drainCloseTimes(first.logPath).length} drain closes logged`, 10_000);
+      const times = drainCloseTimes(first.logPath);
+      assert.equal(times.length, sockets, "the old server closed every socket in its drain");
       const span = times[times.length - 1] - times[0];
       const slices = new Map();
       for (const ms of times) slices.set(Math.floor(ms / SLICE_MS), (slices.get(Math.floor(ms / SLICE_MS)) ?? 0) + 1);
       const busiestSlice = Math.max(...slices.values());
-      const spread = `first ${times[0]} ms, last ${times[times.length - 1]} ms after SIGTERM; ` +
+      const spread = `last ${times[times.length - 1]} ms after the first; ` +
         `per ${SLICE_MS} ms: ${JSON.stringify(Object.fromEntries([...slices].sort((a, b) => a[0] - b[0])))}`;
-      t.diagnostic(`old server exited after ${exitMs} ms; disconnects: ${spread}`);
+      t.diagnostic(`old server exited after ${exitMs} ms; closes on the server's clock: ${spread}`);
       assert.ok(span >= DISCONNECT_SPAN_MS_MIN, `disconnects span ${span} ms < ${DISCONNECT_SPAN_MS_MIN} ms: ${spread}`);
-      assert.ok(times[times.length - 1] <= DRAIN_WINDOW_MS + 1_500,
-        `the last disconnect came long after the ${DRAIN_WINDOW_MS} ms drain window: ${spread}`);
+      assert.ok(span <= DRAIN_WINDOW_MS + 500,
+        `the closes took longer than the ${DRAIN_WINDOW_MS} ms drain window: ${spread}`);
       assert.ok(busiestSlice <= CONNECTIONS * SLICE_SHARE_MAX,
         `${busiestSlice} disconnects in one ${SLICE_MS} ms slice (an avalanche): ${spread}`);
 

@@ -416,6 +416,8 @@ fn rate_limits_count_across_nodes_within_the_documented_bound() {
         }
     };
     wait_count(5);
+    let syncs_b = || Metrics::scrape(b.addr()).sum("ringcast_cluster_rate_syncs_total", &[]);
+    let synced_before = syncs_b();
     // Node b has not counted this client yet: its first event is admitted,
     // the overshoot the bound allows (what one node admits before its first
     // sync of the key).
@@ -423,6 +425,11 @@ fn rate_limits_count_across_nodes_within_the_documented_bound() {
     y.expect(&event("m", None, "5"));
     x.expect(&event("m", None, "5"));
     wait_count(6);
+    // Node b learned the cluster's count (the answer to its add, not just
+    // Redis holding the sum).
+    wait_metrics(b.addr(), "node b's sync", |m| {
+        m.sum("ringcast_cluster_rate_syncs_total", &[]) > synced_before
+    });
     // From its sync on, node b knows the cluster's count: refused.
     y.emit(r#"["message",{"eventName":"m","message":6,"echo":true}]"#);
     y.expect(limited);

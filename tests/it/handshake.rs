@@ -1,5 +1,6 @@
-//! HTTP before the upgrade: `/health`, the upgrade itself, and the JSON
-//! errors for bad Engine.IO parameters, methods, paths and headers.
+//! HTTP before the upgrade: `/health`, the upgrade itself, and the errors
+//! for bad Engine.IO parameters, methods, paths and headers (Engine.IO's
+//! own `{"code","message"}` JSON on the Engine.IO path).
 
 use sonic_rs::JsonValueTrait;
 
@@ -38,48 +39,40 @@ fn upgrade_answers_101_with_the_rfc_accept_key() {
 }
 
 #[test]
-fn wrong_engineio_version_is_400_json() {
+fn wrong_engineio_version_is_400_unsupported_protocol_version() {
     let server = TestServer::start(2);
     for query in [
         "?EIO=3&transport=websocket",
         "?EIO=5&transport=websocket",
-        "?EIO=x&transport=websocket",
+        "?EIO=x&transport=polling",
     ] {
-        upgrade(server.addr(), "GET", &format!("/realtime/{query}"), &[]).assert_json_error(400);
+        upgrade(server.addr(), "GET", &format!("/realtime/{query}"), &[]).assert_engineio_error(400, 5);
     }
 }
 
 #[test]
-fn missing_engineio_version_is_400_json() {
+fn missing_engineio_version_is_400_unsupported_protocol_version() {
     let server = TestServer::start(2);
-    upgrade(server.addr(), "GET", "/realtime/?transport=websocket", &[]).assert_json_error(400);
-    upgrade(server.addr(), "GET", "/realtime/", &[]).assert_json_error(400);
+    upgrade(server.addr(), "GET", "/realtime/?transport=websocket", &[]).assert_engineio_error(400, 5);
 }
 
 #[test]
-fn missing_transport_is_400_json() {
+fn missing_or_unknown_transport_is_400_transport_unknown() {
     let server = TestServer::start(2);
-    upgrade(server.addr(), "GET", "/realtime/?EIO=4", &[]).assert_json_error(400);
+    upgrade(server.addr(), "GET", "/realtime/?EIO=4", &[]).assert_engineio_error(400, 0);
+    upgrade(server.addr(), "GET", "/realtime/", &[]).assert_engineio_error(400, 0);
+    get(server.addr(), "/realtime/?EIO=4&transport=flash").assert_engineio_error(400, 0);
 }
 
 #[test]
-fn polling_transport_is_400_json() {
-    let server = TestServer::start(2);
-    upgrade(server.addr(), "GET", "/realtime/?EIO=4&transport=polling", &[]).assert_json_error(400);
-    // A plain polling GET, as socket.io-client's default transport would send.
-    get(server.addr(), "/realtime/?EIO=4&transport=polling").assert_json_error(400);
-    upgrade(server.addr(), "GET", "/realtime/?EIO=4&transport=flash", &[]).assert_json_error(400);
-}
-
-#[test]
-fn post_on_the_path_is_400_json() {
+fn post_handshake_is_400_bad_handshake_method() {
     let server = TestServer::start(2);
     let response = http::request(
         server.addr(),
         &format!("POST /realtime/{GOOD_QUERY} HTTP/1.1\r\nContent-Type: text/plain"),
         "40",
     );
-    response.assert_json_error(400);
+    response.assert_engineio_error(400, 2);
 }
 
 #[test]
@@ -100,14 +93,14 @@ fn upgrade_without_websocket_key_is_400() {
         &format!("/realtime/{GOOD_QUERY}"),
         &["sec-websocket-key"],
     );
-    assert_eq!(response.status, 400, "{response:?}");
+    response.assert_engineio_error(400, 3);
 }
 
 #[test]
 fn get_without_upgrade_headers_is_400() {
     let server = TestServer::start(2);
     let response = get(server.addr(), &format!("/realtime/{GOOD_QUERY}"));
-    assert_eq!(response.status, 400, "{response:?}");
+    response.assert_engineio_error(400, 3);
 }
 
 #[test]

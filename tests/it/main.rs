@@ -7,6 +7,7 @@
 
 mod support;
 
+mod agnost;
 mod backlog;
 mod bad_input;
 mod cluster;
@@ -23,6 +24,7 @@ mod inbound_flood;
 mod limits;
 mod master;
 mod metrics;
+mod polling;
 mod rate_limits;
 mod realtime;
 mod shutdown;

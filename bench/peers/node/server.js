@@ -4,7 +4,7 @@
 // ringcast (see /work/shared/DESIGN.md "Semantics").
 //
 // It is what Agnost runs minus the Redis adapter, so it is the fastest honest
-// single-process socket.io setup: websocket transport only, no
+// single-process socket.io setup: both transports (the polling scenarios long-poll), no
 // per-message-deflate, native bufferutil/utf-8-validate for `ws`, and the same
 // listen backlog as ringcast (1024).
 //
@@ -50,7 +50,9 @@ const httpServer = http.createServer((req, res) => {
 
 const io = new Server(httpServer, {
   path: opts.path,
-  transports: ['websocket'],
+  // Both transports, as socket.io's default: the polling scenarios
+  // long-poll, the others connect with WebSocket only.
+  transports: ['polling', 'websocket'],
   serveClient: false,
   perMessageDeflate: false,
   pingInterval: 25000,

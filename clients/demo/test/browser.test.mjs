@@ -2,7 +2,8 @@
 // playwright-core (never a downloaded browser), two pages chatting through
 // a real ringcast server, member lists compared with each other and with the
 // server's own list (HTTP API), a profile update, a server restart on the
-// same port (reconnect indicator, then the chat resumes) and a leave.
+// same port (reconnect indicator, then the chat resumes) and a leave; and a
+// page without WebSocket that still chats, over HTTP long-polling.
 // Screenshots go to clients/artifacts/screenshots/.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -104,14 +105,21 @@ describe("chat page in headless Chromium", { timeout: 120_000 }, () => {
     await server?.stop();
   });
 
-  async function openPage(label) {
+  async function openPage(label, { disableWebSocket = false } = {}) {
     const page = await context.newPage();
+    if (disableWebSocket) {
+      await page.addInitScript(() => {
+        delete window.WebSocket;
+      });
+    }
     page.setDefaultTimeout(WAIT_MS);
     page.on("pageerror", (err) => pageErrors.push(`${label}: ${err.message}`));
     page.on("console", (msg) => {
       // Chromium logs each failed WebSocket attempt while the server is
-      // down; those are expected. Anything else is a bug in the page.
-      if (msg.type() === "error" && !/^WebSocket connection to .* failed/.test(msg.text())) {
+      // down, and each failed long-polling request of the fallback; those
+      // are expected. Anything else is a bug in the page.
+      const expected = /^WebSocket connection to .* failed|^Failed to load resource: net::ERR_CONNECTION_REFUSED$/;
+      if (msg.type() === "error" && !expected.test(msg.text())) {
         pageErrors.push(`${label} console: ${msg.text()}`);
       }
     });
@@ -233,4 +241,36 @@ describe("chat page in headless Chromium", { timeout: 120_000 }, () => {
 
     assert.deepEqual(pageErrors, [], "no script errors on either page");
   });
+
+  test("a page without WebSocket chats over HTTP long-polling with a page that has it", async () => {
+    const pollingBefore = await pollingRequests();
+    // A browser (or a proxy) without WebSocket: the page's scripts never see it.
+    const noWs = await openPage("carol", { disableWebSocket: true });
+    const withWs = await openPage("dave");
+    assert.equal(await noWs.evaluate(() => typeof window.WebSocket), "undefined");
+    await joinAs(noWs, "Carol", "no-ws");
+    await joinAs(withWs, "Dave", "no-ws");
+    await waitForMembers(noWs, ["Carol", "Dave"]);
+    await waitForMembers(withWs, ["Carol", "Dave"]);
+    await say(noWs, "Carol over polling");
+    await waitForLine(withWs, "Carol over polling");
+    await say(withWs, "Dave over WebSocket");
+    await waitForLine(noWs, "Dave over WebSocket");
+    assert.deepEqual(await chatLines(noWs), ["Carol: Carol over polling", "Dave: Dave over WebSocket"]);
+    assert.ok(await pollingRequests() > pollingBefore, "the server served long-polling requests");
+    await shot(noWs, "5-carol-over-polling");
+    await noWs.click("#leave");
+    await waitForMembers(withWs, ["Dave"]);
+    assert.deepEqual(pageErrors, [], "no script errors on either page");
+    await noWs.close();
+    await withWs.close();
+  });
+
+  /** The server's count of long-polling requests, from /metrics. */
+  async function pollingRequests() {
+    const text = await (await fetch(`${server.origin}/metrics`)).text();
+    return text.split("\n")
+      .filter((line) => line.startsWith("ringcast_polling_requests_total"))
+      .reduce((sum, line) => sum + Number(line.split(" ").pop()), 0);
+  }
 });

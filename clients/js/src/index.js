@@ -130,8 +130,13 @@ export class RealtimeManager {
     const o = this.#options;
     this.#socket = io(parsed.origin, {
       path: o.path,
-      // ringcast speaks WebSocket only (no long-polling).
-      transports: ["websocket"],
+      // WebSocket first, as Agnost's client library connects; where no
+      // WebSocket gets through (a proxy that blocks it) the client falls
+      // back to HTTP long-polling. A browser without WebSocket long-polls
+      // from the start (socket.io-client would not fall back: its WebSocket
+      // transport fails before anyone listens).
+      transports: webSocketMissing() ? ["polling"] : ["websocket", "polling"],
+      tryAllTransports: true,
       autoConnect: false,
       forceNew: true,
       reconnection: true,
@@ -455,4 +460,9 @@ function withEcho(payload, echo) {
 
 function definedOnly(object) {
   return Object.fromEntries(Object.entries(object).filter(([, v]) => v !== undefined));
+}
+
+/** Whether this is a browser page without WebSocket (Node uses the `ws` package). */
+function webSocketMissing() {
+  return typeof window !== "undefined" && typeof globalThis.WebSocket !== "function";
 }

@@ -66,3 +66,58 @@ fn open_packet_is_exact() {
 }
 
 mod proptests;
+
+#[test]
+fn polling_open_packet_offers_the_websocket_upgrade() {
+    expect![[r#"0{"sid":"s","upgrades":["websocket"],"pingInterval":1,"pingTimeout":2,"maxPayload":3}"#]]
+        .assert_eq(&polling_open_packet("s", 1, 2, 3));
+}
+
+#[test]
+fn http_error_bodies_are_engine_io_s() {
+    let all = [
+        HttpError::UnknownTransport,
+        HttpError::UnknownSid,
+        HttpError::BadHandshakeMethod,
+        HttpError::BadRequest,
+        HttpError::Forbidden,
+        HttpError::UnsupportedProtocolVersion,
+    ];
+    let bodies: Vec<String> = all
+        .iter()
+        .map(|e| format!("{} {}", e.status(), e.body()))
+        .collect();
+    expect![[r#"
+        400 {"code":0,"message":"Transport unknown"}
+        400 {"code":1,"message":"Session ID unknown"}
+        400 {"code":2,"message":"Bad handshake method"}
+        400 {"code":3,"message":"Bad request"}
+        403 {"code":4,"message":"Forbidden"}
+        400 {"code":5,"message":"Unsupported protocol version"}"#]]
+    .assert_eq(&bodies.join("\n"));
+}
+
+fn payload(body: &[u8]) -> Vec<Result<Polled<'_>, PayloadError>> {
+    decode_payload(body).collect()
+}
+
+#[test]
+fn polling_payloads_split_on_the_record_separator() {
+    assert_eq!(payload(b"4hello"), vec![Ok(Polled::Text("4hello"))]);
+    assert_eq!(
+        payload(b"2\x1e42[\"a\"]\x1ebAQID"),
+        vec![
+            Ok(Polled::Text("2")),
+            Ok(Polled::Text("42[\"a\"]")),
+            Ok(Polled::Binary(vec![1, 2, 3]))
+        ]
+    );
+    // Negative space: each stops the payload at the bad record.
+    assert_eq!(payload(b""), vec![Err(PayloadError::EmptyPacket)]);
+    assert_eq!(
+        payload(b"2\x1e\x1e3"),
+        vec![Ok(Polled::Text("2")), Err(PayloadError::EmptyPacket)]
+    );
+    assert_eq!(payload(b"b!!"), vec![Err(PayloadError::BadBase64)]);
+    assert_eq!(payload(b"4\xff"), vec![Err(PayloadError::NotUtf8)]);
+}

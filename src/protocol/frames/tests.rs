@@ -70,3 +70,30 @@ fn payloads_read_back_every_length_form() {
     assert_eq!(payloads(&Bytes::from_static(b"\x81")).count(), 0);
     assert_eq!(payloads(&Bytes::from_static(b"\x81\x05ab")).count(), 0);
 }
+
+/// A polling body joins every packet of every frame with `\x1e`, slices
+/// text without copying, sends binary as `b` + base64 and leaves out
+/// WebSocket control frames.
+#[test]
+fn polling_bodies_join_packets_with_the_record_separator() {
+    let binary = Bytes::from_static(&[1, 2, 3]);
+    let frames = [
+        engineio("2"),
+        event("e", std::slice::from_ref(&binary), |out| {
+            out.extend_from_slice(b",1")
+        }),
+        crate::protocol::websocket::close_frame(1000, ""),
+        disconnect(),
+    ];
+    let mut pieces = Vec::new();
+    let len = polling_body(&frames, &mut pieces);
+    let body: Vec<u8> = pieces.iter().flat_map(|p| p.iter().copied()).collect();
+    assert_eq!(body, b"2\x1e451-[\"e\",1]\x1ebAQID\x1e41".to_vec());
+    assert_eq!(len, body.len());
+    // The text payloads point into the frames: no copy.
+    let text = &pieces[0];
+    assert!(frames[0].as_ptr_range().contains(&text.as_ptr()));
+    let mut none = Vec::new();
+    assert_eq!(polling_body(&[], &mut none), 0);
+    assert!(none.is_empty());
+}

@@ -47,6 +47,9 @@ fn parse_upgrade() {
                     "10.0.0.1, 10.0.0.2",
                 ),
                 authorization: None,
+                session: None,
+                cors_request_headers: None,
+                keep_alive: true,
             }"#]],
     );
     assert_eq!(UPGRADE.len(), 262);
@@ -72,6 +75,9 @@ fn parse_request_cases() {
                 authorization: Some(
                     "Bearer t",
                 ),
+                session: None,
+                cors_request_headers: None,
+                keep_alive: false,
             }"#]],
     );
     check(
@@ -90,6 +96,9 @@ fn parse_request_cases() {
                 origin: None,
                 x_forwarded_for: None,
                 authorization: None,
+                session: None,
+                cors_request_headers: None,
+                keep_alive: true,
             }"#]],
     );
     // Every strict prefix of a request head is incomplete.
@@ -99,20 +108,23 @@ fn parse_request_cases() {
     check(
         "GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
         expect![[r#"
-        Request {
-            method: "GET",
-            path: "/",
-            query: "",
-            header_len: 56,
-            content_length: 1,
-            upgrade_websocket: false,
-            connection_upgrade: false,
-            ws_key: None,
-            ws_version: None,
-            origin: None,
-            x_forwarded_for: None,
-            authorization: None,
-        }"#]],
+            Request {
+                method: "GET",
+                path: "/",
+                query: "",
+                header_len: 56,
+                content_length: 1,
+                upgrade_websocket: false,
+                connection_upgrade: false,
+                ws_key: None,
+                ws_version: None,
+                origin: None,
+                x_forwarded_for: None,
+                authorization: None,
+                session: None,
+                cors_request_headers: None,
+                keep_alive: true,
+            }"#]],
     );
 
     // Negative space.
@@ -232,7 +244,7 @@ fn responses() {
 
         {"ok":true}"#]]
     .assert_eq(
-        &String::from_utf8(json_response(200, r#"{"ok":true}"#))
+        &String::from_utf8(json_response(200, r#"{"ok":true}"#).encode(false, b""))
             .unwrap()
             .replace("\r\n", "\n"),
     );
@@ -244,12 +256,12 @@ fn responses() {
 
         {"error":"Unsupported \"EIO\"","code":"bad_request"}"#]]
     .assert_eq(
-        &String::from_utf8(json_error(400, "bad_request", "Unsupported \"EIO\""))
+        &String::from_utf8(json_error(400, "bad_request", "Unsupported \"EIO\"").encode(false, b""))
             .unwrap()
             .replace("\r\n", "\n"),
     );
     // The response parses back with httparse, and the length is the body's.
-    let response = json_error(404, "not_found", "é");
+    let response = json_error(404, "not_found", "é").encode(true, b"X-A: b\r\n");
     let mut headers = [httparse::EMPTY_HEADER; 8];
     let mut parsed = httparse::Response::new(&mut headers);
     let httparse::Status::Complete(n) = parsed.parse(&response).unwrap() else {
@@ -266,6 +278,26 @@ fn responses() {
         std::str::from_utf8(length).unwrap().parse::<usize>().unwrap(),
         response.len() - n
     );
+}
+
+/// HTTP/1.1 keeps the connection unless told to close; HTTP/1.0 closes it
+/// unless told to keep it.
+#[test]
+fn keep_alive_follows_the_version_and_the_connection_header() {
+    let keep = |head: &str| parse_request(head.as_bytes(), 1024).unwrap().unwrap().keep_alive;
+    assert!(keep("GET / HTTP/1.1\r\n\r\n"));
+    assert!(!keep("GET / HTTP/1.1\r\nConnection: close\r\n\r\n"));
+    assert!(!keep("GET / HTTP/1.1\r\nConnection: Upgrade, Close\r\n\r\n"));
+    assert!(!keep("GET / HTTP/1.0\r\n\r\n"));
+    assert!(keep("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+    let r = parse_request(
+        b"OPTIONS / HTTP/1.1\r\nSession: tok\r\nAccess-Control-Request-Headers: authorization\r\n\r\n",
+        1024,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(r.session, Some("tok"));
+    assert_eq!(r.cors_request_headers, Some("authorization"));
 }
 
 #[test]

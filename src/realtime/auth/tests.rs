@@ -59,8 +59,30 @@ fn settings() -> Settings {
     ])
 }
 
+/// The refusal's code, after checking that its title is Agnost's for that
+/// code, letter for letter (apps show and compare these strings).
 fn code(r: Result<Identity, Refusal>) -> &'static str {
-    r.unwrap_err().code
+    let refusal = r.unwrap_err();
+    let agnost = match refusal.code {
+        "no_environment_found" => "No Environment Found",
+        "suspended_environment" => "Suspended Environment",
+        "realtime_not_allowed" => "Realtime Disabled",
+        "missing_api_key" => "Missing API Key",
+        "invalid_api_key" => "Invalid API Key",
+        "unauthorizez_api_key" => "Unauthorized API Key",
+        "expired_api_key" => "Expired API Key",
+        "missing_request_origin" => "Origin Domain Not Found",
+        "domain_not_authorized" => "Origin Domain Not Authorized",
+        "missing_client_IP" => "IP Address Not Found",
+        "ip_not_authorized" => "IP Address Not Authorized",
+        "missing_session_token" => "Missing Session Token",
+        "invalid_session_token" => "Invalid Session Token",
+        "invalid_access_token" => "Invalid Access Token",
+        "invalid_handshake" => "Invalid Handshake",
+        other => panic!("unexpected code {other}"),
+    };
+    assert_eq!(refusal.title, format!("Realtime Connection Error - {agnost}"));
+    refusal.code
 }
 
 const HS: &str = r#"{"alg":"HS256","typ":"JWT"}"#;

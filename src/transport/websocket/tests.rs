@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::connection::test_support::{on_each_driver, socket_pair, yield_until};
+use crate::protocol::frames;
 use crate::shard::Shared;
 
 /// A masked client text frame.
@@ -43,14 +44,8 @@ fn session(shard: &Rc<Shard>, socket: &Socket, writer: WriteHalf) -> Session {
         writer,
         shard.egress.clone(),
     ));
-    Session {
-        shard: shard.clone(),
-        outbox,
-        member: None,
-        pending: None,
-        origin: None,
-        client_ip: None,
-    }
+    let permit = ConnPermit::acquire(&shard.shared, std::net::Ipv4Addr::LOCALHOST.into()).unwrap();
+    Session::new(shard.clone(), outbox, None, None, permit)
 }
 
 /// The heart of batching: whatever a client sent while the shard was busy

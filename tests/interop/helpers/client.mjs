@@ -2,7 +2,38 @@
 // Agnost client library does, record everything they receive, and wait for
 // events with a timeout (no wait in this suite is unbounded).
 import { createHmac } from "node:crypto";
+import http from "node:http";
 import { io } from "socket.io-client";
+
+/**
+ * The transport every connection of the suite uses, from
+ * RINGCAST_INTEROP_TRANSPORT: `websocket` (the default; WebSocket only, as
+ * Agnost's client library connects first), `polling` (HTTP long-polling
+ * only) or `default` (socket.io-client's own default: long-polling, then
+ * the upgrade to WebSocket). scripts/test.sh runs the suite once for each.
+ */
+export const TRANSPORT = process.env.RINGCAST_INTEROP_TRANSPORT ?? "websocket";
+if (!["websocket", "polling", "default"].includes(TRANSPORT)) {
+  throw new Error(`RINGCAST_INTEROP_TRANSPORT must be websocket, polling or default, not ${TRANSPORT}`);
+}
+
+/**
+ * The socket.io-client options that select the suite's transport. Long-polling
+ * requests in Node go through an http.Agent: one per client that keeps its
+ * connections alive, as a browser does (socket.io-client's default opens a
+ * new connection per request), and where a test's `localAddress` (its client
+ * IP) is set.
+ */
+export function transportOptions(ioOptions = {}) {
+  const out = {};
+  if (TRANSPORT === "websocket") out.transports = ["websocket"];
+  if (TRANSPORT === "polling") out.transports = ["polling"];
+  if (TRANSPORT !== "websocket" && !ioOptions.agent) {
+    const localAddress = ioOptions.localAddress;
+    out.agent = new http.Agent({ keepAlive: true, ...(localAddress ? { localAddress } : {}) });
+  }
+  return out;
+}
 
 /** Default bound of any single wait for an expected event. */
 export const WAIT_MS = 5_000;
@@ -127,15 +158,16 @@ export class Client {
 }
 
 /**
- * Opens a socket the way the Agnost client library does (websocket only,
- * path of the server, auth in the Socket.IO CONNECT packet) and resolves once
- * it is connected. Rejects on connect_error or after `timeoutMs`.
+ * Opens a socket the way the Agnost client library does (path of the server,
+ * auth in the Socket.IO CONNECT packet; the suite's transport, see
+ * TRANSPORT) and resolves once it is connected. Rejects on connect_error or
+ * after `timeoutMs`.
  */
 export async function connect(server, auth = {}, options = {}) {
   const { namespace = "", timeoutMs = WAIT_MS, ...ioOptions } = options;
   const socket = io(server.url + namespace, {
     path: server.path,
-    transports: ["websocket"],
+    ...transportOptions(ioOptions),
     auth,
     reconnection: false,
     forceNew: true,
@@ -144,19 +176,29 @@ export async function connect(server, auth = {}, options = {}) {
   });
   const client = new Client(socket);
   await new Promise((resolvePromise, rejectPromise) => {
+    // Both listeners go once the first connect settles: a connect_error of a
+    // later reconnection attempt must not disconnect the socket for good.
+    const settle = () => {
+      clearTimeout(timer);
+      socket.off("connect", onConnect);
+      socket.off("connect_error", onConnectError);
+    };
     const timer = setTimeout(() => {
+      settle();
       socket.disconnect();
       rejectPromise(new Error(`connect timed out after ${timeoutMs} ms`));
     }, timeoutMs);
-    socket.once("connect", () => {
-      clearTimeout(timer);
+    const onConnect = () => {
+      settle();
       resolvePromise();
-    });
-    socket.once("connect_error", (err) => {
-      clearTimeout(timer);
+    };
+    const onConnectError = (err) => {
+      settle();
       socket.disconnect();
       rejectPromise(Object.assign(new Error(`connect_error: ${err.message}`), { cause: err }));
-    });
+    };
+    socket.once("connect", onConnect);
+    socket.once("connect_error", onConnectError);
   });
   return client;
 }
@@ -169,7 +211,7 @@ export function connectError(server, auth = {}, options = {}) {
   const { namespace = "", timeoutMs = WAIT_MS, ...ioOptions } = options;
   const socket = io(server.url + namespace, {
     path: server.path,
-    transports: ["websocket"],
+    ...transportOptions(ioOptions),
     auth,
     reconnection: false,
     forceNew: true,

@@ -211,23 +211,44 @@ async function startRedis() {
   };
 }
 
-/** A TCP proxy on loopback handing each new connection to the next target. */
+/**
+ * A TCP proxy on loopback handing each new connection to the next target,
+ * except that a connection whose first request names an Engine.IO session
+ * (`sid=` in its query: a long-polling request or the upgrade of a polling
+ * session) goes to the node that opened that session, learned from the
+ * handshake answers it relayed. This is the stickiness a load balancer must
+ * give long-polling clients (as with socket.io: HAProxy `stick on
+ * url_param(sid)`, or `balance source` / nginx `ip_hash`); WebSocket
+ * clients need none.
+ */
 async function startProxy(targetPorts) {
   let next = 0;
   const sockets = new Set();
+  /** Engine.IO sid -> the port of the node that opened the session. */
+  const sessions = new Map();
   const proxy = createServer((client) => {
-    const port = targetPorts[next++ % targetPorts.length];
-    // From the client's own loopback address, so the node sees the client
-    // IP the test chose (IP rules, rate limits per IP).
-    const upstream = tcpConnect({ port, host: "127.0.0.1", localAddress: client.remoteAddress });
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.setNoDelay(true);
-      s.on("close", () => sockets.delete(s));
-      s.on("error", () => { client.destroy(); upstream.destroy(); });
-    }
-    client.pipe(upstream);
-    upstream.pipe(client);
+    client.once("readable", () => {
+      const first = client.read() ?? Buffer.alloc(0);
+      const requestLine = first.subarray(0, Math.max(0, first.indexOf("\r\n"))).toString("latin1");
+      const sid = /[?&]sid=([A-Za-z0-9_-]+)/.exec(requestLine)?.[1];
+      const port = (sid && sessions.get(sid)) ?? targetPorts[next++ % targetPorts.length];
+      // From the client's own loopback address, so the node sees the client
+      // IP the test chose (IP rules, rate limits per IP).
+      const upstream = tcpConnect({ port, host: "127.0.0.1", localAddress: client.remoteAddress });
+      for (const s of [client, upstream]) {
+        sockets.add(s);
+        s.setNoDelay(true);
+        s.on("close", () => sockets.delete(s));
+        s.on("error", () => { client.destroy(); upstream.destroy(); });
+      }
+      // Learn the sessions this node opens from its handshake answers.
+      upstream.on("data", (chunk) => {
+        for (const m of chunk.toString("latin1").matchAll(/0\{"sid":"([A-Za-z0-9_-]+)"/g)) sessions.set(m[1], port);
+      });
+      if (first.length > 0) upstream.write(first);
+      client.pipe(upstream);
+      upstream.pipe(client);
+    });
   });
   await new Promise((ok) => proxy.listen(0, "127.0.0.1", ok));
   return {
@@ -239,7 +260,7 @@ async function startProxy(targetPorts) {
   };
 }
 
-/** `nodes` ringcast nodes on one Redis behind a round-robin proxy. */
+/** `nodes` ringcast nodes on one Redis behind a round-robin, session-sticky proxy. */
 async function startCluster(nodes, options) {
   const redis = await startRedis();
   const masterToken = randomBytes(18).toString("base64url");

@@ -4,6 +4,23 @@
 import assert from "node:assert/strict";
 import { WAIT_MS, connect, connectError, sleep } from "./client.mjs";
 
+/** Agnost's connect_error titles by code, letter for letter. */
+export const AGNOST_TITLES = Object.fromEntries(Object.entries({
+  no_environment_found: "No Environment Found",
+  suspended_environment: "Suspended Environment",
+  realtime_not_allowed: "Realtime Disabled",
+  missing_api_key: "Missing API Key",
+  invalid_api_key: "Invalid API Key",
+  unauthorizez_api_key: "Unauthorized API Key",
+  expired_api_key: "Expired API Key",
+  missing_request_origin: "Origin Domain Not Found",
+  domain_not_authorized: "Origin Domain Not Authorized",
+  missing_client_IP: "IP Address Not Found",
+  ip_not_authorized: "IP Address Not Authorized",
+  missing_session_token: "Missing Session Token",
+  invalid_session_token: "Invalid Session Token",
+}).map(([code, title]) => [code, `Realtime Connection Error - ${title}`]));
+
 /**
  * Attempts a connection that must be refused with Agnost's connect_error
  * `code`; asserts what socket.io-client hands the app (`err.message` is the
@@ -13,6 +30,7 @@ import { WAIT_MS, connect, connectError, sleep } from "./client.mjs";
 export async function expectRefused(server, auth, code, options = {}) {
   const { err, id, active } = await connectError(server, auth, options);
   assert.equal(typeof err.message, "string");
+  assert.equal(err.message, AGNOST_TITLES[code] ?? err.message, "Agnost's title for " + code);
   assert.ok(err.message.length > 0, "connect_error has a title");
   assert.ok(err.data && typeof err.data === "object", `connect_error has data: ${JSON.stringify(err.data)}`);
   assert.deepEqual(Object.keys(err.data).sort(), ["code", "message", "origin"],

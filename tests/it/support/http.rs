@@ -35,6 +35,26 @@ impl Response {
         sonic_rs::from_str(&self.body).unwrap_or_else(|error| panic!("body of {self:?} is not JSON: {error}"))
     }
 
+    /// Asserts `status` and Engine.IO's error body, exactly
+    /// `{"code":<code>,"message":<Engine.IO's message for it>}`.
+    pub(crate) fn assert_engineio_error(&self, status: u16, code: u8) {
+        assert_eq!(self.status, status, "response {self:?}");
+        let message = match code {
+            0 => "Transport unknown",
+            1 => "Session ID unknown",
+            2 => "Bad handshake method",
+            3 => "Bad request",
+            4 => "Forbidden",
+            5 => "Unsupported protocol version",
+            _ => panic!("Engine.IO has no error code {code}"),
+        };
+        assert_eq!(
+            self.body,
+            format!(r#"{{"code":{code},"message":"{message}"}}"#),
+            "response {self:?}"
+        );
+    }
+
     /// Asserts `status` and an error body `{"error":<string>,"code":<any>,...}`.
     pub(crate) fn assert_json_error(&self, status: u16) {
         assert_eq!(self.status, status, "response {self:?}");

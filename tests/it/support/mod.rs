@@ -4,12 +4,14 @@
 //! `sio` adds Engine.IO / Socket.IO handshakes and exact-frame builders,
 //! `http` sends plain HTTP requests, `barrier` waits out cross-shard queues,
 //! `redis` runs a real redis-server, `net` makes sockets with chosen options (source address, receive buffer)
-//! and upgrades that may be refused, `prom` scrapes `/metrics`. Everything
+//! and upgrades that may be refused, `prom` scrapes `/metrics`, `poll`
+//! speaks Engine.IO long-polling over keep-alive connections. Everything
 //! blocks with deadlines.
 
 pub(crate) mod barrier;
 pub(crate) mod http;
 pub(crate) mod net;
+pub(crate) mod poll;
 pub(crate) mod prom;
 pub(crate) mod redis;
 pub(crate) mod server;
