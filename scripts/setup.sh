@@ -101,9 +101,10 @@ else
     step npm-install npm install --prefix "$interop_dir" --no-audit --no-fund
 fi
 
-# --- npm packages of clients/js, clients/demo and tests/soak -----------------
+# --- npm packages of clients/js, clients/demo, tests/soak and tests/console --
 # Same stamp rule as tests/interop: `npm ci` only when the lock file changed.
-for client_dir in "$repo_root/clients/js" "$repo_root/clients/demo" "$repo_root/tests/soak"; do
+for client_dir in "$repo_root/clients/js" "$repo_root/clients/demo" "$repo_root/tests/soak" \
+    "$repo_root/tests/console"; do
     client_lock="$client_dir/package-lock.json"
     client_hash="$(sha256sum "$client_lock" | cut -d' ' -f1)"
     client_stamp="$client_dir/node_modules/.ringcast-lock-sha256"

@@ -22,6 +22,8 @@
 #             is 3 nodes on a real redis-server behind a round-robin TCP proxy
 #   clients   node --test in clients/js (client + server libraries) and clients/demo
 #             (chat page in headless Chromium), against target/release/ringcast
+#   console   node --test in tests/console: the web console at /admin/ in headless
+#             Chromium against two target/release/ringcast nodes on a real redis-server
 #   soak      tests/soak/soak.mjs --duration-s 60: a 1-minute mixed load (good,
 #             churning, slow and bad clients) against target/release/ringcast
 #   bench     bench/run.sh --smoke: every benchmark scenario for seconds, ringcast only
@@ -46,6 +48,7 @@ export RINGCAST_BIN="${RINGCAST_BIN:-$target_dir/release/ringcast}"
 CARGO_TEST_TIMEOUT_S=1200
 INTEROP_TIMEOUT_S=900
 CLIENTS_TIMEOUT_S=300
+CONSOLE_TIMEOUT_S=300
 PACKAGE_TIMEOUT_S=300
 SOAK_TIMEOUT_S=300
 BENCH_TIMEOUT_S=900
@@ -104,8 +107,8 @@ count_tests() {
             passed=$(grep -oE '^ℹ pass [0-9]+' "$log" | awk '{s+=$3} END {print s+0}')
             failed=$(grep -oE '^ℹ fail [0-9]+' "$log" | awk '{s+=$3} END {print s+0}')
             ;;
-        clients)
-            # two node --test runs (clients/js, clients/demo), spec reporter
+        clients | console)
+            # node --test runs (clients/js and clients/demo; tests/console), spec reporter
             passed=$(grep -oE '^ℹ pass [0-9]+' "$log" | awk '{s+=$3} END {print s+0}')
             failed=$(grep -oE '^ℹ fail [0-9]+' "$log" | awk '{s+=$3} END {print s+0}')
             ;;
@@ -142,6 +145,7 @@ print_summary() {
     if [ "$total_failed" -ne 0 ]; then
         echo "  interop server logs: tests/interop/artifacts/"
         echo "  client test server logs and screenshots: clients/artifacts/"
+        echo "  console test server logs and screenshots: tests/console/artifacts/"
         echo "  soak reports and server logs: tests/soak/artifacts/"
     fi
     echo "summary: $total_passed passed, $total_failed failed"
@@ -192,6 +196,10 @@ if run_step build cargo build --release -p ringcast; then
                 --test-reporter=spec --test-timeout=180000 ./test/*.test.mjs) || status=1
             exit $status'
     count_tests clients $?
+    run_step console timeout -k 10 "$CONSOLE_TIMEOUT_S" \
+        bash -c 'cd tests/console && exec node --test --test-concurrency=1 \
+            --test-reporter=spec --test-timeout=240000 ./*.test.mjs'
+    count_tests console $?
     # setup.sh installs the soak's npm packages; installed here too when
     # missing, so the step also runs alone.
     run_step soak timeout -k 10 "$SOAK_TIMEOUT_S" \
@@ -212,6 +220,8 @@ else
     skip_step interop-cluster "no release build"
     total_failed=$((total_failed + 1))
     skip_step clients "no release build"
+    total_failed=$((total_failed + 1))
+    skip_step console "no release build"
     total_failed=$((total_failed + 1))
     skip_step soak "no release build"
     total_failed=$((total_failed + 1))

@@ -124,6 +124,16 @@ pub struct Cli {
         allow_hyphen_values = true
     )]
     pub master_token: Option<String>,
+    /// A second token accepted by the web console at `/admin/` and its API
+    /// (the master token works there too) [default: none].
+    #[arg(
+        long,
+        global = true,
+        env = "RINGCAST_ADMIN_TOKEN",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
+    pub admin_token: Option<String>,
     /// Engine.IO ping interval in milliseconds [default: 25000].
     #[arg(long, global = true)]
     pub ping_interval_ms: Option<u64>,
@@ -201,6 +211,15 @@ pub struct Config {
     pub master_token: String,
     /// True when the token was generated because none was configured.
     pub master_token_generated: bool,
+    /// A token the web console accepts besides the master token (for
+    /// operators who must not hold the backend's token).
+    pub admin_token: Option<String>,
+    /// Whether `/admin/` (the web console) and its API are served.
+    pub console: bool,
+    /// Wrong bearer tokens one client IP may send per minute (console and
+    /// HTTP API) before its bearer requests are refused until the minute
+    /// ends (0: no limit).
+    pub auth_failures_max: u32,
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
     pub max_payload_bytes: usize,
@@ -288,6 +307,9 @@ struct FileServer {
     cors_origins: Option<OneOrMany>,
     cors_credentials: Option<bool>,
     master_token: Option<String>,
+    admin_token: Option<String>,
+    console: Option<bool>,
+    auth_failures_max: Option<u32>,
     ping_interval_ms: Option<u64>,
     ping_timeout_ms: Option<u64>,
     max_payload_bytes: Option<usize>,
@@ -418,6 +440,10 @@ impl Config {
             Some(t) => (t, false),
             None => (ringcast_shards::conn_id::random_token(32), true),
         };
+        let admin_token = match cli.admin_token.clone().or(s.admin_token) {
+            Some(t) if t.is_empty() => return Err(Error::Invalid("admin token is empty".into())),
+            other => other,
+        };
         let shard_count = cli
             .shards
             .or(s.shards)
@@ -436,6 +462,12 @@ impl Config {
         let max_payload_bytes = cli.max_payload_bytes.or(s.max_payload_bytes).unwrap_or(1_000_000);
         if max_payload_bytes < 64 {
             return Err(Error::Invalid("max payload must be at least 64 bytes".into()));
+        }
+        let console = s.console.unwrap_or(true);
+        if console && path.starts_with("/admin/") {
+            return Err(Error::Invalid(format!(
+                "path `{path}` is the web console's; choose another path or set console = false"
+            )));
         }
         let environments = validate_environments(file.environments)?;
         let mut trusted_proxies = Vec::new();
@@ -459,6 +491,9 @@ impl Config {
             cors_credentials: s.cors_credentials.unwrap_or(false),
             master_token,
             master_token_generated: generated,
+            admin_token,
+            console,
+            auth_failures_max: s.auth_failures_max.unwrap_or(10),
             ping_interval: Duration::from_millis(ping_interval_ms),
             ping_timeout: Duration::from_millis(ping_timeout_ms),
             max_payload_bytes,
@@ -626,7 +661,7 @@ fn nth_line_containing(text: &str, needle: &str, n: usize) -> Option<usize> {
 fn validate_environments(envs: Option<Vec<EnvSettings>>) -> Result<Vec<EnvSettings>, Error> {
     let environments = envs.unwrap_or_else(|| vec![EnvSettings::default_env()]);
     for (i, env) in environments.iter().enumerate() {
-        env.validate().map_err(Error::Invalid)?;
+        env.validate().map_err(|e| Error::Invalid(e.to_string()))?;
         if environments[..i].iter().any(|e| e.id == env.id) {
             return Err(Error::Invalid(format!(
                 "environment `{}` is defined twice",

@@ -7,7 +7,8 @@
 //! - [`protocol`]: sans-IO codecs (HTTP, WebSocket, Engine.IO, Socket.IO) and
 //!   the one encoder of every outbound packet. No I/O, never panics on input.
 //! - [`metrics`], [`close`]: shard-local counters and `/metrics`; why a
-//!   connection ends.
+//!   connection ends; [`node_stats`]: the console's traffic record of a node
+//!   and of the cluster (built from shard snapshots, no I/O).
 //! - [`realtime`]: the Agnost rules and the per-shard state they change,
 //!   handing what must be delivered to an effects sink. No sockets, shards
 //!   or other nodes.
@@ -33,6 +34,7 @@ pub(crate) mod connection;
 pub mod doctor;
 pub(crate) mod http;
 pub(crate) mod metrics;
+pub(crate) mod node_stats;
 pub mod protocol;
 pub(crate) mod realtime;
 pub mod server;

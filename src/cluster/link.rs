@@ -25,11 +25,11 @@ use redis_protocol::resp2::types::BytesFrame;
 use super::presence::{self, Mirror};
 use super::resp::{self, Conn, Writer};
 use super::subs::{Subs, Wire};
-use super::{ClusterConfig, ClusterEvent, Command, Reply, SettingsSink, ShardPort, Topic};
+use super::{ChannelPage, ClusterConfig, ClusterEvent, Command, Reply, SettingsSink, ShardPort, Topic};
 use crate::cluster::Cluster;
 use crate::realtime::events::presence_frame;
 use crate::realtime::settings::EnvSettings;
-use ringcast_shards::ShardId;
+use ringcast_shards::{ConnId, ShardId};
 
 /// Commands taken off the queue per pipeline.
 const BATCH_COMMANDS_MAX: usize = 1024;
@@ -44,6 +44,18 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const WIRE_VERSION: u8 = 1;
 /// Longest a link thread retries a full shard inbox before dropping.
 const DELIVER_PATIENCE: Duration = Duration::from_secs(5);
+/// A node's console traffic record lives this long in Redis unless
+/// refreshed (every second while a console watches).
+const NODE_STATS_TTL_MS: u64 = 5_000;
+/// A console's `GET /api/stats` keeps every node's record fresh this long.
+const CONSOLE_WATCH_TTL_MS: u64 = 30_000;
+/// One page of the channel list: the walk over the member hashes stops
+/// after this many `SCAN` calls of [`SCAN_COUNT`] keys, or once it found
+/// [`CHANNEL_PAGE_MIN`] channels, so a console request holds the link for
+/// milliseconds whatever the size of the keyspace.
+const SCAN_CALLS_MAX: usize = 16;
+const SCAN_COUNT: &[u8] = b"1000";
+const CHANNEL_PAGE_MIN: usize = 200;
 
 pub(crate) struct LinkSetup {
     pub(crate) config: ClusterConfig,
@@ -83,6 +95,8 @@ pub(crate) struct Link {
     first_heartbeat: bool,
     /// Environments read from Redis at the last connect, not yet handed on.
     loaded: Option<Vec<EnvSettings>>,
+    /// The other live nodes at the last heartbeat.
+    other_nodes: Vec<u64>,
 }
 
 /// What to do with the reply to one pipelined command.
@@ -107,6 +121,13 @@ enum Pending {
     Heartbeat,
     /// `INCRBY` of a rate-limit window.
     RateSynced(super::rates::Delta),
+    /// `MGET` of the other nodes' traffic records.
+    NodeStats {
+        shard: ShardId,
+        request: u64,
+    },
+    /// `EXISTS` of the console's watch key.
+    ConsoleWatched,
 }
 
 impl Link {
@@ -140,6 +161,7 @@ impl Link {
             ever_connected: false,
             first_heartbeat: true,
             loaded: None,
+            other_nodes: Vec::new(),
         };
         link.try_connect();
         link
@@ -318,6 +340,75 @@ impl Link {
                         self.reply(shard, request, Reply::Stored(Err(why)));
                     }
                 },
+                Command::PutNodeStats { json } => {
+                    if let Some(conn) = self.conn.as_mut() {
+                        let key = stats_key(&self.prefix, self.instance);
+                        let ttl = NODE_STATS_TTL_MS.to_string();
+                        conn.push(&[b"SET", &key, &json, b"PX", ttl.as_bytes()]);
+                        pending.push(Pending::Ignore);
+                    }
+                }
+                Command::NodeStats { shard, request } => {
+                    let keys: Vec<Vec<u8>> = self
+                        .other_nodes
+                        .iter()
+                        .map(|&node| stats_key(&self.prefix, node))
+                        .collect();
+                    let watched = format!("{}console:watched", self.prefix);
+                    let Some(conn) = self.conn.as_mut() else {
+                        self.reply(shard, request, Reply::NodeStats(None));
+                        continue;
+                    };
+                    let ttl = CONSOLE_WATCH_TTL_MS.to_string();
+                    conn.push(&[b"SET", watched.as_bytes(), b"1", b"PX", ttl.as_bytes()]);
+                    pending.push(Pending::Ignore);
+                    if keys.is_empty() {
+                        self.reply(shard, request, Reply::NodeStats(Some(Vec::new())));
+                        continue;
+                    }
+                    let mut args: Vec<&[u8]> = vec![b"MGET"];
+                    args.extend(keys.iter().map(Vec::as_slice));
+                    conn.push(&args);
+                    pending.push(Pending::NodeStats { shard, request });
+                }
+                Command::Channels {
+                    shard,
+                    request,
+                    env_id,
+                    filter,
+                    cursor,
+                } => {
+                    self.complete(&mut pending);
+                    let page = match self.conn.as_mut() {
+                        Some(conn) => {
+                            match scan_channels(
+                                conn,
+                                &self.prefix,
+                                &env_id,
+                                filter.as_deref(),
+                                cursor.as_deref(),
+                            ) {
+                                Ok(page) => Some(page),
+                                Err(e) => {
+                                    self.lost(&e.to_string());
+                                    None
+                                }
+                            }
+                        }
+                        None => None,
+                    };
+                    self.reply(shard, request, Reply::Channels(page));
+                }
+                Command::Kick { id } => {
+                    if let Some(conn) = self.conn.as_mut() {
+                        let mut notice = vec![WIRE_VERSION];
+                        notice.extend_from_slice(&self.instance.to_le_bytes());
+                        notice.push(ADMIN_KICK);
+                        notice.extend_from_slice(id.as_bytes());
+                        conn.push(&[b"SPUBLISH", &admin_topic(&self.prefix), &notice]);
+                        pending.push(Pending::Ignore);
+                    }
+                }
                 Command::ReplaceSettings { envs, reply } => {
                     self.complete(&mut pending);
                     let result = match self.conn.as_mut() {
@@ -494,6 +585,20 @@ impl Link {
                     self.stats().rate_syncs.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            Pending::NodeStats { shard, request } => {
+                // Nodes without a record (no one watched them yet) are
+                // `nil`s, left out.
+                let records = resp::array(reply)
+                    .iter()
+                    .filter_map(resp::bytes)
+                    .cloned()
+                    .collect();
+                self.reply(shard, request, Reply::NodeStats(Some(records)));
+            }
+            Pending::ConsoleWatched => {
+                let watched = resp::integer(&reply) == Some(1);
+                self.stats().console_watched.store(watched, Ordering::Relaxed);
+            }
         }
     }
 
@@ -505,7 +610,8 @@ impl Link {
                 let why = "Redis did not answer; the change may not be stored".to_owned();
                 self.reply(shard, request, Reply::Stored(Err(why)));
             }
-            Pending::Ignore | Pending::Heartbeat | Pending::RateSynced(_) => {}
+            Pending::NodeStats { shard, request } => self.reply(shard, request, Reply::NodeStats(None)),
+            Pending::Ignore | Pending::Heartbeat | Pending::RateSynced(_) | Pending::ConsoleWatched => {}
         }
     }
 
@@ -609,6 +715,7 @@ impl Link {
         self.sub_generation += 1;
         let (topics, waiters) = self.subs().reset();
         writer.send(&[b"SSUBSCRIBE", &settings_topic(&self.prefix)])?;
+        writer.send(&[b"SSUBSCRIBE", &admin_topic(&self.prefix)])?;
         for topic in &topics {
             self.subs().written(topic);
             writer.send(&[b"SSUBSCRIBE", topic.as_bytes()])?;
@@ -619,6 +726,7 @@ impl Link {
             port: self.port.clone(),
             instance: self.instance,
             settings_topic: Bytes::from(settings_topic(&self.prefix)),
+            admin_topic: Bytes::from(admin_topic(&self.prefix)),
             commands: self.commands.clone(),
             cluster: self.cluster.clone(),
             generation: self.sub_generation,
@@ -742,7 +850,8 @@ impl Link {
         };
         conn.push(&[b"SET", &alive, node_id.as_bytes(), b"PX", ttl_ms.as_bytes()]);
         conn.push(&[b"SADD", &nodes, instance.as_bytes()]);
-        let mut pending = vec![Pending::Ignore, Pending::Heartbeat];
+        conn.push(&[b"EXISTS", format!("{}console:watched", self.prefix).as_bytes()]);
+        let mut pending = vec![Pending::Ignore, Pending::Heartbeat, Pending::ConsoleWatched];
         self.complete(&mut pending);
         Ok(())
     }
@@ -768,15 +877,16 @@ impl Link {
             conn.push(&[b"EXISTS", &presence::alive_key(&self.prefix, other)]);
         }
         let alive = conn.replies(others.len())?;
-        let mut live = 1;
+        let mut live = Vec::with_capacity(others.len());
         let mut dead = Vec::new();
         for (&other, reply) in others.iter().zip(alive) {
             match resp::integer(&reply) {
                 Some(0) => dead.push(other),
-                _ => live += 1,
+                _ => live.push(other),
             }
         }
-        self.stats().nodes.store(live, Ordering::Relaxed);
+        self.stats().nodes.store(live.len() as u64 + 1, Ordering::Relaxed);
+        self.other_nodes = live;
         for other in dead {
             let hex = format!("{other:016x}");
             let Some(conn) = self.conn.as_mut() else {
@@ -878,7 +988,7 @@ impl Link {
         for (key, id) in &keys {
             conn.push(&[b"HDEL", key, id.as_bytes()]);
         }
-        conn.push(&[b"DEL", &node_key, &alive]);
+        conn.push(&[b"DEL", &node_key, &alive, &stats_key(&self.prefix, self.instance)]);
         conn.push(&[b"SREM", &nodes, instance.as_bytes()]);
         let _ = conn.replies(keys.len() + 2);
         self.stats().up.store(false, Ordering::Relaxed);
@@ -893,6 +1003,7 @@ struct Reader {
     port: ShardPort,
     instance: u64,
     settings_topic: Bytes,
+    admin_topic: Bytes,
     commands: Sender<Command>,
     cluster: Arc<Cluster>,
     generation: u64,
@@ -963,6 +1074,10 @@ impl Reader {
                 .send_timeout(Command::SettingsChanged, Duration::from_secs(1));
             return;
         }
+        if *topic == self.admin_topic {
+            self.admin_notice(&payload[9..]);
+            return;
+        }
         self.cluster.stats.messages_in.fetch_add(1, Ordering::Relaxed);
         let Some((env, target, shards)) = self.subs().route(topic) else {
             return;
@@ -976,6 +1091,25 @@ impl Reader {
             };
             deliver(&self.port, shard, event);
         }
+    }
+}
+
+impl Reader {
+    /// A console's request to all nodes: a kick is carried out by the node
+    /// whose process made the socket id (the id names the process and its
+    /// shard), ignored by every other.
+    fn admin_notice(&self, notice: &[u8]) {
+        let Some((&ADMIN_KICK, id)) = notice.split_first() else {
+            return;
+        };
+        let Some(conn) = std::str::from_utf8(id).ok().and_then(ConnId::decode) else {
+            return;
+        };
+        if conn.nonce != *ringcast_shards::conn_id::process_nonce() {
+            return;
+        }
+        let id = String::from_utf8_lossy(id).into();
+        deliver(&self.port, conn.shard, ClusterEvent::Kick { id });
     }
 }
 
@@ -997,6 +1131,94 @@ fn deliver(port: &ShardPort, shard: ShardId, mut event: ClusterEvent) {
             }
         }
     }
+}
+
+/// Kind byte of a kick on the admin topic (followed by the socket id).
+const ADMIN_KICK: u8 = b'k';
+
+/// Topic of the consoles' requests to every node.
+fn admin_topic(prefix: &str) -> Vec<u8> {
+    format!("{prefix}s:admin").into_bytes()
+}
+
+/// Key of node `instance`'s console traffic record.
+fn stats_key(prefix: &str, instance: u64) -> Vec<u8> {
+    format!("{prefix}stats:{instance:016x}").into_bytes()
+}
+
+/// `text` with Redis glob characters escaped, for a `MATCH` pattern.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// One page of the channels of `env_id` (names containing `filter`) and
+/// their members on every node: a bounded walk of `SCAN` over the member
+/// hashes from `cursor`, then one `HLEN` per hash found.
+fn scan_channels(
+    conn: &mut Conn,
+    prefix: &str,
+    env_id: &str,
+    filter: Option<&str>,
+    cursor: Option<&str>,
+) -> Result<ChannelPage, resp::Error> {
+    let key_prefix = presence::members_key(prefix, env_id, "");
+    let mut pattern = glob_escape(&String::from_utf8_lossy(&key_prefix));
+    if let Some(filter) = filter {
+        pattern.push('*');
+        pattern.push_str(&glob_escape(filter));
+    }
+    pattern.push('*');
+    let mut cursor = cursor.unwrap_or("0").to_owned();
+    let mut keys: Vec<Bytes> = Vec::new();
+    for _ in 0..SCAN_CALLS_MAX {
+        let reply = resp::array(conn.call(&[
+            b"SCAN",
+            cursor.as_bytes(),
+            b"MATCH",
+            pattern.as_bytes(),
+            b"COUNT",
+            SCAN_COUNT,
+        ])?);
+        let mut parts = reply.into_iter();
+        let (Some(next), Some(found)) = (parts.next(), parts.next()) else {
+            return Err(resp::Error::Protocol("SCAN answered something else".into()));
+        };
+        cursor =
+            resp::bytes(&next).map_or_else(|| "0".to_owned(), |b| String::from_utf8_lossy(b).into_owned());
+        keys.extend(resp::array(found).iter().filter_map(resp::bytes).cloned());
+        if cursor == "0" || keys.len() >= CHANNEL_PAGE_MIN {
+            break;
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    for key in &keys {
+        conn.push(&[b"HLEN", key]);
+    }
+    let counts = conn.replies(keys.len())?;
+    let mut channels = Vec::with_capacity(keys.len());
+    for (key, count) in keys.iter().zip(counts) {
+        let Some((env, channel)) = presence::parse_members_key(prefix, key) else {
+            continue;
+        };
+        // A prefix match may belong to another environment whose id
+        // starts like this one's: the parsed key says.
+        match resp::integer(&count) {
+            Some(n) if env == env_id && n > 0 => channels.push((channel.to_owned(), n as u64)),
+            _ => {}
+        }
+    }
+    Ok(ChannelPage {
+        channels,
+        next: (cursor != "0").then_some(cursor),
+    })
 }
 
 fn settings_key(prefix: &str) -> Vec<u8> {

@@ -58,6 +58,9 @@ pub(crate) enum ClusterEvent {
     Confirmed { request: u64 },
     /// The answer to request `request`.
     Reply { request: u64, reply: Reply },
+    /// The web console of some node asked to disconnect socket `id`, which
+    /// is this node's (on the shard its id names).
+    Kick { id: Box<str> },
 }
 
 /// Answers to a shard's requests.
@@ -68,6 +71,21 @@ pub(crate) enum Reply {
     Members(Option<Vec<MemberEntry>>),
     /// A settings change stored in Redis (or why not).
     Stored(Result<(), String>),
+    /// The traffic records (JSON) the other nodes stored; `None` when Redis
+    /// is out of reach.
+    NodeStats(Option<Vec<Bytes>>),
+    /// A page of an environment's channels across the cluster; `None` when
+    /// Redis is out of reach.
+    Channels(Option<ChannelPage>),
+}
+
+/// Channels found by one bounded walk over the member hashes in Redis.
+#[derive(Debug, Default)]
+pub(crate) struct ChannelPage {
+    /// Channel name and its members on every node.
+    pub(crate) channels: Vec<(String, u64)>,
+    /// Where the next page starts (`None`: this was the last).
+    pub(crate) next: Option<String>,
 }
 
 /// How the link reaches a shard: the shard's inbox. Hands the event back
@@ -136,6 +154,24 @@ pub(crate) enum Command {
         request: u64,
         env: Box<EnvSettings>,
     },
+    /// Store this node's traffic record (the console's, JSON) for the
+    /// other nodes, for a few seconds.
+    PutNodeStats { json: Bytes },
+    /// The other nodes' traffic records, for `request` of shard `shard`;
+    /// also tells every node that a console watches (they keep their
+    /// records fresh while it does).
+    NodeStats { shard: ShardId, request: u64 },
+    /// A page of the channels of `env_id` whose names contain `filter`,
+    /// starting at `cursor`, for `request` of shard `shard`.
+    Channels {
+        shard: ShardId,
+        request: u64,
+        env_id: Arc<str>,
+        filter: Option<Arc<str>>,
+        cursor: Option<Box<str>>,
+    },
+    /// Disconnect socket `id`, which lives on another node.
+    Kick { id: Box<str> },
     /// Replace the cluster's environments (SIGHUP); the answer goes to
     /// `reply`.
     ReplaceSettings {
@@ -162,6 +198,9 @@ pub(crate) struct ClusterStats {
     pub(crate) subscriptions: AtomicU64,
     pub(crate) nodes: AtomicU64,
     pub(crate) dead_nodes_cleaned: AtomicU64,
+    /// A web console on some node watched the traffic within the last
+    /// seconds (seen at the last heartbeat).
+    pub(crate) console_watched: AtomicBool,
     /// Rate-limit counts added to Redis whose cluster totals this node now
     /// knows.
     pub(crate) rate_syncs: AtomicU64,

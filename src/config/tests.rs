@@ -84,6 +84,9 @@ fn example_file_loads() {
     assert_eq!(cfg.trusted_proxies.len(), 2);
     assert_eq!(cfg.rate_limit_slots, 262_144);
     assert_eq!(cfg.master_token, "change-me");
+    assert_eq!(cfg.admin_token.as_deref(), Some("change-me-too"));
+    assert_eq!(cfg.auth_failures_max, 10);
+    assert!(cfg.console);
     assert_eq!(cfg.channel_name_bytes_max, 256);
     assert_eq!(cfg.channels_per_connection_max, 128);
     assert_eq!(cfg.profile_bytes_max, 8192);
@@ -215,6 +218,34 @@ fn example_cluster_section_loads_when_uncommented() {
     assert_eq!(cluster.node_ttl, Duration::from_secs(10));
     assert_eq!(cluster.rate_sync_interval, Duration::from_millis(100));
     assert_eq!(cluster.queue_commands_max, 65_536);
+}
+
+#[test]
+fn admin_token_and_console_switch() {
+    let cfg = Config::from_toml(&cli(), "f", "[server]\nadmin_token = \"ops\"\n").unwrap();
+    assert_eq!(cfg.admin_token.as_deref(), Some("ops"));
+    assert!(cfg.console, "the console is on by default");
+    assert_eq!(cfg.auth_failures_max, 10);
+    let cfg = Config::from_toml(
+        &cli(),
+        "f",
+        "[server]\nconsole = false\npath = \"/admin/x/\"\nauth_failures_max = 0\n",
+    )
+    .unwrap();
+    assert!(!cfg.console);
+    assert_eq!(cfg.auth_failures_max, 0);
+    assert_eq!(cfg.admin_token, None);
+    assert!(Config::from_toml(&cli(), "f", "[server]\nadmin_token = \"\"\n").is_err());
+    let err = Config::from_toml(&cli(), "f", "[server]\npath = \"/admin/\"\n").unwrap_err();
+    assert!(err.to_string().contains("web console"), "{err}");
+    let flags = Cli {
+        admin_token: Some("-flag".into()),
+        ..cli()
+    };
+    assert_eq!(
+        Config::load(&flags).unwrap().admin_token.as_deref(),
+        Some("-flag")
+    );
 }
 
 #[test]

@@ -7,19 +7,26 @@
 //! the payload limit. The same operations are available to the master
 //! Socket.IO connection (`send_message`, `broadcast_message`, `user_event`,
 //! `get_members`).
+//!
+//! The web console's paths (`/admin/`, `/api/stats`, `/api/admin/...`) are
+//! handed to [`admin`]; the console changes settings and publishes through
+//! this module's functions, so it does exactly what the API does.
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 
 use serde::Deserialize;
 use sonic_rs::LazyValue;
 
-use crate::protocol::http::{json_error, json_error_with, json_response, Response};
+use crate::http::admin;
+use crate::protocol::http::{json_error_with, json_response, Response};
 use crate::protocol::socketio::validate_json;
 use crate::realtime::events::{
     self, raw_or_null as raw, BroadcastArgs, Error as EventError, MembersArgs, UserEventArgs,
 };
 use crate::realtime::settings::EnvSettings;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::realtime::settings::EnvKey;
 use crate::shard::Shard;
@@ -27,20 +34,21 @@ use crate::shard::Shard;
 /// Paths under this prefix belong to the API.
 pub(crate) const PREFIX: &str = "/api/";
 
-/// Runs one API request and returns the complete HTTP response.
+/// Runs one API (or console) request from `client` and returns the
+/// complete HTTP response.
 pub(crate) async fn handle(
     shard: &Rc<Shard>,
     method: &str,
     path: &str,
     authorization: Option<&str>,
     body: &[u8],
+    client: Option<IpAddr>,
 ) -> Response {
-    if !authorized(authorization, &shard.shared.config.master_token) {
-        return json_error(
-            401,
-            "unauthorized",
-            "a valid `Authorization: Bearer <master token>` is required",
-        );
+    if admin::owns(path) {
+        return admin::handle(shard, method, path, authorization, body, client).await;
+    }
+    if let Err(refused) = admin::authorize(&shard.shared, authorization, client, false) {
+        return refused;
     }
     let route = path.strip_prefix(PREFIX).unwrap_or("").trim_end_matches('/');
     let result = match (method, route) {
@@ -69,16 +77,16 @@ pub(crate) async fn handle(
 
 /// A refused request.
 #[derive(Debug)]
-struct ApiError {
-    status: u16,
-    code: &'static str,
-    message: String,
+pub(crate) struct ApiError {
+    pub(crate) status: u16,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
     /// One more field of the error body, as raw JSON.
-    field: Option<(&'static str, String)>,
+    pub(crate) field: Option<(&'static str, String)>,
 }
 
 impl ApiError {
-    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -92,7 +100,7 @@ impl ApiError {
         self
     }
 
-    fn method(allowed: &str) -> Self {
+    pub(crate) fn method(allowed: &str) -> Self {
         Self::new(405, "method_not_allowed", format!("this route accepts {allowed}"))
     }
 }
@@ -108,18 +116,9 @@ impl From<EventError> for ApiError {
     }
 }
 
-fn authorized(header: Option<&str>, token: &str) -> bool {
-    let Some(presented) =
-        header.and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-    else {
-        return false;
-    };
-    crate::realtime::auth::constant_time_eq(presented.trim().as_bytes(), token.as_bytes())
-}
-
 /// Parses a JSON body into `T`, depth-checked first (sonic-rs recurses
 /// without a limit).
-fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+pub(crate) fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     let text =
         std::str::from_utf8(body).map_err(|_| ApiError::new(400, "bad_request", "the body is not UTF-8"))?;
     validate_json(text)
@@ -128,7 +127,7 @@ fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
 }
 
 /// The live environment `env_id`; the API requires `envId` in every body.
-fn env(shard: &Shard, env_id: Option<&str>) -> Result<EnvKey, ApiError> {
+pub(crate) fn env(shard: &Shard, env_id: Option<&str>) -> Result<EnvKey, ApiError> {
     let Some(env_id) = env_id else {
         return Err(ApiError::new(
             400,
@@ -159,7 +158,8 @@ struct SendBody<'a> {
     message: Option<LazyValue<'a>>,
 }
 
-async fn send(shard: &Rc<Shard>, body: &[u8]) -> Result<String, ApiError> {
+/// `POST /api/send` (and the console's test message).
+pub(crate) async fn send(shard: &Rc<Shard>, body: &[u8]) -> Result<String, ApiError> {
     let b: SendBody = parse(body)?;
     let env = env(shard, Some(&b.env_id))?;
     shard.with_rules(|rt, fx| events::send(rt, fx, env, &b.channel, &b.event_name, raw(&b.message), &[]))?;
@@ -223,11 +223,18 @@ fn get_environment(shard: &Shard, id: &str) -> Result<String, ApiError> {
 /// the new settings as a message and disconnects the clients they no longer
 /// allow.
 async fn put_environment(shard: &Rc<Shard>, id: &str, body: &[u8]) -> Result<String, ApiError> {
+    let value = environment_body(id, body)?;
+    let stored = apply_environment(shard, id, value).await?;
+    sonic_rs::to_string(stored.as_ref()).map_err(|e| ApiError::new(500, "internal", e.to_string()))
+}
+
+/// The body of a `PUT` of environment `id` as a JSON object whose `id` is
+/// `id` (it may be omitted from the body; the path names the environment).
+pub(crate) fn environment_body(id: &str, body: &[u8]) -> Result<sonic_rs::Value, ApiError> {
     let text =
         std::str::from_utf8(body).map_err(|_| ApiError::new(400, "bad_request", "the body is not UTF-8"))?;
     validate_json(text)
         .map_err(|e| ApiError::new(400, "bad_request", format!("the body is not valid JSON: {e}")))?;
-    // `id` may be omitted from the body; the path names the environment.
     let mut value: sonic_rs::Value =
         sonic_rs::from_str(text).map_err(|e| ApiError::new(400, "bad_request", e.to_string()))?;
     let Some(object) = sonic_rs::JsonValueMutTrait::as_object_mut(&mut value) else {
@@ -250,9 +257,25 @@ async fn put_environment(shard: &Rc<Shard>, id: &str, body: &[u8]) -> Result<Str
             ))
         }
     }
+    Ok(value)
+}
+
+/// Validates environment `id` (the JSON object `value`), stores it in the
+/// cluster when there is one, applies it on every shard, and returns it as
+/// stored. A validation error names the field (`"field":"api_keys[0].ips[1]"`).
+pub(crate) async fn apply_environment(
+    shard: &Rc<Shard>,
+    id: &str,
+    value: sonic_rs::Value,
+) -> Result<Arc<EnvSettings>, ApiError> {
     let env: EnvSettings = sonic_rs::from_value(&value)
         .map_err(|e| ApiError::new(400, "bad_request", format!("bad environment: {e}")))?;
-    env.validate().map_err(|e| ApiError::new(400, "bad_request", e))?;
+    env.validate().map_err(|e| {
+        let mut field = Vec::new();
+        crate::protocol::socketio::write_json_str(&mut field, &e.field);
+        ApiError::new(400, "bad_request", e.to_string())
+            .with_field("field", String::from_utf8_lossy(&field).into_owned())
+    })?;
     // In a cluster the change is stored in Redis first (every node applies
     // it from there); refused when Redis is out of reach, so no node runs
     // settings the others do not have.
@@ -282,8 +305,8 @@ async fn put_environment(shard: &Rc<Shard>, id: &str, body: &[u8]) -> Result<Str
         version = stored.version,
         "environment changed through the API"
     );
-    let env = stored
+    stored
         .by_id(id)
-        .ok_or_else(|| ApiError::new(500, "internal", "environment vanished"))?;
-    sonic_rs::to_string(env.as_ref()).map_err(|e| ApiError::new(500, "internal", e.to_string()))
+        .cloned()
+        .ok_or_else(|| ApiError::new(500, "internal", "environment vanished"))
 }

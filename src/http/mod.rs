@@ -1,13 +1,15 @@
 //! What an HTTP request on the listening port gets: an Engine.IO request
 //! (a new session over WebSocket or long-polling, or a request of an
 //! existing session), a CORS preflight, the health check, `/metrics`, the
-//! app backend's API, Agnost's get-members route, or a JSON error.
+//! app backend's API, the web console, Agnost's get-members route, or a
+//! JSON error.
 //!
 //! Pure decisions over a parsed [`Request`]; the transport does the I/O.
 //! Refusals on an Engine.IO path carry Engine.IO's own error JSON
 //! (`{"code":N,"message":"..."}`); everywhere else a `{"error","code"}`
 //! JSON body.
 
+pub(crate) mod admin;
 pub(crate) mod agnost;
 pub(crate) mod api;
 pub(crate) mod cors;
@@ -42,7 +44,8 @@ pub(crate) enum Route {
         transport: Transport,
         accept: Option<String>,
     },
-    /// An [`api`] request; its body follows.
+    /// An [`api`] request, or the web console's ([`admin`]); its body
+    /// follows.
     Api,
     /// Agnost's `POST {base}/agnost/realtime/get-members` for environment
     /// `env_id`; its body follows.
@@ -88,7 +91,7 @@ pub(crate) fn route(req: &Request<'_>, config: &Config) -> Route {
             _ => Route::Health,
         };
     }
-    if req.path.starts_with(api::PREFIX) {
+    if req.path.starts_with(api::PREFIX) || admin::owns(req.path) {
         return Route::Api;
     }
     if req.path == "/metrics" {

@@ -196,14 +196,20 @@ pub fn switching_protocols(accept: &str) -> Vec<u8> {
     out
 }
 
-/// A response to send: status, content type and body. The headers about
-/// the connection (keep-alive or close, CORS) are added when it is encoded
-/// ([`Response::encode`]), by whoever knows them.
+/// A response to send: status, content type, its own headers and body. The
+/// headers about the connection (keep-alive or close, CORS) are added when
+/// it is encoded ([`Response::encode`]), by whoever knows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
+    /// Whole header lines, each ending in CRLF (a page's security headers,
+    /// `Retry-After`, ...).
+    pub headers: Vec<u8>,
     pub body: Vec<u8>,
+    /// The answer to a `HEAD`: the head tells the body's length, and the
+    /// body is not sent.
+    pub head_only: bool,
 }
 
 impl Response {
@@ -216,21 +222,34 @@ impl Response {
         Self {
             status,
             content_type,
+            headers: Vec::new(),
             body,
+            head_only: false,
         }
     }
 
-    /// The complete response: [`head`] with `extra_headers` (whole header
-    /// lines, each ending in CRLF), then the body.
+    /// Adds the header `name: value`.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        for part in [name, ": ", value, "\r\n"] {
+            self.headers.extend_from_slice(part.as_bytes());
+        }
+        self
+    }
+
+    /// The complete response: [`head`] with the response's own headers and
+    /// `extra_headers` (whole header lines, each ending in CRLF), then the
+    /// body (unless it answers a `HEAD`).
     pub fn encode(&self, keep_alive: bool, extra_headers: &[u8]) -> Vec<u8> {
         let mut out = head(
             self.status,
             self.content_type,
             self.body.len(),
             keep_alive,
-            extra_headers,
+            &[&self.headers[..], extra_headers].concat(),
         );
-        out.extend_from_slice(&self.body);
+        if !self.head_only {
+            out.extend_from_slice(&self.body);
+        }
         out
     }
 }

@@ -131,6 +131,11 @@ impl EnvIndex {
     pub(crate) fn channel_count(&self) -> usize {
         self.channels.len()
     }
+
+    /// Every channel with its number of members on this shard.
+    pub(crate) fn channels(&self) -> impl Iterator<Item = (&Arc<str>, usize)> {
+        self.channels.iter().map(|(name, members)| (name, members.len()))
+    }
 }
 
 fn remove<K: std::borrow::Borrow<str> + Eq + std::hash::Hash>(

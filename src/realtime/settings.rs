@@ -71,6 +71,16 @@ pub(crate) struct ApiKey {
     pub(crate) ips: Rule,
 }
 
+/// Why [`EnvSettings::validate`] refused an environment: the field (a path
+/// like `api_keys[1].ips[0]`) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("environment `{env}`: {problem}")]
+pub(crate) struct Invalid {
+    pub(crate) env: String,
+    pub(crate) field: String,
+    pub(crate) problem: String,
+}
+
 /// A point in time, in Unix seconds; written as RFC 3339 UTC, read from RFC
 /// 3339 (any offset) or from a number of seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,41 +259,69 @@ impl EnvSettings {
         }
     }
 
-    /// Checks what serde cannot: non-empty ids and keys, valid IP rules,
-    /// positive limits, a secret where sessions are required.
-    pub(crate) fn validate(&self) -> Result<(), String> {
+    /// Checks what serde cannot: non-empty ids, keys and origins, valid IP
+    /// rules, positive limits, a secret where sessions are required. The
+    /// error names the offending field (`api_keys[1].ips[0]`), so a form can
+    /// show it next to that field.
+    pub(crate) fn validate(&self) -> Result<(), Invalid> {
+        let invalid = |field: String, problem: String| Invalid {
+            env: self.id.clone(),
+            field,
+            problem,
+        };
         if self.id.is_empty() {
-            return Err("environment id is empty".into());
+            return Err(invalid("id".into(), "the environment id is empty".into()));
         }
         for (i, key) in self.api_keys.iter().enumerate() {
             if key.key.is_empty() {
-                return Err(format!("environment `{}`: api key #{} is empty", self.id, i + 1));
+                return Err(invalid(
+                    format!("api_keys[{i}].key"),
+                    format!("api key #{} is empty", i + 1),
+                ));
             }
             if self.api_keys[..i].iter().any(|k| k.key == key.key) {
-                return Err(format!("environment `{}`: an api key is listed twice", self.id));
+                return Err(invalid(
+                    format!("api_keys[{i}].key"),
+                    "an api key is listed twice".into(),
+                ));
+            }
+            if let Rule::List(origins) = &key.origins {
+                if let Some(j) = origins.iter().position(|o| o.trim().is_empty()) {
+                    return Err(invalid(
+                        format!("api_keys[{i}].origins[{j}]"),
+                        "an allowed origin is empty".into(),
+                    ));
+                }
             }
             if let Rule::List(ips) = &key.ips {
-                for ip in ips {
-                    parse_net(ip).ok_or_else(|| {
-                        format!(
-                            "environment `{}`: `{ip}` is not an IP address or CIDR range",
-                            self.id
-                        )
-                    })?;
+                for (j, ip) in ips.iter().enumerate() {
+                    if parse_net(ip).is_none() {
+                        return Err(invalid(
+                            format!("api_keys[{i}].ips[{j}]"),
+                            format!("`{ip}` is not an IP address or CIDR range"),
+                        ));
+                    }
                 }
             }
         }
         if self.session_required && self.session_secret.is_none() {
-            return Err(format!(
-                "environment `{}`: session_required needs a session_secret",
-                self.id
+            return Err(invalid(
+                "session_secret".into(),
+                "session_required needs a session_secret".into(),
             ));
         }
-        for r in &self.rate_limits {
+        if self.session_secret.as_deref() == Some("") {
+            return Err(invalid(
+                "session_secret".into(),
+                "the session secret is empty".into(),
+            ));
+        }
+        for (i, r) in self.rate_limits.iter().enumerate() {
+            let field = if r.window_s == 0 { "window_s" } else { "limit" };
             if r.limit == 0 || r.window_s == 0 || r.limit > crate::realtime::rate_limit::LIMIT_MAX {
-                return Err(format!(
-                    "environment `{}`: rate limits need 0 < limit <= 65535 and window_s > 0",
-                    self.id
+                return Err(invalid(
+                    format!("rate_limits[{i}].{field}"),
+                    "rate limits need 0 < limit <= 65535 and window_s > 0".into(),
                 ));
             }
         }

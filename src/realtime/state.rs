@@ -288,6 +288,20 @@ impl<S: Sink> Realtime<S> {
             .map(|(key, index)| (key as EnvKey, index.members.len(), index.channel_count()))
     }
 
+    /// The channels of `env` on this shard with their local member counts.
+    pub(crate) fn channels_of(&self, env: EnvKey) -> impl Iterator<Item = (&Arc<str>, usize)> {
+        self.envs
+            .get(env as usize)
+            .into_iter()
+            .flat_map(EnvIndex::channels)
+    }
+
+    /// Member `key` if it is still the connection of `generation` (a slab
+    /// key is reused by later connections).
+    pub(crate) fn member_of_generation(&self, key: SlabKey, generation: u32) -> Option<&Member<S>> {
+        self.member(key).filter(|m| m.generation == generation)
+    }
+
     pub(crate) fn master_count(&self) -> usize {
         self.members.iter().filter(|(_, m)| m.is_master()).count()
     }

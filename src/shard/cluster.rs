@@ -24,6 +24,7 @@ use crate::realtime::state::{NewMember, Realtime, Target};
 use crate::shard::gather::LocalReply;
 use crate::shard::Shard;
 use ringcast_shards::conn_id::ConnIdText;
+use ringcast_shards::ShardId;
 
 /// Frames held for a member until the link confirms.
 struct Hold {
@@ -40,6 +41,8 @@ pub(crate) struct LinkRequests {
     next: u64,
     holds: AHashMap<u64, Hold>,
     stores: AHashMap<u64, Rc<LocalReply<Result<(), String>>>>,
+    /// The web console's questions to the link.
+    asks: AHashMap<u64, Rc<LocalReply<Reply>>>,
 }
 
 impl LinkRequests {
@@ -187,6 +190,36 @@ impl Shard {
                 if let Some(slot) = self.link_requests.borrow_mut().stores.remove(&request) {
                     slot.set(result);
                 }
+            }
+            reply @ (Reply::NodeStats(_) | Reply::Channels(_)) => {
+                if let Some(slot) = self.link_requests.borrow_mut().asks.remove(&request) {
+                    slot.set(reply);
+                }
+            }
+        }
+    }
+
+    /// Asks the link `make(request)` and waits for its answer, at most
+    /// `gather_timeout_ms`; `None` alone, when the link's queue is full,
+    /// or when it did not answer in time.
+    pub(crate) async fn ask_link(&self, make: impl FnOnce(ShardId, u64) -> Command) -> Option<Reply> {
+        let cluster = self.shared.cluster.as_ref()?;
+        let slot = Rc::new(LocalReply::default());
+        let request = {
+            let mut requests = self.link_requests.borrow_mut();
+            let request = requests.next();
+            requests.asks.insert(request, slot.clone());
+            request
+        };
+        if !cluster.send_request(make(self.id, request)) {
+            self.link_requests.borrow_mut().asks.remove(&request);
+            return None;
+        }
+        match monoio::time::timeout(self.shared.config.gather_timeout, slot.take()).await {
+            Ok(reply) => Some(reply),
+            Err(_) => {
+                self.link_requests.borrow_mut().asks.remove(&request);
+                None
             }
         }
     }

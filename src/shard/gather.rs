@@ -1,5 +1,7 @@
-//! Scatter/gather across shards: member lists, metrics snapshots and the
-//! confirmation that every shard applied new settings.
+//! Scatter/gather across shards: member lists, metrics snapshots, the
+//! confirmation that every shard applied new settings, and the web
+//! console's requests (traffic samples, channel lists, disconnecting one
+//! socket on the shard that owns it).
 //!
 //! A gather asks every other shard through its inbox, adds this shard's own
 //! part, and completes when every part is in, or at its deadline
@@ -16,6 +18,7 @@ use bytes::Bytes;
 
 use crate::connection::outbox::Outbox;
 use crate::metrics::{Snapshot, Stats};
+use crate::node_stats::ShardSample;
 use crate::protocol::frames;
 use crate::protocol::socketio::write_json_str;
 use crate::realtime::channels::SlabKey;
@@ -24,6 +27,7 @@ use crate::realtime::settings::{EnvKey, Settings};
 use crate::realtime::state::{MemberEntry, Realtime};
 use crate::shard::inbox::ShardMessage;
 use crate::shard::Shard;
+use ringcast_shards::ShardId;
 
 /// A one-shot, shard-local reply slot.
 pub(crate) struct LocalReply<T> {
@@ -109,6 +113,43 @@ struct SettingsGather {
     reply: Rc<LocalReply<Gathered<()>>>,
 }
 
+/// What the web console asks of a shard.
+#[derive(Debug)]
+pub(crate) enum ConsoleAsk {
+    /// Its counters and a digest of its channel names.
+    Sample,
+    /// Its channels of `env` whose names contain `filter`, with their
+    /// member counts on this shard.
+    Channels { env: EnvKey, filter: Option<Arc<str>> },
+    /// Disconnect member `key` (Socket.IO `41`) if it is still the
+    /// connection of `generation`.
+    Disconnect { key: SlabKey, generation: u32 },
+}
+
+/// One shard's answer to a [`ConsoleAsk`].
+#[derive(Debug)]
+pub(crate) enum ConsolePart {
+    Sample(Box<ShardSample>),
+    Channels(ChannelPart),
+    /// Whether the member was there (and is being disconnected).
+    Disconnected(bool),
+}
+
+/// One shard's channels of an environment.
+#[derive(Debug, Default)]
+pub(crate) struct ChannelPart {
+    /// Name and members on the shard.
+    pub(crate) channels: Vec<(Arc<str>, u32)>,
+    /// The shard had more than it sent.
+    pub(crate) truncated: bool,
+}
+
+struct ConsoleGather {
+    remaining: usize,
+    parts: Vec<ConsolePart>,
+    reply: Rc<LocalReply<Gathered<Vec<ConsolePart>>>>,
+}
+
 /// The gathers of one shard in progress, by request id.
 #[derive(Default)]
 pub(crate) struct Gathers {
@@ -116,6 +157,7 @@ pub(crate) struct Gathers {
     members: AHashMap<u64, MembersGather>,
     stats: AHashMap<u64, StatsGather>,
     settings: AHashMap<u64, SettingsGather>,
+    console: AHashMap<u64, ConsoleGather>,
 }
 
 impl Gathers {
@@ -131,6 +173,7 @@ enum Kind {
     Members,
     Stats,
     Settings,
+    Console,
 }
 
 impl Shard {
@@ -399,6 +442,62 @@ impl Shard {
         }
     }
 
+    /// Asks `targets` (this shard may be one of them) the console's
+    /// question `ask()` and resolves with their answers: all of them, or at
+    /// the deadline what arrived (`missing` says how many did not).
+    pub(crate) async fn gather_console(
+        self: &Rc<Self>,
+        targets: &[ShardId],
+        ask: impl Fn() -> ConsoleAsk,
+    ) -> Gathered<Vec<ConsolePart>> {
+        let reply = Rc::new(LocalReply::default());
+        let request = {
+            let mut gathers = self.gathers.borrow_mut();
+            let request = gathers.next_request();
+            gathers.console.insert(
+                request,
+                ConsoleGather {
+                    remaining: targets.len(),
+                    parts: Vec::with_capacity(targets.len()),
+                    reply: reply.clone(),
+                },
+            );
+            request
+        };
+        self.expire_later(Kind::Console, request);
+        for &target in targets.iter().filter(|&&t| t != self.id) {
+            let message = ShardMessage::ConsoleRequest {
+                reply_to: self.id,
+                request,
+                ask: ask(),
+            };
+            self.send_to(target, message);
+        }
+        if targets.contains(&self.id) {
+            let part = self.console_part(ask());
+            self.console_part_in(request, part);
+        }
+        reply.take().await
+    }
+
+    /// One shard's answer to console gather `request`.
+    pub(crate) fn console_part_in(&self, request: u64, part: ConsolePart) {
+        let mut gathers = self.gathers.borrow_mut();
+        let Some(gather) = gathers.console.get_mut(&request) else {
+            return;
+        };
+        gather.parts.push(part);
+        gather.remaining -= 1;
+        if gather.remaining == 0 {
+            if let Some(gather) = gathers.console.remove(&request) {
+                gather.reply.set(Gathered {
+                    value: gather.parts,
+                    missing: 0,
+                });
+            }
+        }
+    }
+
     /// Completes gather `request` of `kind` at the deadline if it is still
     /// open, with what arrived.
     fn expire_later(self: &Rc<Self>, kind: Kind, request: u64) {
@@ -433,6 +532,20 @@ impl Shard {
                 tracing::warn!(missing = gather.remaining, "metrics incomplete at their deadline");
                 gather.reply.set(Gathered {
                     value: gather.snapshots,
+                    missing: gather.remaining,
+                });
+            }
+            Kind::Console => {
+                let Some(gather) = gathers.console.remove(&request) else {
+                    return;
+                };
+                Stats::bump(&self.stats.gather_timeouts);
+                tracing::warn!(
+                    missing = gather.remaining,
+                    "console request incomplete at its deadline"
+                );
+                gather.reply.set(Gathered {
+                    value: gather.parts,
                     missing: gather.remaining,
                 });
             }

@@ -17,6 +17,7 @@ use crate::cluster::ClusterEvent;
 use crate::metrics::{Snapshot, Stats};
 use crate::realtime::settings::{EnvKey, Settings};
 use crate::realtime::state::{MemberEntry, Target};
+use crate::shard::gather::{ConsoleAsk, ConsolePart};
 use crate::shard::Shard;
 use ringcast_shards::{Lane, ShardId};
 
@@ -58,6 +59,17 @@ pub(crate) enum ShardMessage {
     StatsReply {
         request: u64,
         snapshot: Box<Snapshot>,
+    },
+    /// The web console asks this shard something; answer `reply_to`.
+    ConsoleRequest {
+        reply_to: ShardId,
+        request: u64,
+        ask: ConsoleAsk,
+    },
+    /// One shard's answer to console request `request`.
+    ConsoleReply {
+        request: u64,
+        part: ConsolePart,
     },
     /// Stop accepting and drain (SIGTERM/SIGINT).
     Shutdown,
@@ -123,6 +135,15 @@ fn handle(shard: &Rc<Shard>, message: ShardMessage) {
             shard.send_to(reply_to, ShardMessage::StatsReply { request, snapshot });
         }
         ShardMessage::StatsReply { request, snapshot } => shard.stats_part(request, *snapshot),
+        ShardMessage::ConsoleRequest {
+            reply_to,
+            request,
+            ask,
+        } => {
+            let part = shard.console_part(ask);
+            shard.send_to(reply_to, ShardMessage::ConsoleReply { request, part });
+        }
+        ShardMessage::ConsoleReply { request, part } => shard.console_part_in(request, part),
         ShardMessage::Shutdown => shard.begin_shutdown(),
         ShardMessage::Cluster(ClusterEvent::Publish { env, target, frame }) => {
             let delivered = shard.realtime.borrow().deliver(env, &target, &frame, None);
@@ -130,6 +151,9 @@ fn handle(shard: &Rc<Shard>, message: ShardMessage) {
         }
         ShardMessage::Cluster(ClusterEvent::Confirmed { request }) => shard.release_hold(request),
         ShardMessage::Cluster(ClusterEvent::Reply { request, reply }) => shard.cluster_reply(request, reply),
+        ShardMessage::Cluster(ClusterEvent::Kick { id }) => {
+            shard.kick_local(&id);
+        }
         ShardMessage::Adopt(adopted) => shard.adopt(*adopted),
     }
 }

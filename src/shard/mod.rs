@@ -15,11 +15,14 @@
 //! - [`inbox`]: the messages shards send each other, and the drain task.
 //! - [`cluster`]: the shard's side of the cluster link (connect acks and
 //!   join echoes held until the node is subscribed, the link's answers).
+//! - [`console`]: the shard's side of the web console (the traffic sampler,
+//!   channel lists, disconnecting a socket wherever it lives).
 //!
 //! The shard knows nothing of HTTP or WebSocket: [`run`] is handed the
 //! function that serves an accepted connection.
 
 pub(crate) mod cluster;
+pub(crate) mod console;
 pub(crate) mod gather;
 pub(crate) mod inbox;
 pub(crate) mod outgoing;
@@ -291,6 +294,9 @@ pub(crate) async fn run<F, Fut>(
             .flush_forever(shard.shared.mesh.clone(), shard.yielder.clone()),
     );
     monoio::spawn(heartbeat(shard.clone()));
+    if shard_id == 0 {
+        monoio::spawn(console::sample_forever(shard.clone()));
+    }
     let mut accept_errors: u64 = 0;
     accept_until(
         &shard,

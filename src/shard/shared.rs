@@ -1,12 +1,14 @@
 //! What every shard shares: the configuration, the mesh, the rate-limit
-//! table, the connection limits and the settings writers' lock.
+//! table, the connection limits, the settings writers' lock, and the web
+//! console's state (its latest traffic record, failed sign-ins per client).
 //!
 //! Read-only on the hot path but for the rate-limit table (atomics). The
 //! settings lock is taken only by writers (SIGHUP, the admin API); a shard
-//! reads its own copy of the settings.
+//! reads its own copy of the settings. The console's locks are taken once
+//! per console request or sample, never per message.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,6 +16,7 @@ use ahash::AHashMap;
 
 use crate::cluster::Cluster;
 use crate::config::Config;
+use crate::node_stats::NodeStats;
 use crate::realtime::rate_limit::RateTable;
 use crate::realtime::settings::Settings;
 use crate::shard::inbox::ShardMessage;
@@ -32,6 +35,10 @@ pub(crate) struct Shared {
     settings: Mutex<Arc<Settings>>,
     /// Clock of rate-limit windows.
     started: Instant,
+    /// The web console's traffic record and whether anyone watches it.
+    pub(crate) console: ConsoleState,
+    /// Failed bearer-token checks per client IP (console and HTTP API).
+    pub(crate) auth_failures: AuthFailures,
 }
 
 /// Why [`Shared::broadcast`] gave up.
@@ -59,6 +66,8 @@ impl Shared {
             mesh,
             settings: Mutex::new(settings),
             started: Instant::now(),
+            console: ConsoleState::default(),
+            auth_failures: AuthFailures::new(config.auth_failures_max, AUTH_FAILURE_WINDOW),
             config,
         }
     }
@@ -117,6 +126,137 @@ impl Shared {
         match &self.cluster {
             Some(cluster) => cluster.now_s(),
             None => self.started.elapsed().as_secs(),
+        }
+    }
+}
+
+/// How long a console keeps the node sampling after its last
+/// `GET /api/stats` (the page asks every second or two).
+pub(crate) const CONSOLE_WATCH_MS: u64 = 30_000;
+
+/// The web console's share of the node: its latest traffic record (made by
+/// shard 0's sampler, or by a request when there is none), and until when
+/// someone watches it. Nothing is sampled while no one does.
+#[derive(Default)]
+pub(crate) struct ConsoleState {
+    /// Unix milliseconds until which the sampler runs.
+    watched_until_ms: AtomicU64,
+    latest: Mutex<Option<Arc<NodeStats>>>,
+}
+
+impl ConsoleState {
+    /// Someone looked at the traffic at `now_ms`.
+    pub(crate) fn watch(&self, now_ms: u64) {
+        self.watched_until_ms
+            .fetch_max(now_ms + CONSOLE_WATCH_MS, Ordering::Relaxed);
+    }
+
+    pub(crate) fn watched(&self, now_ms: u64) -> bool {
+        self.watched_until_ms.load(Ordering::Relaxed) > now_ms
+    }
+
+    /// The latest record of this node.
+    pub(crate) fn latest(&self) -> Option<Arc<NodeStats>> {
+        self.latest.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Keeps `record` as the latest unless a newer one is there.
+    pub(crate) fn store(&self, record: Arc<NodeStats>) {
+        let mut latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        if latest.as_ref().is_none_or(|l| l.time_ms <= record.time_ms) {
+            *latest = Some(record);
+        }
+    }
+}
+
+/// The window of `auth_failures_max`: that many failed token checks per
+/// window, and every request a client makes with a bearer token is refused
+/// (429) until the window ends.
+pub(crate) const AUTH_FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Clients tracked at once; beyond (after dropping ended windows), new
+/// clients share one entry, so a flood of addresses cannot grow the table.
+const AUTH_CLIENTS_MAX: usize = 4096;
+
+/// Failed bearer-token checks per client IP (the console's sign-in and the
+/// HTTP API, which take the same master token): guessing a token is slowed
+/// to `max` tries per window per address (0: no limit). Clients whose IP
+/// is unknown share one entry.
+pub(crate) struct AuthFailures {
+    clients: Mutex<AHashMap<Option<IpAddr>, Failures>>,
+    max: u32,
+    window: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    window_start: Instant,
+}
+
+impl AuthFailures {
+    pub(crate) fn new(max: u32, window: Duration) -> Self {
+        Self {
+            clients: Mutex::new(AHashMap::new()),
+            max,
+            window,
+        }
+    }
+
+    fn clients(&self) -> std::sync::MutexGuard<'_, AHashMap<Option<IpAddr>, Failures>> {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `Err(retry_after)` while `client` has used up its failures.
+    pub(crate) fn check(&self, client: Option<IpAddr>, now: Instant) -> Result<(), Duration> {
+        if self.max == 0 {
+            return Ok(());
+        }
+        let clients = self.clients();
+        // A client the full table has no room for is counted in the
+        // shared entry (see `failed`).
+        let overflow = !clients.contains_key(&client) && clients.len() >= AUTH_CLIENTS_MAX;
+        let key = if overflow { None } else { client };
+        match clients.get(&key) {
+            Some(f) if f.count >= self.max && now < f.window_start + self.window => {
+                Err(f.window_start + self.window - now)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts one failed check of `client`; true when that used up its
+    /// failures (it is refused from now on, to the end of the window).
+    pub(crate) fn failed(&self, client: Option<IpAddr>, now: Instant) -> bool {
+        if self.max == 0 {
+            return false;
+        }
+        let mut clients = self.clients();
+        let mut key = client;
+        if !clients.contains_key(&key) && clients.len() >= AUTH_CLIENTS_MAX {
+            let window = self.window;
+            clients.retain(|_, f| now < f.window_start + window);
+            if clients.len() >= AUTH_CLIENTS_MAX {
+                key = None;
+            }
+        }
+        let entry = clients.entry(key).or_insert(Failures {
+            count: 0,
+            window_start: now,
+        });
+        if now >= entry.window_start + self.window {
+            *entry = Failures {
+                count: 0,
+                window_start: now,
+            };
+        }
+        entry.count = entry.count.saturating_add(1);
+        entry.count == self.max
+    }
+
+    /// A successful check: `client`'s earlier failures are forgiven.
+    pub(crate) fn succeeded(&self, client: Option<IpAddr>) {
+        if client.is_some() {
+            self.clients().remove(&client);
         }
     }
 }
@@ -202,5 +342,65 @@ impl ConnPermit {
 impl Drop for ConnPermit {
     fn drop(&mut self) {
         self.shared.limits.release(self.ip);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_lock_a_client_out_until_its_window_ends() {
+        let failures = AuthFailures::new(3, Duration::from_secs(60));
+        let (a, b) = (
+            Some(IpAddr::from([10, 0, 0, 1])),
+            Some(IpAddr::from([10, 0, 0, 2])),
+        );
+        let t0 = Instant::now();
+        for i in 1..=3 {
+            assert!(failures.check(a, t0).is_ok());
+            assert_eq!(failures.failed(a, t0), i == 3, "the third failure locks out");
+        }
+        let retry = failures.check(a, t0 + Duration::from_secs(10)).unwrap_err();
+        assert_eq!(retry, Duration::from_secs(50));
+        assert!(failures.check(b, t0).is_ok(), "other clients are not affected");
+        assert!(
+            failures.check(a, t0 + Duration::from_secs(60)).is_ok(),
+            "the window ended"
+        );
+        failures.failed(a, t0 + Duration::from_secs(61));
+        assert!(
+            failures.check(a, t0 + Duration::from_secs(61)).is_ok(),
+            "a new window"
+        );
+        failures.succeeded(a);
+        assert!(failures.clients().get(&a).is_none());
+    }
+
+    #[test]
+    fn no_limit_at_zero() {
+        let failures = AuthFailures::new(0, Duration::from_secs(60));
+        let now = Instant::now();
+        for _ in 0..100 {
+            assert!(!failures.failed(None, now));
+        }
+        assert!(failures.check(None, now).is_ok());
+    }
+
+    #[test]
+    fn a_flood_of_addresses_shares_one_entry_beyond_the_bound() {
+        let failures = AuthFailures::new(2, Duration::from_secs(60));
+        let now = Instant::now();
+        for i in 0..AUTH_CLIENTS_MAX as u32 {
+            failures.failed(Some(IpAddr::from(i.to_be_bytes())), now);
+        }
+        let late = Some(IpAddr::from([203, 0, 113, 9]));
+        failures.failed(late, now);
+        failures.failed(late, now);
+        assert_eq!(failures.clients().len(), AUTH_CLIENTS_MAX + 1);
+        assert!(failures.check(late, now).is_err(), "counted in the shared entry");
+        assert!(failures
+            .check(Some(IpAddr::from([203, 0, 113, 10])), now)
+            .is_err());
     }
 }

@@ -234,8 +234,15 @@ async fn handle(mut http: Http, mut request: Request) -> Next {
                 Err(refusal) => return http.refuse(refusal, &[]).await,
             };
             let authorization = request.authorization.as_deref();
-            let response =
-                api::handle(&http.shard, &request.method, &request.path, authorization, &body).await;
+            let response = api::handle(
+                &http.shard,
+                &request.method,
+                &request.path,
+                authorization,
+                &body,
+                request.client_ip,
+            )
+            .await;
             http.reply(response, keep_alive, &[]).await
         }
         Route::AgnostMembers { ref env_id } => {

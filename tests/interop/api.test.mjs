@@ -392,6 +392,16 @@ describe("GET/PUT /api/environments/{id}", () => {
         "bad_request");
       assertApiError(await api(server, "PUT", path, { api_keys: [{ key: "k", origins: "some" }] }), 400,
         "bad_request");
+      // A value the server checks after parsing names its field.
+      for (const [body, field] of [
+        [{ rate_limits: [{ limit: 5, window_s: 1 }, { limit: 0, window_s: 1 }] }, "rate_limits[1].limit"],
+        [{ session_required: true }, "session_secret"],
+        [{ api_keys: [{ key: "k", ips: ["10.0.0.0/8", "300.0.0.1"] }] }, "api_keys[0].ips[1]"],
+      ]) {
+        const response = await api(server, "PUT", path, body);
+        assertApiError(response, 400, "bad_request");
+        assert.equal(response.json.field, field, response.text);
+      }
       assert.deepEqual(await getEnvironment(server, "default"), before, "refused PUTs changed nothing");
 
       assertApiError(await api(server, "GET", "/api/environments/nope"), 404, "no_environment_found");

@@ -12,6 +12,7 @@ mod backlog;
 mod bad_input;
 mod cluster;
 mod connection_state;
+mod console;
 mod cross_shard;
 mod dependencies;
 mod deploy_files;

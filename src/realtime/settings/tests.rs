@@ -80,23 +80,45 @@ fn validation() {
     let mut e = EnvSettings::named("x");
     assert!(e.validate().is_ok());
     e.session_required = true;
-    assert!(e.validate().unwrap_err().contains("session_secret"));
+    let err = e.validate().unwrap_err();
+    assert_eq!(err.field, "session_secret");
+    assert!(err.to_string().contains("session_secret"), "{err}");
     e.session_required = false;
     e.rate_limits.push(RateLimit {
         limit: 0,
         window_s: 1,
         message: "m".into(),
     });
-    assert!(e.validate().is_err());
+    assert_eq!(e.validate().unwrap_err().field, "rate_limits[0].limit");
+    e.rate_limits[0] = RateLimit {
+        limit: 1,
+        window_s: 0,
+        message: "m".into(),
+    };
+    assert_eq!(e.validate().unwrap_err().field, "rate_limits[0].window_s");
     e.rate_limits.clear();
     e.api_keys.push(ApiKey {
         key: "k".into(),
         allow_realtime: true,
         expires_at: None,
         origins: Rule::All,
-        ips: Rule::List(vec!["not-an-ip".into()]),
+        ips: Rule::List(vec!["10.0.0.0/8".into(), "not-an-ip".into()]),
     });
-    assert!(e.validate().unwrap_err().contains("not-an-ip"));
+    let err = e.validate().unwrap_err();
+    assert_eq!(err.field, "api_keys[0].ips[1]");
+    assert_eq!(
+        err.to_string(),
+        "environment `x`: `not-an-ip` is not an IP address or CIDR range"
+    );
+    e.api_keys[0].ips = Rule::All;
+    e.api_keys[0].origins = Rule::List(vec![" ".into()]);
+    assert_eq!(e.validate().unwrap_err().field, "api_keys[0].origins[0]");
+    e.api_keys[0].origins = Rule::All;
+    e.api_keys.push(e.api_keys[0].clone());
+    assert_eq!(e.validate().unwrap_err().field, "api_keys[1].key");
+    e.api_keys.clear();
+    e.session_secret = Some(String::new());
+    assert_eq!(e.validate().unwrap_err().field, "session_secret");
 }
 
 #[test]

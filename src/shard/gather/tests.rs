@@ -58,3 +58,37 @@ fn a_settings_change_reports_the_shards_that_did_not_confirm() {
         assert_eq!(shard.stats.gather_timeouts.get(), 1);
     });
 }
+
+#[test]
+fn the_consoles_questions_to_a_silent_shard_are_answered_at_their_deadline() {
+    use crate::shard::console::Disconnect;
+    use ringcast_shards::ConnId;
+    on_each_driver(|| async {
+        let shard = lonely_shard();
+        let list = shard.channel_list(0, None, None).await;
+        assert!(!list.complete, "shard 1 did not answer");
+        assert!(list.channels.is_empty());
+        let record = shard.take_sample().await;
+        assert_eq!(record.missing_shards, 1);
+        assert_eq!(record.shards.iter().map(|s| s.shard).collect::<Vec<_>>(), [0]);
+        assert!(
+            Arc::ptr_eq(&shard.shared.console.latest().unwrap(), &record),
+            "kept as the latest"
+        );
+        // A socket of shard 1 (this process): asked there, never answered.
+        let elsewhere = ConnId::new(1, 0, 0).encode();
+        assert_eq!(
+            shard.disconnect_socket(elsewhere.as_str()).await,
+            Disconnect::Unconfirmed
+        );
+        // Shard 0's own: answered at once, and there is no such member.
+        let here = ConnId::new(0, 5, 0).encode();
+        assert_eq!(shard.disconnect_socket(here.as_str()).await, Disconnect::NotFound);
+        assert_eq!(
+            shard.disconnect_socket("not a socket id").await,
+            Disconnect::NotAnId
+        );
+        assert_eq!(shard.stats.gather_timeouts.get(), 3);
+        assert!(shard.gathers.borrow().console.is_empty(), "every gather is gone");
+    });
+}

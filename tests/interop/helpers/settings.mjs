@@ -77,14 +77,20 @@ export async function api(server, method, path, body, { token = server.masterTok
 
 /**
  * Asserts an API error response: `status`, a JSON content type and a body
- * that is exactly `{error: <non-empty string>, code}`.
+ * that is exactly `{error: <non-empty string>, code}`, plus, for an invalid
+ * environment, `field`: the path of the offending field.
  */
 export function assertApiError(response, status, code) {
   const what = `${response.status} ${response.text}`;
   assert.equal(response.status, status, what);
   assert.match(response.headers.get("content-type") ?? "", /application\/json/, what);
   assert.ok(response.json && typeof response.json === "object", `JSON error body: ${what}`);
-  assert.deepEqual(Object.keys(response.json).sort(), ["code", "error"], what);
+  const keys = Object.keys(response.json).sort();
+  if (keys.includes("field")) {
+    assert.equal(status, 400, what);
+    assert.match(response.json.field, /^[a-z_]+(\[\d+\])?(\.[a-z_]+(\[\d+\])?)*$/, what);
+  }
+  assert.deepEqual(keys.filter((k) => k !== "field"), ["code", "error"], what);
   assert.equal(response.json.code, code, what);
   assert.equal(typeof response.json.error, "string", what);
   assert.ok(response.json.error.length > 0, what);
