@@ -81,6 +81,9 @@ counters! {
     polling_requests => "ringcast_polling_requests_total", "Engine.IO long-polling requests (GET and POST) served.";
     handovers => "ringcast_handovers_total", "Client connections handed to the shard that owns their session.";
     upgrades => "ringcast_upgrades_total", "Long-polling sessions upgraded to WebSocket.";
+    tls_handshakes => "ringcast_tls_handshakes_total", "TLS handshakes completed.";
+    tls_handshake_failures => "ringcast_tls_handshake_failures_total", "TLS handshakes that failed (protocol error, peer gone, or too slow).";
+    tls_plain_requests => "ringcast_tls_plain_requests_total", "Plain-HTTP requests to the TLS listener, answered 400 and closed.";
 }
 
 impl Stats {

@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
@@ -32,6 +32,9 @@ pub(crate) struct Shared {
     settings: Mutex<Arc<Settings>>,
     /// Clock of rate-limit windows.
     started: Instant,
+    /// The TLS configuration new connections are accepted with (`None`:
+    /// plain). Read once per accepted connection; replaced on SIGHUP.
+    tls: Option<RwLock<Arc<rustls::ServerConfig>>>,
 }
 
 /// Why [`Shared::broadcast`] gave up.
@@ -59,8 +62,34 @@ impl Shared {
             mesh,
             settings: Mutex::new(settings),
             started: Instant::now(),
+            tls: None,
             config,
         }
+    }
+
+    /// Serves TLS with `tls` (the configuration's certificate and key).
+    pub(crate) fn with_tls(mut self, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
+        self.tls = tls.map(RwLock::new);
+        self
+    }
+
+    /// The TLS configuration a new connection is accepted with; `None` on
+    /// a plain listener.
+    pub(crate) fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+        // A poisoned lock still holds a complete configuration.
+        let tls = self.tls.as_ref()?;
+        Some(tls.read().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    /// Accepts new connections with `next` from now on (SIGHUP); the
+    /// connections already up keep the keys they agreed on. False on a
+    /// plain listener.
+    pub(crate) fn replace_tls(&self, next: Arc<rustls::ServerConfig>) -> bool {
+        let Some(tls) = &self.tls else {
+            return false;
+        };
+        *tls.write().unwrap_or_else(|e| e.into_inner()) = next;
+        true
     }
 
     /// The latest settings (for writers and start-up; shards use their own

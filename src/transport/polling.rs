@@ -36,7 +36,6 @@ use ahash::AHashMap;
 use base64::Engine as _;
 use bytes::Bytes;
 use monoio::buf::IoVecBuf;
-use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
 
 use super::session::{protocol_error, Session};
 use super::websocket::Connection;

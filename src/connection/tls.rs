@@ -1,0 +1,284 @@
+//! TLS for the connections of a TLS listener: the server's certificate and
+//! key loaded into a rustls [`ServerConfig`] ([`load`]), and one
+//! connection's TLS state ([`Tls`]), which its reader and its writer share.
+//!
+//! ringcast reads by readiness into the shard's buffer and writes by
+//! completion (`writev` through the ring). rustls's sans-IO
+//! [`ServerConnection`] fits that as it is: the reader lets rustls take
+//! what the kernel has buffered (`read_tls` with a non-blocking `recv`),
+//! decrypts it (`process_new_packets`) and copies the plaintext into the
+//! shard's buffer (`reader()`); the writer hands a turn's frames to rustls
+//! in one vectored call (one TLS record per 16 KiB of them), collects the
+//! ciphertext into one buffer of its own (`write_tls`) and writes that
+//! buffer with one submission. Zero-copy broadcast ends here: every TLS
+//! connection encrypts its own copy of a shared frame.
+//!
+//! **Invariant:** the state is borrowed only between awaits, never across
+//! one: the reader's receive and the writer's encryption are synchronous,
+//! and the writer's ciphertext, once collected, belongs to its write alone.
+//! Records leave in the order rustls sealed them, because only the writer
+//! sends (the handshake runs before the writer exists), and every write
+//! takes everything rustls has sealed, including what the reader made it
+//! queue (a key update, an alert).
+//!
+//! Memory per connection, bounded by rustls: the connection state, its
+//! record-reading buffer (4 KiB between reads, at most one record of
+//! 16 KiB + overhead while a record is partial), received plaintext
+//! (drained into the shard's buffer on every receive) and sealed records
+//! (drained by every write). Measured per idle connection in the README.
+
+use std::cell::RefCell;
+use std::io::{self, IoSlice, Read};
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ServerConfig, ServerConnection};
+
+use crate::config::TlsFiles;
+use crate::connection::socket::Received;
+
+/// The ALPN protocol ringcast speaks: clients offering HTTP/2 and
+/// HTTP/1.1 (browsers) are told HTTP/1.1; clients offering none get none.
+const ALPN_HTTP_1_1: &[u8] = b"http/1.1";
+
+/// Why a certificate or key could not be used, naming the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {reason}")]
+pub(crate) struct LoadError {
+    pub(crate) file: String,
+    pub(crate) reason: String,
+}
+
+impl LoadError {
+    fn new(file: &Path, reason: impl std::fmt::Display) -> Self {
+        Self {
+            file: file.display().to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Reads the certificate chain and the private key (PEM) and builds the
+/// server's TLS configuration: TLS 1.3 and 1.2 only (1.3 whenever the
+/// client offers it), rustls's AEAD suites with forward secrecy (no CBC,
+/// no RSA key exchange), ring as the crypto provider, stateless session
+/// tickets for resumption.
+pub(crate) fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, LoadError> {
+    let certs = read_certs(&files.cert)?;
+    let key = read_key(&files.key)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| LoadError::new(&files.cert, e))?
+        .with_no_client_auth();
+    // `with_single_cert` parses the key and checks it matches the
+    // certificate's public key: the key file is the one to blame.
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| LoadError::new(&files.key, key_error(e)))?;
+    config.alpn_protocols = vec![ALPN_HTTP_1_1.to_vec()];
+    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| LoadError::new(&files.cert, e))?;
+    Ok(Arc::new(config))
+}
+
+fn read_certs(file: &Path) -> Result<Vec<CertificateDer<'static>>, LoadError> {
+    let certs = CertificateDer::pem_file_iter(file)
+        .map_err(|e| LoadError::new(file, pem_error(e)))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| LoadError::new(file, pem_error(e)))?;
+    if certs.is_empty() {
+        return Err(LoadError::new(
+            file,
+            "no certificate in it (expected PEM: -----BEGIN CERTIFICATE-----)",
+        ));
+    }
+    Ok(certs)
+}
+
+fn read_key(file: &Path) -> Result<PrivateKeyDer<'static>, LoadError> {
+    PrivateKeyDer::from_pem_file(file).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => LoadError::new(
+            file,
+            "no private key in it (expected PEM: PKCS#8, PKCS#1 RSA or SEC1 EC)",
+        ),
+        e => LoadError::new(file, pem_error(e)),
+    })
+}
+
+fn pem_error(e: rustls::pki_types::pem::Error) -> String {
+    match e {
+        rustls::pki_types::pem::Error::Io(io) => format!("cannot read: {io}"),
+        e => format!("not valid PEM: {e}"),
+    }
+}
+
+fn key_error(e: rustls::Error) -> String {
+    match e {
+        rustls::Error::InconsistentKeys(_) => "the private key does not match the certificate".into(),
+        e => format!("unusable private key: {e}"),
+    }
+}
+
+/// One connection's TLS state, shared by its reader and its writer (on one
+/// thread; see the module's invariant).
+pub(crate) struct Tls {
+    conn: RefCell<ServerConnection>,
+}
+
+/// What one step of the handshake found.
+pub(crate) enum Handshake {
+    /// Records were taken in; look again at what rustls wants.
+    Progress,
+    /// Nothing more buffered in the kernel: wait for readiness.
+    WouldBlock,
+    /// The peer closed the connection.
+    Closed,
+    /// The peer broke the protocol (rustls has queued the alert).
+    Failed(rustls::Error),
+}
+
+impl Tls {
+    /// A new server-side connection under `config`.
+    pub(crate) fn new(config: Arc<ServerConfig>) -> Result<Self, rustls::Error> {
+        Ok(Self::from_connection(ServerConnection::new(config)?))
+    }
+
+    /// Resumes a connection handed over by another shard.
+    pub(crate) fn from_connection(conn: ServerConnection) -> Self {
+        Self {
+            conn: RefCell::new(conn),
+        }
+    }
+
+    /// The rustls connection, to hand to another shard.
+    pub(crate) fn into_connection(self) -> ServerConnection {
+        self.conn.into_inner()
+    }
+
+    pub(crate) fn is_handshaking(&self) -> bool {
+        self.conn.borrow().is_handshaking()
+    }
+
+    /// Takes in what the kernel has buffered for the handshake (at most
+    /// one rustls read).
+    pub(crate) fn handshake_step(&self, fd: i32) -> Handshake {
+        let mut conn = self.conn.borrow_mut();
+        match conn.read_tls(&mut Fd(fd)) {
+            Ok(0) => return Handshake::Closed,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Handshake::WouldBlock,
+            Err(_) => return Handshake::Closed,
+        }
+        match conn.process_new_packets() {
+            Ok(_) => Handshake::Progress,
+            Err(e) => Handshake::Failed(e),
+        }
+    }
+
+    /// Receives plaintext into `buf` without waiting: what rustls already
+    /// decrypted first, then records from the kernel until `buf` is full
+    /// or the kernel has nothing more. A short count therefore means the
+    /// socket is drained, as for a plain receive.
+    pub(crate) fn recv(&self, fd: i32, buf: &mut [u8]) -> Received {
+        let mut conn = self.conn.borrow_mut();
+        let mut filled = 0;
+        loop {
+            match conn.reader().read(&mut buf[filled..]) {
+                // The peer's close_notify.
+                Ok(0) => return closed_after(filled),
+                Ok(n) => {
+                    filled += n;
+                    if filled == buf.len() {
+                        return Received::Bytes(filled);
+                    }
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // The peer closed the TCP connection without close_notify.
+                Err(_) => return closed_after(filled),
+            }
+            match conn.read_tls(&mut Fd(fd)) {
+                Ok(0) => return closed_after(filled),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return if filled > 0 {
+                        Received::Bytes(filled)
+                    } else {
+                        Received::WouldBlock
+                    };
+                }
+                Err(_) => return closed_after(filled),
+            }
+            if let Err(e) = conn.process_new_packets() {
+                tracing::debug!(error = %e, "TLS error");
+                // The connection ends; the bytes before the bad record are
+                // handled first.
+                return closed_after(filled);
+            }
+        }
+    }
+
+    /// Seals as much of `plaintext` as rustls takes (everything, up to its
+    /// 64 KiB of sealed records) and moves every sealed record (this
+    /// plaintext's, and anything rustls queued before: handshake
+    /// messages, session tickets, alerts) into `ciphertext`. Returns the
+    /// plaintext bytes taken.
+    pub(crate) fn seal(&self, plaintext: &[IoSlice<'_>], ciphertext: &mut Vec<u8>) -> io::Result<usize> {
+        let mut conn = self.conn.borrow_mut();
+        let taken = if plaintext.is_empty() {
+            0
+        } else {
+            io::Write::write_vectored(&mut conn.writer(), plaintext)?
+        };
+        while conn.wants_write() {
+            conn.write_tls(ciphertext)?;
+        }
+        Ok(taken)
+    }
+
+    /// Queues close_notify (the end of what this side sends).
+    pub(crate) fn close_notify(&self) {
+        self.conn.borrow_mut().send_close_notify();
+    }
+
+    /// Whether rustls holds plaintext or sealed records not yet taken.
+    pub(crate) fn wants_write(&self) -> bool {
+        self.conn.borrow().wants_write()
+    }
+}
+
+/// `Closed`, unless bytes came before the end (they are handled first; the
+/// next receive reports the end).
+fn closed_after(filled: usize) -> Received {
+    if filled > 0 {
+        Received::Bytes(filled)
+    } else {
+        Received::Closed
+    }
+}
+
+/// Non-blocking reads from a descriptor, for rustls's `read_tls`.
+struct Fd(i32);
+
+impl Read for Fd {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            // SAFETY: `buf` is valid for `buf.len()` writable bytes; the
+            // descriptor is kept open by the socket handle whose TLS state
+            // is reading.
+            let n = unsafe { libc::recv(self.0, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
