@@ -302,6 +302,19 @@ fn env_gauge(
     }
 }
 
+/// The TLS certificate reloads (SIGHUP) of a TLS listener, by outcome:
+/// process-wide, appended after the shards' metrics.
+pub(crate) fn render_tls_reloads(out: &mut String, applied: u64, refused: u64) {
+    header(
+        out,
+        "ringcast_tls_reloads_total",
+        "TLS certificate and key reloads on SIGHUP: applied, or refused (the running pair stays).",
+        "counter",
+    );
+    let _ = writeln!(out, "ringcast_tls_reloads_total{{outcome=\"applied\"}} {applied}");
+    let _ = writeln!(out, "ringcast_tls_reloads_total{{outcome=\"refused\"}} {refused}");
+}
+
 fn header(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }

@@ -165,11 +165,14 @@ fn reload_tls(shared: &Shared) {
             shared.replace_tls(next);
             tracing::info!(cert = %files.cert.display(), "TLS certificate and key reloaded on SIGHUP");
         }
-        Err(e) => tracing::error!(
-            file = %e.file,
-            reason = %e.reason,
-            "SIGHUP: TLS certificate or key refused; keeping the running pair"
-        ),
+        Err(e) => {
+            shared.tls_reload_refused();
+            tracing::error!(
+                file = %e.file,
+                reason = %e.reason,
+                "SIGHUP: TLS certificate or key refused; keeping the running pair"
+            );
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 //! reads its own copy of the settings.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,8 @@ pub(crate) struct Shared {
     /// The TLS configuration new connections are accepted with (`None`:
     /// plain). Read once per accepted connection; replaced on SIGHUP.
     tls: Option<RwLock<Arc<rustls::ServerConfig>>>,
+    /// SIGHUP reloads of the TLS pair: applied, refused.
+    tls_reloads: [AtomicU64; 2],
 }
 
 /// Why [`Shared::broadcast`] gave up.
@@ -63,6 +65,7 @@ impl Shared {
             settings: Mutex::new(settings),
             started: Instant::now(),
             tls: None,
+            tls_reloads: Default::default(),
             config,
         }
     }
@@ -89,7 +92,20 @@ impl Shared {
             return false;
         };
         *tls.write().unwrap_or_else(|e| e.into_inner()) = next;
+        self.tls_reloads[0].fetch_add(1, Ordering::Relaxed);
         true
+    }
+
+    /// A SIGHUP reload of the TLS pair was refused (the running one stays).
+    pub(crate) fn tls_reload_refused(&self) {
+        self.tls_reloads[1].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// TLS reloads applied and refused; `None` on a plain listener.
+    pub(crate) fn tls_reloads(&self) -> Option<(u64, u64)> {
+        self.tls.as_ref()?;
+        let [applied, refused] = &self.tls_reloads;
+        Some((applied.load(Ordering::Relaxed), refused.load(Ordering::Relaxed)))
     }
 
     /// The latest settings (for writers and start-up; shards use their own

@@ -244,7 +244,10 @@ async fn handle(mut http: Http, mut request: Request) -> Next {
                 .as_ref()
                 .map(|c| c.gauges())
                 .unwrap_or_default();
-            let text = crate::metrics::render(&snapshots.value, &cluster);
+            let mut text = crate::metrics::render(&snapshots.value, &cluster);
+            if let Some((applied, refused)) = http.shard.shared.tls_reloads() {
+                crate::metrics::render_tls_reloads(&mut text, applied, refused);
+            }
             let response = http_codec::text_response(200, "text/plain; version=0.0.4", &text);
             http.reply(response, keep_alive, &[]).await
         }

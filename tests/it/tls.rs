@@ -1,0 +1,333 @@
+//! TLS (`https://`, `wss://`): the handshake with the configured
+//! certificate (TLS 1.3, and 1.2 for clients that offer only it), HTTP and
+//! Socket.IO over WebSocket and long-polling through it, a plain-HTTP
+//! client on the TLS port, failed handshakes, the certificate reloaded on
+//! SIGHUP while a connection stays up (and a bad pair refused), a TLS
+//! long-polling connection handed to the shard that owns its session, and a
+//! bad pair at start-up.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::poll::{handshake_target, open_sid, sid_shard};
+use crate::support::prom::Metrics;
+use crate::support::sio::event;
+use crate::support::tls::{client_config, TempDir, TestCert, TlsConn};
+use crate::support::TestServer;
+
+/// Longest wait for the server to act on a signal or count something.
+const WAIT: Duration = Duration::from_secs(10);
+/// Connection attempts before giving up on landing on a shard.
+const SHARD_ATTEMPTS_MAX: usize = 64;
+
+/// A server on a TLS listener with `cert` (its files in `dir`).
+fn tls_server(shards: usize, cert: &TestCert, dir: &TempDir) -> TestServer {
+    let (cert_file, key_file) = cert.write_to(&dir.0);
+    let (cert_file, key_file) = (cert_file.display().to_string(), key_file.display().to_string());
+    TestServer::start_with(shards, &["--tls-cert", &cert_file, "--tls-key", &key_file], None)
+}
+
+/// `/metrics`, fetched over TLS.
+fn scrape(server: &TestServer, cert: &TestCert) -> Metrics {
+    let mut conn = TlsConn::connect(server.addr(), &cert.der);
+    let response = conn.request("GET", "/metrics", "", b"");
+    assert_eq!(response.status, 200, "{response:?}");
+    Metrics::parse(&response.body)
+}
+
+/// Scrapes until `name{labels}` reaches `at_least` (at most [`WAIT`]).
+fn scrape_until(
+    server: &TestServer,
+    cert: &TestCert,
+    name: &str,
+    labels: &[(&str, &str)],
+    at_least: u64,
+) -> Metrics {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let metrics = scrape(server, cert);
+        if metrics.sum(name, labels) >= at_least || Instant::now() >= deadline {
+            return metrics;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn websocket_target(server: &TestServer) -> String {
+    format!("{}?EIO=4&transport=websocket", server.path())
+}
+
+/// A Socket.IO client over `wss://`, connected; its socket id.
+fn wss_client(server: &TestServer, cert: &TestCert) -> (TlsConn, String) {
+    let mut conn = TlsConn::connect(server.addr(), &cert.der);
+    conn.upgrade(&websocket_target(server));
+    let id = conn.socketio_connect("{}");
+    (conn, id)
+}
+
+/// Joins `channel` with echo and checks the echo comes back.
+fn join_with_echo(conn: &mut TlsConn, id: &str, channel: &str) {
+    conn.send_text(&format!(r#"42["join",{{"channel":"{channel}","echo":true}}]"#));
+    let message = format!(r#"{{"id":"{id}","data":null}}"#);
+    assert_eq!(conn.read_text(), event("channel:join", Some(channel), &message));
+}
+
+#[test]
+fn https_and_wss_speak_tls13_with_the_configured_certificate() {
+    let (cert, dir) = (TestCert::new(), TempDir::new());
+    let server = tls_server(2, &cert, &dir);
+
+    let mut conn = TlsConn::connect(server.addr(), &cert.der);
+    assert_eq!(
+        conn.stream.conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    assert_eq!(conn.stream.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+    assert_eq!(conn.server_cert(), cert.der);
+    let health = conn.request("GET", "/health", "", b"");
+    assert_eq!((health.status, health.body.as_str()), (200, r#"{"status":"ok"}"#));
+    // Keep-alive over TLS, then a clean end: close_notify before the FIN.
+    let metrics = conn.request("GET", "/metrics", "Connection: close\r\n", b"");
+    assert_eq!(metrics.status, 200);
+    assert!(
+        conn.read_to_close_notify(),
+        "the server ended the TLS stream with close_notify"
+    );
+
+    // Socket.IO over wss://, with a message bigger than a TLS record (16 KiB)
+    // both ways, so records are split and reassembled on each side.
+    let (mut ws, id) = wss_client(&server, &cert);
+    join_with_echo(&mut ws, &id, "room");
+    let big = "x".repeat(100_000);
+    ws.send_text(&format!(
+        r#"42["message",{{"channel":"room","eventName":"big","message":"{big}","echo":true}}]"#
+    ));
+    assert_eq!(ws.read_text(), event("big", Some("room"), &format!("\"{big}\"")));
+
+    let metrics = scrape(&server, &cert);
+    assert_eq!(metrics.sum("ringcast_tls_handshake_failures_total", &[]), 0);
+    // This scrape's own handshake is counted once its request is read.
+    assert_eq!(metrics.sum("ringcast_tls_handshakes_total", &[]), 3);
+}
+
+#[test]
+fn a_client_offering_only_tls12_is_served() {
+    let (cert, dir) = (TestCert::new(), TempDir::new());
+    let server = tls_server(1, &cert, &dir);
+    let config = client_config(&cert.der, &[&rustls::version::TLS12]);
+    let mut conn = TlsConn::connect_with(server.addr(), config).expect("TLS 1.2 handshake");
+    assert_eq!(
+        conn.stream.conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    let suite = conn
+        .stream
+        .conn
+        .negotiated_cipher_suite()
+        .expect("a suite")
+        .suite();
+    assert!(
+        format!("{suite:?}").contains("ECDHE") && !format!("{suite:?}").contains("CBC"),
+        "forward secrecy and an AEAD: {suite:?}"
+    );
+    let health = conn.request("GET", "/health", "", b"");
+    assert_eq!(health.status, 200);
+}
+
+#[test]
+fn plain_http_on_the_tls_port_is_answered_400_and_closed_cleanly() {
+    let (cert, dir) = (TestCert::new(), TempDir::new());
+    let server = tls_server(1, &cert, &dir);
+    let mut plain = TcpStream::connect(server.addr()).expect("connect");
+    plain.set_read_timeout(Some(WAIT)).expect("timeout");
+    plain
+        .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("send");
+    let mut answer = Vec::new();
+    // A clean close: end of file after the answer, not a reset.
+    plain
+        .read_to_end(&mut answer)
+        .expect("the whole answer, then end of file");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(answer.contains("Connection: close"), "{answer}");
+    assert!(answer.contains(r#""code":"tls_required""#), "{answer}");
+    let metrics = scrape(&server, &cert);
+    assert_eq!(metrics.sum("ringcast_tls_plain_requests_total", &[]), 1);
+    assert_eq!(metrics.sum("ringcast_tls_handshake_failures_total", &[]), 0);
+}
+
+#[test]
+fn a_failed_handshake_is_counted_and_the_server_carries_on() {
+    let (cert, dir) = (TestCert::new(), TempDir::new());
+    let server = tls_server(1, &cert, &dir);
+    // A client that trusts another certificate refuses this one (and
+    // tells the server with an alert).
+    let stranger = TestCert::new();
+    let versions = [&rustls::version::TLS13];
+    let refused = TlsConn::connect_with(server.addr(), client_config(&stranger.der, &versions));
+    assert!(
+        matches!(refused, Err(rustls::Error::InvalidCertificate(_))),
+        "the client refuses an unknown issuer"
+    );
+    // Garbage instead of a ClientHello.
+    let mut garbage = TcpStream::connect(server.addr()).expect("connect");
+    garbage.set_read_timeout(Some(WAIT)).expect("timeout");
+    garbage
+        .write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5])
+        .expect("send");
+    let mut rest = Vec::new();
+    let _ = garbage.read_to_end(&mut rest);
+    assert!(
+        rest.first().is_none_or(|&b| b == 0x15),
+        "an alert record or nothing: {rest:02x?}"
+    );
+
+    let metrics = scrape_until(&server, &cert, "ringcast_tls_handshake_failures_total", &[], 2);
+    assert_eq!(metrics.sum("ringcast_tls_handshake_failures_total", &[]), 2);
+    let (mut ws, id) = wss_client(&server, &cert);
+    join_with_echo(&mut ws, &id, "after");
+}
+
+#[test]
+fn sighup_reloads_the_pair_while_a_connection_stays_up() {
+    let (first, dir) = (TestCert::new(), TempDir::new());
+    let (cert_file, key_file) = first.write_to(&dir.0);
+    let config = format!(
+        "[server]\ntls_cert = {:?}\ntls_key = {:?}\n",
+        cert_file.display().to_string(),
+        key_file.display().to_string()
+    );
+    let server = TestServer::start_with(2, &[], Some(&config));
+    let (mut up, id) = wss_client(&server, &first);
+    join_with_echo(&mut up, &id, "before");
+
+    // A new pair: new handshakes present it, the connection up stays up.
+    let second = TestCert::new();
+    second.write_to(&dir.0);
+    server.signal(libc::SIGHUP);
+    let metrics = scrape_until(
+        &server,
+        &first,
+        "ringcast_tls_reloads_total",
+        &[("outcome", "applied")],
+        1,
+    );
+    assert_eq!(
+        metrics.sum("ringcast_tls_reloads_total", &[("outcome", "applied")]),
+        1
+    );
+    let fresh = TlsConn::connect(server.addr(), &second.der);
+    assert_eq!(fresh.server_cert(), second.der);
+    join_with_echo(&mut up, &id, "after-reload");
+
+    // A bad key is refused: the running pair stays, and so does the
+    // connection.
+    std::fs::write(dir.0.join("key.pem"), "not a key\n").expect("spoil the key");
+    server.signal(libc::SIGHUP);
+    let metrics = scrape_until(
+        &server,
+        &second,
+        "ringcast_tls_reloads_total",
+        &[("outcome", "refused")],
+        1,
+    );
+    assert_eq!(
+        metrics.sum("ringcast_tls_reloads_total", &[("outcome", "refused")]),
+        1
+    );
+    assert_eq!(
+        metrics.sum("ringcast_tls_reloads_total", &[("outcome", "applied")]),
+        1
+    );
+    let fresh = TlsConn::connect(server.addr(), &second.der);
+    assert_eq!(fresh.server_cert(), second.der);
+    join_with_echo(&mut up, &id, "after-refusal");
+}
+
+/// A polling request that reaches a shard other than its session's is
+/// handed over with the connection's TLS state: the owner answers on the
+/// same TLS stream (the client would fail to decrypt anything else), and
+/// the connection's later requests go on there.
+#[test]
+fn a_tls_polling_connection_handed_to_another_shard_keeps_its_tls_state() {
+    let (cert, dir) = (TestCert::new(), TempDir::new());
+    let server = tls_server(2, &cert, &dir);
+    let mut first = TlsConn::connect(server.addr(), &cert.der);
+    let sid = open_sid(&first.request("GET", &handshake_target(&server), "", b""));
+    let owner = sid_shard(&sid);
+    let mut other = (0..SHARD_ATTEMPTS_MAX)
+        .map(|_| {
+            let mut conn = TlsConn::connect(server.addr(), &cert.der);
+            let open = conn.request("GET", &handshake_target(&server), "", b"");
+            (sid_shard(&open_sid(&open)), conn)
+        })
+        .find(|(shard, _)| *shard != owner)
+        .map(|(_, conn)| conn)
+        .expect("a TLS connection on the other shard");
+
+    let target = format!("{}?EIO=4&transport=polling&sid={sid}", server.path());
+    let posted = other.request("POST", &target, "Content-Type: text/plain\r\n", b"40");
+    assert_eq!((posted.status, posted.body.as_str()), (200, "ok"), "{posted:?}");
+    let polled = other.request("GET", &target, "", b"");
+    assert_eq!(polled.status, 200);
+    assert!(polled.body.starts_with(r#"40{"sid":""#), "{polled:?}");
+    let id = &polled.body[r#"40{"sid":""#.len()..polled.body.len() - 2];
+    let join = r#"42["join",{"channel":"handed","echo":true}]"#;
+    assert_eq!(other.request("POST", &target, "", join.as_bytes()).status, 200);
+    let message = format!(r#"{{"id":"{id}","data":null}}"#);
+    assert_eq!(
+        other.request("GET", &target, "", b"").body,
+        event("channel:join", Some("handed"), &message)
+    );
+    let metrics = scrape(&server, &cert);
+    assert_eq!(metrics.sum("ringcast_handovers_total", &[]), 1);
+}
+
+#[test]
+fn a_bad_pair_at_start_up_stops_the_server_naming_the_file() {
+    let (cert, dir) = (TestCert::new(), TempDir::new());
+    let (cert_file, _) = cert.write_to(&dir.0);
+    let other = TestCert::new();
+    let other_key = dir.0.join("other-key.pem");
+    std::fs::write(&other_key, &other.key_pem).expect("write the other key");
+    let cases = [
+        (
+            dir.0.join("missing.pem"),
+            dir.0.join("key.pem"),
+            "missing.pem: cannot read",
+        ),
+        (
+            cert_file.clone(),
+            other_key.clone(),
+            "other-key.pem: the private key does not match the certificate",
+        ),
+    ];
+    for (cert_path, key_path, expected) in cases {
+        let output = Command::new(env!("CARGO_BIN_EXE_ringcast"))
+            .args(["--listen", "127.0.0.1:0", "--shards", "1", "--master-token", "t"])
+            .arg("--tls-cert")
+            .arg(&cert_path)
+            .arg("--tls-key")
+            .arg(&key_path)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ringcast");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(expected), "expected {expected:?} in {stderr}");
+    }
+    // One of the pair without the other is a configuration error too.
+    let output = Command::new(env!("CARGO_BIN_EXE_ringcast"))
+        .args(["--listen", "127.0.0.1:0", "--shards", "1", "--master-token", "t"])
+        .arg("--tls-cert")
+        .arg(&cert_file)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ringcast");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("`tls_cert` is set without `tls_key`"), "{stderr}");
+}
