@@ -729,6 +729,10 @@ impl TlsFiles {
             ])
             .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
             .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+            // Not a CA: the generator's rustls (webpki) refuses a CA
+            // certificate as the server's own (CaUsedAsEndEntity), and
+            // `req -x509` makes one by default.
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
             .arg("-keyout")
             .arg(&files.key)
             .arg("-out")
