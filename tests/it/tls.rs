@@ -4,7 +4,10 @@
 //! client on the TLS port, failed handshakes, the certificate reloaded on
 //! SIGHUP while a connection stays up (and a bad pair refused), a TLS
 //! long-polling connection handed to the shard that owns its session, and a
-//! bad pair at start-up.
+//! bad pair at start-up. Then what an operator meets on the open internet:
+//! handshakes that stall or never start, an oversized ClientHello, a frame
+//! pipelined behind the upgrade, clients that end with close_notify, and
+//! clean TLS ends on idle keep-alive connections and on the drain.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -14,7 +17,8 @@ use std::time::{Duration, Instant};
 use crate::support::poll::{handshake_target, open_sid, sid_shard};
 use crate::support::prom::Metrics;
 use crate::support::sio::event;
-use crate::support::tls::{client_config, TempDir, TestCert, TlsConn};
+use crate::support::tls::{client_config, client_config_trusting, TempDir, TestCert, TlsConn};
+use crate::support::ws::OP_CLOSE;
 use crate::support::TestServer;
 
 /// Longest wait for the server to act on a signal or count something.
@@ -29,9 +33,44 @@ fn tls_server(shards: usize, cert: &TestCert, dir: &TempDir) -> TestServer {
     TestServer::start_with(shards, &["--tls-cert", &cert_file, "--tls-key", &key_file], None)
 }
 
-/// `/metrics`, fetched over TLS.
-fn scrape(server: &TestServer, cert: &TestCert) -> Metrics {
-    let mut conn = TlsConn::connect(server.addr(), &cert.der);
+/// A server on a TLS listener with `cert` and the `[server]` settings
+/// `server_toml`.
+fn tls_server_with(shards: usize, cert: &TestCert, dir: &TempDir, server_toml: &str) -> TestServer {
+    let (cert_file, key_file) = cert.write_to(&dir.0);
+    let (cert_file, key_file) = (cert_file.display().to_string(), key_file.display().to_string());
+    let config = format!("[server]\n{server_toml}\n");
+    TestServer::start_with(
+        shards,
+        &["--tls-cert", &cert_file, "--tls-key", &key_file],
+        Some(&config),
+    )
+}
+
+/// Reads a raw TCP connection until the server ends it (end of file, or a
+/// reset when it closed with bytes unread); what it sent before. Panics if
+/// the server keeps it open for [`WAIT`].
+fn read_until_server_closes(stream: &mut TcpStream) -> Vec<u8> {
+    stream.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return received,
+            Ok(n) => received.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return received,
+            Err(e) => panic!("the server kept the connection open ({e}); received {received:02x?}"),
+        }
+    }
+}
+
+/// `/metrics`, fetched over TLS by a client trusting each of `trust` (the
+/// certificates the server may present).
+fn scrape(server: &TestServer, trust: &[&TestCert]) -> Metrics {
+    let trust: Vec<_> = trust.iter().map(|cert| &cert.der).collect();
+    let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
+    let config = client_config_trusting(&trust, &versions);
+    let mut conn = TlsConn::connect_with(server.addr(), config).expect("TLS handshake");
     let response = conn.request("GET", "/metrics", "", b"");
     assert_eq!(response.status, 200, "{response:?}");
     Metrics::parse(&response.body)
@@ -40,14 +79,14 @@ fn scrape(server: &TestServer, cert: &TestCert) -> Metrics {
 /// Scrapes until `name{labels}` reaches `at_least` (at most [`WAIT`]).
 fn scrape_until(
     server: &TestServer,
-    cert: &TestCert,
+    trust: &[&TestCert],
     name: &str,
     labels: &[(&str, &str)],
     at_least: u64,
 ) -> Metrics {
     let deadline = Instant::now() + WAIT;
     loop {
-        let metrics = scrape(server, cert);
+        let metrics = scrape(server, trust);
         if metrics.sum(name, labels) >= at_least || Instant::now() >= deadline {
             return metrics;
         }
@@ -106,7 +145,7 @@ fn https_and_wss_speak_tls13_with_the_configured_certificate() {
     ));
     assert_eq!(ws.read_text(), event("big", Some("room"), &format!("\"{big}\"")));
 
-    let metrics = scrape(&server, &cert);
+    let metrics = scrape(&server, &[&cert]);
     assert_eq!(metrics.sum("ringcast_tls_handshake_failures_total", &[]), 0);
     // This scrape's own handshake is counted once its request is read.
     assert_eq!(metrics.sum("ringcast_tls_handshakes_total", &[]), 3);
@@ -154,7 +193,7 @@ fn plain_http_on_the_tls_port_is_answered_400_and_closed_cleanly() {
     assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
     assert!(answer.contains("Connection: close"), "{answer}");
     assert!(answer.contains(r#""code":"tls_required""#), "{answer}");
-    let metrics = scrape(&server, &cert);
+    let metrics = scrape(&server, &[&cert]);
     assert_eq!(metrics.sum("ringcast_tls_plain_requests_total", &[]), 1);
     assert_eq!(metrics.sum("ringcast_tls_handshake_failures_total", &[]), 0);
 }
@@ -185,7 +224,7 @@ fn a_failed_handshake_is_counted_and_the_server_carries_on() {
         "an alert record or nothing: {rest:02x?}"
     );
 
-    let metrics = scrape_until(&server, &cert, "ringcast_tls_handshake_failures_total", &[], 2);
+    let metrics = scrape_until(&server, &[&cert], "ringcast_tls_handshake_failures_total", &[], 2);
     assert_eq!(metrics.sum("ringcast_tls_handshake_failures_total", &[]), 2);
     let (mut ws, id) = wss_client(&server, &cert);
     join_with_echo(&mut ws, &id, "after");
@@ -208,9 +247,10 @@ fn sighup_reloads_the_pair_while_a_connection_stays_up() {
     let second = TestCert::new();
     second.write_to(&dir.0);
     server.signal(libc::SIGHUP);
+    // The scrape's handshake may meet either pair.
     let metrics = scrape_until(
         &server,
-        &first,
+        &[&first, &second],
         "ringcast_tls_reloads_total",
         &[("outcome", "applied")],
         1,
@@ -229,7 +269,7 @@ fn sighup_reloads_the_pair_while_a_connection_stays_up() {
     server.signal(libc::SIGHUP);
     let metrics = scrape_until(
         &server,
-        &second,
+        &[&second],
         "ringcast_tls_reloads_total",
         &[("outcome", "refused")],
         1,
@@ -282,7 +322,7 @@ fn a_tls_polling_connection_handed_to_another_shard_keeps_its_tls_state() {
         other.request("GET", &target, "", b"").body,
         event("channel:join", Some("handed"), &message)
     );
-    let metrics = scrape(&server, &cert);
+    let metrics = scrape(&server, &[&cert]);
     assert_eq!(metrics.sum("ringcast_handovers_total", &[]), 1);
 }
 
@@ -330,4 +370,70 @@ fn a_bad_pair_at_start_up_stops_the_server_naming_the_file() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("`tls_cert` is set without `tls_key`"), "{stderr}");
+}
+
+/// A client that opens TCP and never starts the handshake, and one that
+/// stops in the middle of its ClientHello, hold a connection no longer
+/// than a plain client that sends no request: the handshake has the HTTP
+/// head timeout as its deadline, and each is counted as a failed handshake.
+#[test]
+fn a_handshake_that_never_starts_or_stalls_ends_at_the_head_timeout() {
+    let (cert, dir) = (TestCert::new(), TempDir::new());
+    let server = tls_server_with(1, &cert, &dir, "http_head_timeout_ms = 200");
+    let mut silent = TcpStream::connect(server.addr()).expect("connect");
+    let mut stalled = TcpStream::connect(server.addr()).expect("connect");
+    // A handshake record announcing 512 bytes, of which 4 come.
+    stalled
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc])
+        .expect("send");
+    assert_eq!(read_until_server_closes(&mut silent), b"");
+    assert_eq!(read_until_server_closes(&mut stalled), b"");
+    let metrics = scrape_until(&server, &[&cert], "ringcast_tls_handshake_failures_total", &[], 2);
+    assert_eq!(metrics.sum("ringcast_tls_handshake_failures_total", &[]), 2);
+    // The scrape's own handshake is the only one that completed.
+    assert_eq!(metrics.sum("ringcast_tls_handshakes_total", &[]), 1);
+}
+
+/// A ClientHello announcing more than rustls's 64 KiB limit for a
+/// handshake message is refused as soon as its header arrives: the server
+/// buffers no more of it, answers an alert (or nothing) and closes.
+#[test]
+fn an_oversized_client_hello_is_refused_at_its_header() {
+    let (cert, dir) = (TestCert::new(), TempDir::new());
+    let server = tls_server(1, &cert, &dir);
+    let mut client = TcpStream::connect(server.addr()).expect("connect");
+    // One full record (16 KiB) opening a ClientHello of 16 MiB - 1.
+    let mut record = vec![0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0xff, 0xff, 0xff];
+    record.resize(5 + 0x4000, 0);
+    // The server may close before it has read everything.
+    let _ = client.write_all(&record);
+    let answer = read_until_server_closes(&mut client);
+    assert!(
+        answer.first().is_none_or(|&b| b == 0x15),
+        "an alert record or nothing: {answer:02x?}"
+    );
+    let metrics = scrape_until(&server, &[&cert], "ringcast_tls_handshake_failures_total", &[], 1);
+    assert_eq!(metrics.sum("ringcast_tls_handshake_failures_total", &[]), 1);
+}
+
+/// The drain (SIGTERM) ends a wss:// client as a plain one, with a close
+/// frame, and then ends the TLS stream with close_notify.
+#[test]
+fn the_drain_ends_a_wss_client_with_a_close_frame_then_close_notify() {
+    let (cert, dir) = (TestCert::new(), TempDir::new());
+    let server = tls_server_with(1, &cert, &dir, "drain_window_ms = 0");
+    let (mut ws, id) = wss_client(&server, &cert);
+    join_with_echo(&mut ws, &id, "draining");
+    server.signal(libc::SIGTERM);
+    let close = loop {
+        let frame = ws.read_frame();
+        if frame.opcode == OP_CLOSE {
+            break frame;
+        }
+    };
+    assert_eq!(close.close_code(), Some(1001), "going away");
+    assert!(
+        ws.read_to_close_notify(),
+        "the server ended the TLS stream with close_notify"
+    );
 }

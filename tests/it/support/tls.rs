@@ -73,8 +73,18 @@ pub(crate) fn client_config(
     cert: &CertificateDer<'static>,
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Arc<ClientConfig> {
+    client_config_trusting(&[cert], versions)
+}
+
+/// A client configuration that trusts each of `certs`, offering `versions`.
+pub(crate) fn client_config_trusting(
+    certs: &[&CertificateDer<'static>],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
-    roots.add(cert.clone()).expect("trust the test certificate");
+    for cert in certs {
+        roots.add((*cert).clone()).expect("trust the test certificate");
+    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)
