@@ -21,11 +21,14 @@
 //! takes everything rustls has sealed, including what the reader made it
 //! queue (a key update, an alert).
 //!
-//! Memory per connection, bounded by rustls: the connection state, its
-//! record-reading buffer (4 KiB between reads, at most one record of
-//! 16 KiB + overhead while a record is partial), received plaintext
-//! (drained into the shard's buffer on every receive) and sealed records
-//! (drained by every write). Measured per idle connection in the README.
+//! Memory per connection, bounded: the connection state; its
+//! record-reading buffer (4 KiB between reads, up to one record of 16 KiB
+//! plus overhead while a record is partial, up to 64 KiB while a handshake
+//! message is: rustls's limit for one); received plaintext (at most
+//! 16 KiB, rustls's limit, drained into the shard's buffer on every
+//! receive); and sealed records, at most the queue cap or 64 KiB per write
+//! ([`SEALED_BYTES_MAX`]), owned by the write in flight and freed with it.
+//! Measured per idle connection in the README.
 
 use std::cell::RefCell;
 use std::io::{self, IoSlice, Read};
@@ -121,6 +124,11 @@ fn key_error(e: rustls::Error) -> String {
     }
 }
 
+/// Most sealed bytes one write takes from rustls (rustls's own default
+/// limit): with a small `send_queue_bytes_max` the queue's cap is the limit
+/// instead, so a connection never holds more ciphertext than its cap.
+const SEALED_BYTES_MAX: usize = 64 * 1024;
+
 /// One connection's TLS state, shared by its reader and its writer (on one
 /// thread; see the module's invariant).
 pub(crate) struct Tls {
@@ -140,12 +148,19 @@ pub(crate) enum Handshake {
 }
 
 impl Tls {
-    /// A new server-side connection under `config`.
-    pub(crate) fn new(config: Arc<ServerConfig>) -> Result<Self, rustls::Error> {
-        Ok(Self::from_connection(ServerConnection::new(config)?))
+    /// A new server-side connection under `config`, whose writes hold at
+    /// most `queue_bytes_max` (the connection's queue cap) or 64 KiB of
+    /// sealed records, whichever is less.
+    pub(crate) fn new(config: Arc<ServerConfig>, queue_bytes_max: usize) -> Result<Self, rustls::Error> {
+        let mut conn = ServerConnection::new(config)?;
+        // Handshake messages are not held to this limit, only application
+        // data (rustls takes less of a write instead).
+        conn.set_buffer_limit(Some(queue_bytes_max.clamp(1, SEALED_BYTES_MAX)));
+        Ok(Self::from_connection(conn))
     }
 
-    /// Resumes a connection handed over by another shard.
+    /// Resumes a connection handed over by another shard (its buffer limit
+    /// came with it).
     pub(crate) fn from_connection(conn: ServerConnection) -> Self {
         Self {
             conn: RefCell::new(conn),

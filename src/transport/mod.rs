@@ -51,7 +51,8 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 /// handles.
 pub(crate) fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) -> impl Future<Output = ()> {
     // No Nagle delay and a bounded send buffer: inherited from the listener.
-    let tls = match shard.shared.tls().map(Tls::new) {
+    let queue_bytes_max = shard.shared.config.send_queue_bytes_max;
+    let tls = match shard.shared.tls().map(|config| Tls::new(config, queue_bytes_max)) {
         Some(Err(e)) => {
             tracing::error!(error = %e, "cannot start a TLS connection; closing it");
             None
