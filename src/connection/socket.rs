@@ -198,8 +198,20 @@ impl Socket {
     /// Resolves once the socket has something to read (or has failed).
     /// `relaxed` lets the epoll driver trust its cached readiness; pass
     /// false after a receive found nothing, so stale readiness is cleared.
+    /// On TLS, what rustls holds is not the kernel's to show: a reader
+    /// asks [`Socket::has_unread`] before it waits here.
     pub(crate) fn readable(&self, relaxed: bool) -> impl Future<Output = io::Result<()>> + '_ {
         self.stream().readable(relaxed)
+    }
+
+    /// On TLS, whether the last receive left something in rustls
+    /// (decrypted bytes, or the end) that the next receive finds without
+    /// the socket becoming readable. Always false on a plain connection.
+    /// (A question for the reader rather than a wait inside
+    /// [`Socket::readable`], whose future would grow by a word in every
+    /// connection's.)
+    pub(crate) fn has_unread(&self) -> bool {
+        self.stream.tls_state().is_some_and(Tls::has_unread)
     }
 
     /// Takes what the kernel has buffered, up to `buf.len()` bytes, without
@@ -249,8 +261,13 @@ impl Socket {
 
     /// Whether the peer has closed the connection (or it failed), without
     /// consuming anything it sent: a `GET` waiting for packets watches its
-    /// connection with this.
+    /// connection with this. (On TLS, what it sent is taken into rustls,
+    /// where the next receive finds it.)
     pub(crate) fn peer_closed(&self) -> bool {
+        if let Some(tls) = self.stream.tls_state() {
+            // The bytes buffered may be an end in TLS (close_notify).
+            return tls.peer_closed(self.raw_fd());
+        }
         let mut byte = 0u8;
         loop {
             // SAFETY: one writable byte; the descriptor is open while

@@ -21,6 +21,13 @@
 //! takes everything rustls has sealed, including what the reader made it
 //! queue (a key update, an alert).
 //!
+//! **Invariant:** readiness shows only what the kernel holds. A receive
+//! that leaves something inside rustls (decrypted bytes past a full
+//! buffer, or the end behind the bytes it returned) says so
+//! ([`Tls::has_unread`]), and a reader receives again before it waits for
+//! readiness; otherwise a frame that came in the same record as the
+//! upgrade request, or a close_notify, would sit there unseen.
+//!
 //! Memory per connection, bounded: the connection state; its
 //! record-reading buffer (4 KiB between reads, up to one record of 16 KiB
 //! plus overhead while a record is partial, up to 64 KiB while a handshake
@@ -30,7 +37,7 @@
 //! ([`SEALED_BYTES_MAX`]), owned by the write in flight and freed with it.
 //! Measured per idle connection in the README.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::{self, IoSlice, Read};
 use std::path::Path;
 use std::sync::Arc;
@@ -133,6 +140,15 @@ const SEALED_BYTES_MAX: usize = 64 * 1024;
 /// thread; see the module's invariant).
 pub(crate) struct Tls {
     conn: RefCell<ServerConnection>,
+    /// Set when the last receive returned before it knew there was nothing
+    /// more to read: rustls may hold decrypted bytes, or an end that
+    /// receive did not report yet. The socket's readiness cannot see
+    /// either, so the reader must receive again before it waits for it.
+    unread: Cell<bool>,
+    /// The connection has ended (the peer's close_notify or end of file, a
+    /// bad record, a failed socket) after the bytes a receive returned:
+    /// every later receive reports the end.
+    ended: Cell<bool>,
 }
 
 /// What one step of the handshake found.
@@ -164,6 +180,8 @@ impl Tls {
     pub(crate) fn from_connection(conn: ServerConnection) -> Self {
         Self {
             conn: RefCell::new(conn),
+            unread: Cell::new(false),
+            ended: Cell::new(false),
         }
     }
 
@@ -195,14 +213,26 @@ impl Tls {
     /// Receives plaintext into `buf` without waiting: what rustls already
     /// decrypted first, then records from the kernel until `buf` is full
     /// or the kernel has nothing more. A short count therefore means the
-    /// socket is drained, as for a plain receive.
+    /// socket is drained, as for a plain receive; after a full one, or
+    /// bytes followed by the end, [`Tls::has_unread`] tells the reader not
+    /// to wait for readiness.
     pub(crate) fn recv(&self, fd: i32, buf: &mut [u8]) -> Received {
+        if self.ended.get() {
+            return Received::Closed;
+        }
+        let received = self.receive(fd, buf);
+        self.unread
+            .set(matches!(received, Received::Bytes(n) if n == buf.len()) || self.ended.get());
+        received
+    }
+
+    fn receive(&self, fd: i32, buf: &mut [u8]) -> Received {
         let mut conn = self.conn.borrow_mut();
         let mut filled = 0;
         loop {
             match conn.reader().read(&mut buf[filled..]) {
                 // The peer's close_notify.
-                Ok(0) => return closed_after(filled),
+                Ok(0) => return self.closed_after(filled),
                 Ok(n) => {
                     filled += n;
                     if filled == buf.len() {
@@ -212,10 +242,10 @@ impl Tls {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 // The peer closed the TCP connection without close_notify.
-                Err(_) => return closed_after(filled),
+                Err(_) => return self.closed_after(filled),
             }
             match conn.read_tls(&mut Fd(fd)) {
-                Ok(0) => return closed_after(filled),
+                Ok(0) => return self.closed_after(filled),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     return if filled > 0 {
@@ -224,15 +254,68 @@ impl Tls {
                         Received::WouldBlock
                     };
                 }
-                Err(_) => return closed_after(filled),
+                Err(_) => return self.closed_after(filled),
             }
             if let Err(e) = conn.process_new_packets() {
                 tracing::debug!(error = %e, "TLS error");
                 // The connection ends; the bytes before the bad record are
                 // handled first.
-                return closed_after(filled);
+                return self.closed_after(filled);
             }
         }
+    }
+
+    /// `Closed`, unless bytes came before the end: they are handled first,
+    /// and the next receive reports the end.
+    fn closed_after(&self, filled: usize) -> Received {
+        if filled == 0 {
+            return Received::Closed;
+        }
+        self.ended.set(true);
+        Received::Bytes(filled)
+    }
+
+    /// Whether a receive may find something without the socket becoming
+    /// readable (see [`Tls::recv`]).
+    pub(crate) fn has_unread(&self) -> bool {
+        self.unread.get()
+    }
+
+    /// Whether the peer has ended the connection: close_notify, end of
+    /// file, or a broken record. Takes in what the kernel has buffered, as
+    /// [`Socket::peer_closed`]'s peek does not consume: decrypted bytes
+    /// stay in rustls for the next receive (they are data, not an end).
+    ///
+    /// [`Socket::peer_closed`]: crate::connection::socket::Socket::peer_closed
+    pub(crate) fn peer_closed(&self, fd: i32) -> bool {
+        if self.ended.get() {
+            return true;
+        }
+        let mut conn = self.conn.borrow_mut();
+        loop {
+            // Before each read: rustls refuses to read while it holds a
+            // full buffer of plaintext.
+            // Data comes first, as for a plain socket: a request followed
+            // by close_notify is a request (TLS 1.3 allows the half-close).
+            match conn.process_new_packets() {
+                Ok(state) if state.plaintext_bytes_to_read() > 0 => {
+                    self.unread.set(true);
+                    return false;
+                }
+                Ok(state) if state.peer_has_closed() => break,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+            match conn.read_tls(&mut Fd(fd)) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(_) => break,
+            }
+        }
+        self.ended.set(true);
+        self.unread.set(true);
+        true
     }
 
     /// Seals as much of `plaintext` as rustls takes (everything, up to its
@@ -261,16 +344,6 @@ impl Tls {
     /// Whether rustls holds plaintext or sealed records not yet taken.
     pub(crate) fn wants_write(&self) -> bool {
         self.conn.borrow().wants_write()
-    }
-}
-
-/// `Closed`, unless bytes came before the end (they are handled first; the
-/// next receive reports the end).
-fn closed_after(filled: usize) -> Received {
-    if filled > 0 {
-        Received::Bytes(filled)
-    } else {
-        Received::Closed
     }
 }
 

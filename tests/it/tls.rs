@@ -18,7 +18,7 @@ use crate::support::poll::{handshake_target, open_sid, sid_shard};
 use crate::support::prom::Metrics;
 use crate::support::sio::event;
 use crate::support::tls::{client_config, client_config_trusting, TempDir, TestCert, TlsConn};
-use crate::support::ws::OP_CLOSE;
+use crate::support::ws::{encode_frame, random_key, random_mask, OP_CLOSE, OP_TEXT};
 use crate::support::TestServer;
 
 /// Longest wait for the server to act on a signal or count something.
@@ -414,6 +414,77 @@ fn an_oversized_client_hello_is_refused_at_its_header() {
     );
     let metrics = scrape_until(&server, &[&cert], "ringcast_tls_handshake_failures_total", &[], 1);
     assert_eq!(metrics.sum("ringcast_tls_handshake_failures_total", &[]), 1);
+}
+
+/// A client may send its first WebSocket frame right behind the upgrade
+/// request, in the same TLS record. When the request head exactly fills
+/// the server's first read, the frame is left decrypted inside rustls,
+/// where the socket's readiness cannot see it: the WebSocket must read it
+/// without waiting for more bytes from the client (which waits for the
+/// answer to that very frame).
+#[test]
+fn a_frame_pipelined_behind_the_upgrade_is_handled() {
+    let (cert, dir) = (TestCert::new(), TempDir::new());
+    let server = tls_server(1, &cert, &dir);
+    let mut conn = TlsConn::connect(server.addr(), &cert.der);
+    let head = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\nX-Pad: ",
+        websocket_target(&server),
+        server.addr(),
+        random_key()
+    );
+    // The server's first read of a request head takes 1 KiB.
+    let padding = 1024 - head.len() - "\r\n\r\n".len();
+    let mut request = format!("{head}{}\r\n\r\n", "p".repeat(padding)).into_bytes();
+    assert_eq!(request.len(), 1024);
+    request.extend_from_slice(&encode_frame(true, 0, OP_TEXT, b"40", Some(random_mask())));
+    conn.send_raw(&request);
+    assert_eq!(conn.response().status, 101);
+    let open = conn.read_text();
+    assert!(open.starts_with(r#"0{"sid""#), "{open}");
+    let ack = conn.read_text();
+    assert!(ack.starts_with(r#"40{"sid""#), "the connect is answered: {ack}");
+}
+
+/// A long-polling client whose waiting `GET`'s connection ends with
+/// close_notify (the TCP connection still open) has left that connection:
+/// the server gives it up, and the session, with what was queued for it,
+/// waits for the client's next `GET` on a new connection (a second `GET`
+/// while the first one still waited would close the session).
+#[test]
+fn a_waiting_get_whose_client_sends_close_notify_is_given_up() {
+    let (cert, dir) = (TestCert::new(), TempDir::new());
+    let server = tls_server(1, &cert, &dir);
+    let mut first = TlsConn::connect(server.addr(), &cert.der);
+    let sid = open_sid(&first.request("GET", &handshake_target(&server), "", b""));
+    let target = format!("{}?EIO=4&transport=polling&sid={sid}", server.path());
+    assert_eq!(first.request("POST", &target, "", b"40").status, 200);
+    let connected = first.request("GET", &target, "", b"");
+    assert!(connected.body.starts_with(r#"40{"sid":""#), "{connected:?}");
+    let id = connected.body[r#"40{"sid":""#.len()..connected.body.len() - 2].to_string();
+
+    // A GET that waits, then the client's close_notify once it waits.
+    let requests = scrape(&server, &[&cert]).sum("ringcast_polling_requests_total", &[]);
+    first.send("GET", &target, "", b"");
+    scrape_until(
+        &server,
+        &[&cert],
+        "ringcast_polling_requests_total",
+        &[],
+        requests + 1,
+    );
+    first.send_close_notify();
+    // The server ends the connection (it does not wait for the next ping).
+    let _ = first.read_to_close_notify();
+
+    let mut second = TlsConn::connect(server.addr(), &cert.der);
+    let join = r#"42["join",{"channel":"after","echo":true}]"#;
+    let posted = second.request("POST", &target, "", join.as_bytes());
+    assert_eq!((posted.status, posted.body.as_str()), (200, "ok"), "{posted:?}");
+    let polled = second.request("GET", &target, "", b"");
+    let message = format!(r#"{{"id":"{id}","data":null}}"#);
+    assert_eq!(polled.body, event("channel:join", Some("after"), &message));
 }
 
 /// The drain (SIGTERM) ends a wss:// client as a plain one, with a close

@@ -179,6 +179,25 @@ impl TlsConn {
         }
     }
 
+    /// Writes `bytes` as they are, in one TLS write (one record up to
+    /// 16 KiB).
+    pub(crate) fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+        self.stream.flush().expect("flush");
+    }
+
+    /// Sends close_notify (the end of what this client sends) and keeps
+    /// the TCP connection open.
+    pub(crate) fn send_close_notify(&mut self) {
+        self.stream.conn.send_close_notify();
+        while self.stream.conn.wants_write() {
+            self.stream
+                .conn
+                .write_tls(&mut self.stream.sock)
+                .expect("send close_notify");
+        }
+    }
+
     /// Upgrades to WebSocket at `target` (Engine.IO's path and query).
     pub(crate) fn upgrade(&mut self, target: &str) {
         let key = random_key();
