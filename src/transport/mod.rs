@@ -173,8 +173,17 @@ async fn http_phase(
                 http.reply(refusal, false, &[]).await;
                 return None;
             }
-            // End of file, or no complete request head in time.
-            Ok(None) | Err(_) => return None,
+            // End of file.
+            Ok(None) => return None,
+            // No complete request head in time (an idle keep-alive
+            // connection, or a slow client): on TLS, a clean end.
+            Err(_) => {
+                if http.writer.is_tls() {
+                    let _ = monoio::time::timeout(REPLY_TIMEOUT, http.writer.close_notify()).await;
+                }
+                http.socket.shutdown();
+                return None;
+            }
         };
         http = match handle(http, request).await {
             Next::KeepAlive(http) => http,

@@ -487,6 +487,20 @@ fn a_waiting_get_whose_client_sends_close_notify_is_given_up() {
     assert_eq!(polled.body, event("channel:join", Some("after"), &message));
 }
 
+/// An idle keep-alive connection closed at the head timeout ends its TLS
+/// stream with close_notify, as after a `Connection: close` answer.
+#[test]
+fn an_idle_keep_alive_connection_ends_with_close_notify() {
+    let (cert, dir) = (TestCert::new(), TempDir::new());
+    let server = tls_server_with(1, &cert, &dir, "http_head_timeout_ms = 200");
+    let mut conn = TlsConn::connect(server.addr(), &cert.der);
+    assert_eq!(conn.request("GET", "/health", "", b"").status, 200);
+    assert!(
+        conn.read_to_close_notify(),
+        "the server ended the idle TLS stream with close_notify"
+    );
+}
+
 /// The drain (SIGTERM) ends a wss:// client as a plain one, with a close
 /// frame, and then ends the TLS stream with close_notify.
 #[test]
