@@ -1,3 +1,7 @@
+//! The TLS configuration from certificate and key files (modern defaults,
+//! each bad file named with its reason), and one connection's seal of a
+//! write against a rustls client, handshaken in memory.
+
 use std::path::PathBuf;
 
 use super::*;
