@@ -58,6 +58,11 @@ if [ "$node_major" -lt 20 ]; then
     exit 1
 fi
 
+# --- openssl (tests/interop/tls.test.mjs makes its certificate with it) -------
+if ! command -v openssl >/dev/null 2>&1; then
+    apt_install openssl
+fi
+
 # --- Redis (cluster tests through Redis pub/sub) -----------------------------
 if ! command -v redis-server >/dev/null 2>&1; then
     apt_install redis-server

@@ -96,6 +96,14 @@ impl RedisUrl {
     }
 }
 
+/// The certificate chain and private key (PEM files) of a TLS listener:
+/// with them the server speaks only `https://` and `wss://`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// Command-line flags. Every flag is optional and overrides the file.
 #[derive(Debug, Clone, Parser, Default)]
 #[command(
@@ -163,6 +171,14 @@ pub struct Cli {
     /// This node's name in the cluster [default: host name + port].
     #[arg(long, global = true)]
     pub node_id: Option<String>,
+    /// Serve TLS (`https://`, `wss://`) with this certificate chain (PEM,
+    /// the server's certificate first); needs --tls-key. Re-read on SIGHUP.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    /// Re-read on SIGHUP.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
     /// What to do instead of serving (nothing: serve).
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -274,6 +290,9 @@ pub struct Config {
     pub file: Option<PathBuf>,
     /// The cluster this node joins (`--redis`, `[cluster]`); `None`: alone.
     pub cluster: Option<ClusterConfig>,
+    /// TLS on the listener (`--tls-cert`/`--tls-key`, `[server]`); `None`:
+    /// plain HTTP and WebSocket.
+    pub tls: Option<TlsFiles>,
     pub(crate) environments: Vec<EnvSettings>,
 }
 
@@ -332,6 +351,8 @@ struct FileServer {
     connections_per_ip_max: Option<usize>,
     drain_window_ms: Option<u64>,
     shutdown_deadline_ms: Option<u64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 /// A string, or a list of them.
@@ -482,6 +503,28 @@ impl Config {
             .or(s.listen)
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 4000)));
         let cluster = cluster_config(cli, file.cluster, listen)?;
+        // Relative paths in the file are relative to the file's directory.
+        let file_dir = cli.config.as_deref().and_then(Path::parent);
+        let in_file = |p: PathBuf| match file_dir {
+            Some(dir) if p.is_relative() => dir.join(p),
+            _ => p,
+        };
+        let tls_cert = cli.tls_cert.clone().or(s.tls_cert.map(in_file));
+        let tls_key = cli.tls_key.clone().or(s.tls_key.map(in_file));
+        let tls = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(Error::Invalid(
+                    "`tls_cert` is set without `tls_key`: TLS needs both".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(Error::Invalid(
+                    "`tls_key` is set without `tls_cert`: TLS needs both".into(),
+                ))
+            }
+        };
         Ok(Self {
             listen,
             shard_count,
@@ -525,6 +568,7 @@ impl Config {
                 .next_power_of_two(),
             file: cli.config.clone(),
             cluster,
+            tls,
             environments,
         })
     }

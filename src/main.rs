@@ -49,14 +49,23 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let path = config.path.clone();
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
     let shard_count = config.shard_count;
-    let server = ringcast::server::start(config)?;
+    let server = match ringcast::server::start(config) {
+        Ok(server) => server,
+        // A certificate or key that cannot be used: a configuration error.
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            eprintln!("ringcast: configuration error: {e}");
+            std::process::exit(2);
+        }
+        Err(e) => return Err(e.into()),
+    };
     server.handle_signals()?;
     let running = &server.running;
     let driver = if running.uring { "io_uring" } else { "epoll" };
     tracing::info!(addr = %running.local_addr, shards = shard_count, driver, "ringcast started");
     println!(
-        "ringcast listening on http://{}{} shards={}",
+        "ringcast listening on {scheme}://{}{} shards={}",
         running.local_addr, path, shard_count
     );
     server.join();

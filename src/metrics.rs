@@ -81,6 +81,9 @@ counters! {
     polling_requests => "ringcast_polling_requests_total", "Engine.IO long-polling requests (GET and POST) served.";
     handovers => "ringcast_handovers_total", "Client connections handed to the shard that owns their session.";
     upgrades => "ringcast_upgrades_total", "Long-polling sessions upgraded to WebSocket.";
+    tls_handshakes => "ringcast_tls_handshakes_total", "TLS handshakes completed.";
+    tls_handshake_failures => "ringcast_tls_handshake_failures_total", "TLS handshakes that failed (protocol error, peer gone, or too slow).";
+    tls_plain_requests => "ringcast_tls_plain_requests_total", "Plain-HTTP requests to the TLS listener, answered 400 and closed.";
 }
 
 impl Stats {
@@ -297,6 +300,19 @@ fn env_gauge(
             let _ = writeln!(out, "{name}{{shard=\"{}\",env=\"{}\"}} {n}", s.shard, escape(env));
         }
     }
+}
+
+/// The TLS certificate reloads (SIGHUP) of a TLS listener, by outcome:
+/// process-wide, appended after the shards' metrics.
+pub(crate) fn render_tls_reloads(out: &mut String, applied: u64, refused: u64) {
+    header(
+        out,
+        "ringcast_tls_reloads_total",
+        "TLS certificate and key reloads on SIGHUP: applied, or refused (the running pair stays).",
+        "counter",
+    );
+    let _ = writeln!(out, "ringcast_tls_reloads_total{{outcome=\"applied\"}} {applied}");
+    let _ = writeln!(out, "ringcast_tls_reloads_total{{outcome=\"refused\"}} {refused}");
 }
 
 fn header(out: &mut String, name: &str, help: &str, kind: &str) {

@@ -54,7 +54,14 @@ pub fn start(config: Config) -> std::io::Result<Server> {
         }
         None => (None, None),
     };
-    let shared = Arc::new(Shared::new(config, mesh, cluster, environments));
+    let tls = match &config.tls {
+        Some(files) => Some(
+            crate::connection::tls::load(files)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("TLS: {e}")))?,
+        ),
+        None => None,
+    };
+    let shared = Arc::new(Shared::new(config, mesh, cluster, environments).with_tls(tls));
     if let Some(link) = link {
         let for_link = shared.clone();
         link.spawn(Arc::new(move |envs: Vec<EnvSettings>| {
@@ -104,10 +111,11 @@ fn apply_cluster_settings(shared: &Shared, envs: Vec<EnvSettings>) {
     tracing::info!(version = settings.version, "settings from the cluster applied");
 }
 
-/// Handles signals on a thread of its own: SIGHUP re-reads the
-/// configuration file's environments and hands them to the shards (a bad
-/// file is logged with file, line and reason, and the running settings
-/// stay); the first SIGTERM or SIGINT starts the graceful shutdown (every
+/// Handles signals on a thread of its own: SIGHUP re-reads the TLS
+/// certificate and key (new handshakes use them; a bad file is logged with
+/// file and reason, and the running pair stays) and the configuration
+/// file's environments, which it hands to the shards (a bad file is logged
+/// with file, line and reason, and the running settings stay); the first SIGTERM or SIGINT starts the graceful shutdown (every
 /// shard stops accepting and drains its clients over the drain window); a
 /// second one exits at once.
 fn handle_signals(shared: Arc<Shared>) -> std::io::Result<()> {
@@ -142,8 +150,37 @@ fn handle_signals(shared: Arc<Shared>) -> std::io::Result<()> {
 }
 
 fn reload(shared: &Shared) {
+    reload_tls(shared);
+    reload_settings(shared);
+}
+
+/// Re-reads the certificate and key: connections accepted from now on
+/// handshake with them; those already up keep the keys they agreed on.
+fn reload_tls(shared: &Shared) {
+    let Some(files) = &shared.config.tls else {
+        return;
+    };
+    match crate::connection::tls::load(files) {
+        Ok(next) => {
+            shared.replace_tls(next);
+            tracing::info!(cert = %files.cert.display(), "TLS certificate and key reloaded on SIGHUP");
+        }
+        Err(e) => {
+            shared.tls_reload_refused();
+            tracing::error!(
+                file = %e.file,
+                reason = %e.reason,
+                "SIGHUP: TLS certificate or key refused; keeping the running pair"
+            );
+        }
+    }
+}
+
+fn reload_settings(shared: &Shared) {
     let Some(path) = shared.config.file.clone() else {
-        tracing::warn!("SIGHUP without --config: nothing to reload");
+        if shared.config.tls.is_none() {
+            tracing::warn!("SIGHUP without --config: nothing to reload");
+        }
         return;
     };
     match reload_environments(&path) {

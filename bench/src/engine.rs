@@ -26,7 +26,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::io::{self, Read as _, Write as _};
+use std::io::{self, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd as _;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
@@ -36,6 +36,7 @@ use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
+use crate::link::Link;
 use crate::window::{WindowBook, WindowTally};
 use crate::wire::{self, FrameHead, MaskRng, Packet, UpgradeResponse};
 
@@ -67,6 +68,8 @@ pub struct Target {
     pub addr: SocketAddr,
     pub host: String,
     pub path: String,
+    /// TLS (`https://`, `wss://`): the client configuration.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// Where a publisher sends.
@@ -286,7 +289,7 @@ enum State {
 struct Conn {
     spec: ConnSpec,
     state: State,
-    stream: Option<TcpStream>,
+    stream: Option<Link>,
     key: String,
     started_ns: u64,
     sid: [u8; 32],
@@ -308,7 +311,7 @@ struct Conn {
 #[derive(Default)]
 struct PollSide {
     sid: String,
-    post: Option<TcpStream>,
+    post: Option<Link>,
     /// Engine.IO packets for the next `POST`, joined by `\x1e`.
     queued: Vec<u8>,
     /// Request bytes not written yet.
@@ -502,7 +505,8 @@ pub fn run_worker(
             if event.is_readable() || event.is_read_closed() || event.is_error() {
                 read_all(conn, index, &mut read_buffer, &mut ctx);
             }
-            if event.is_writable() && !conn.outgoing.is_empty() {
+            let sealed = conn.stream.as_ref().is_some_and(Link::wants_write);
+            if event.is_writable() && (!conn.outgoing.is_empty() || sealed) {
                 mark_dirty(conn, index, &mut dirty);
             }
         }
@@ -567,7 +571,8 @@ fn start_connect(
     poll: &Poll,
     now_ns: u64,
 ) -> io::Result<()> {
-    let target = settings.target(conn.spec.node).addr;
+    let target_spec = settings.target(conn.spec.node);
+    let target = target_spec.addr;
     let domain = socket2::Domain::for_address(target);
     let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     socket.set_nonblocking(true)?;
@@ -593,12 +598,13 @@ fn start_connect(
     let mut stream = TcpStream::from_std(socket.into());
     poll.registry()
         .register(&mut stream, Token(index), Interest::READABLE | Interest::WRITABLE)?;
-    conn.stream = Some(stream);
+    conn.stream = Some(Link::new(stream, target_spec.tls.as_ref(), target)?);
     if conn.spec.polling {
-        let mut post = TcpStream::connect(target)?;
+        let post = TcpStream::connect(target)?;
         post.set_nodelay(true)?;
+        let mut post = Link::new(post, target_spec.tls.as_ref(), target)?;
         poll.registry().register(
-            &mut post,
+            post.tcp_mut(),
             Token(index | POST_TOKEN_BIT),
             Interest::READABLE | Interest::WRITABLE,
         )?;
@@ -633,7 +639,7 @@ fn set_bind_address_no_port(socket: &socket2::Socket) -> io::Result<()> {
 }
 
 fn on_connected(conn: &mut Conn, index: usize, ctx: &mut Ctx<'_>) {
-    let Some(stream) = conn.stream.as_ref() else {
+    let Some(stream) = conn.stream.as_ref().map(Link::tcp) else {
         return;
     };
     match stream.take_error() {
@@ -1001,10 +1007,11 @@ fn flush_post(
         side.out.append(&mut side.queued);
     }
     if side.post.is_none() && !side.out.is_empty() {
-        let connected = TcpStream::connect(target.addr).and_then(|mut post| {
+        let connected = TcpStream::connect(target.addr).and_then(|post| {
             post.set_nodelay(true)?;
+            let mut post = Link::new(post, target.tls.as_ref(), target.addr)?;
             registry.register(
-                &mut post,
+                post.tcp_mut(),
                 Token(index | POST_TOKEN_BIT),
                 Interest::READABLE | Interest::WRITABLE,
             )?;
@@ -1029,7 +1036,7 @@ fn flush_post(
         }
     }
     side.out.drain(..written);
-    None
+    post.flush_tls().err().map(|e| format!("POST write: {e}"))
 }
 
 fn on_data(conn: &mut Conn, body: &[u8], ctx: &mut Ctx<'_>) {
@@ -1221,6 +1228,10 @@ fn flush_dirty(
             }
         }
         conn.outgoing.drain(..written);
+        if error.is_none() {
+            // TLS: what rustls sealed and the socket did not take yet.
+            error = stream.flush_tls().err().map(|e| format!("write: {e}"));
+        }
         if let Some(reason) = error {
             fail(conn, report, shared, &reason);
         }

@@ -6,6 +6,7 @@
 //!   sans-IO, no allocation per received message.
 //! - [`engine`]: one generator thread (mio/epoll) owning a share of the
 //!   connections; phases, publishing schedule, counting.
+//! - [`link`]: a connection's stream, plain TCP or TLS (a rustls client).
 //! - [`window`]: closed-loop publishing; completion counting shared by the
 //!   workers without locks or per-message allocation.
 //! - [`scenario`]: fanout, rooms, broadcast, connect, latency; coordinates
@@ -27,6 +28,7 @@
 pub mod check;
 pub mod engine;
 pub mod floor;
+pub mod link;
 pub mod plot;
 pub mod procfs;
 pub mod report;

@@ -211,6 +211,13 @@ pub struct RunReport {
     /// per published message.
     #[serde(default)]
     pub redis_bytes_per_message: f64,
+    /// Server CPU during setup (connect, upgrade or polling handshake, TLS
+    /// handshake over TLS, Socket.IO connect, join) per connection set up.
+    #[serde(default)]
+    pub server_cpu_us_per_connection: f64,
+    /// Whether the run spoke TLS (`https://`, `wss://`).
+    #[serde(default)]
+    pub tls: bool,
 }
 
 impl RunReport {
@@ -236,6 +243,11 @@ impl RunReport {
                 ),
             ),
             ("connects/s", format!("{:.0}", self.connects_per_s)),
+            (
+                "server CPU µs/connection (setup)",
+                format!("{:.0}", self.server_cpu_us_per_connection),
+            ),
+            ("TLS", if self.tls { "yes" } else { "no" }.to_owned()),
             (
                 "handshake p50 / p99 µs",
                 format!("{:.0} / {:.0}", self.handshake_us.p50, self.handshake_us.p99),

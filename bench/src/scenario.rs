@@ -98,6 +98,10 @@ pub struct Common {
     /// Print less.
     #[arg(long)]
     pub quiet: bool,
+    /// The certificate (PEM) to trust for an https:// or wss:// --url: the
+    /// server's own, when it is self-signed.
+    #[arg(long)]
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Subcommand, Serialize)]
@@ -353,12 +357,19 @@ fn spread(index: u32, count: u32, interval_ns: u64) -> u64 {
     interval_ns / u64::from(count) * u64::from(index)
 }
 
-/// Turns `http://host:port/path` into an address, Host header and path.
-pub fn parse_url(url: &str) -> anyhow::Result<Target> {
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("ws://"))
-        .context("URL must start with http:// or ws://")?;
+/// Turns `http://host:port/path` into an address, Host header and path;
+/// `https://` and `wss://` need `tls_ca`, the certificate to trust.
+pub fn parse_url(url: &str, tls_ca: Option<&std::path::Path>) -> anyhow::Result<Target> {
+    let (rest, secure) = match url.split_once("://") {
+        Some(("http" | "ws", rest)) => (rest, false),
+        Some(("https" | "wss", rest)) => (rest, true),
+        _ => bail!("URL must start with http://, ws://, https:// or wss://"),
+    };
+    let tls = match (secure, tls_ca) {
+        (false, _) => None,
+        (true, Some(ca)) => Some(crate::link::client_config(ca)?),
+        (true, None) => bail!("{url}: TLS needs --tls-ca (the server's certificate, PEM)"),
+    };
     let (host, path) = match rest.find('/') {
         Some(at) => (&rest[..at], &rest[at..]),
         None => (rest, "/realtime/"),
@@ -375,6 +386,7 @@ pub fn parse_url(url: &str) -> anyhow::Result<Target> {
         addr,
         host: host.to_owned(),
         path: path.to_owned(),
+        tls,
     })
 }
 
@@ -452,10 +464,11 @@ fn sleep_until_ns(shared: &Shared, target_ns: u64) {
 
 /// Runs one scenario against one server and returns what was measured.
 pub fn run(scenario: &Scenario, common: &Common) -> anyhow::Result<RunReport> {
-    let target = parse_url(&common.url)?;
+    let tls_ca = common.tls_ca.as_deref();
+    let target = parse_url(&common.url, tls_ca)?;
     let mut targets = vec![target.clone()];
     if let Some(url2) = &common.url2 {
-        targets.push(parse_url(url2)?);
+        targets.push(parse_url(url2, tls_ca)?);
     }
     let (specs, channels) = scenario.plan(targets.len() as u8);
     let connections = specs.len() as u64;
@@ -612,6 +625,13 @@ pub fn run(scenario: &Scenario, common: &Common) -> anyhow::Result<RunReport> {
             (Some(a), Some(b)) => (b.cpu_s - a.cpu_s).max(0.0),
             _ => 0.0,
         },
+        server_cpu_us_per_connection: match (before, timing.server_at_setup_end) {
+            (Some(a), Some(b)) if report.connected > 0 => {
+                (b.cpu_s - a.cpu_s).max(0.0) * 1e6 / report.connected as f64
+            }
+            _ => 0.0,
+        },
+        tls: target.tls.is_some(),
         redis_bytes_per_message: match (timing.redis_bytes_at_start, timing.redis_bytes_at_end) {
             (Some(a), Some(b)) if report.sent_measured > 0 => {
                 b.saturating_sub(a) as f64 / report.sent_measured as f64
@@ -625,6 +645,7 @@ pub fn run(scenario: &Scenario, common: &Common) -> anyhow::Result<RunReport> {
 #[derive(Debug, Default)]
 struct Timing {
     setup_s: f64,
+    server_at_setup_end: Option<ProcSample>,
     window_s: f64,
     server_after_setup: Option<ProcSample>,
     server_at_start: Option<ProcSample>,
@@ -649,7 +670,9 @@ impl Timing {
         self.redis_bytes_at_start = redis_net_bytes(common.redis_port);
         self.generator_at_start_s = procfs::self_cpu_s();
         self.ksoftirqd_at_start_s = procfs::ksoftirqd_cpu_s();
-        self.counters_at_start = common.pid.and_then(|_| scrape::scrape(target.addr, &target.host));
+        self.counters_at_start = common
+            .pid
+            .and_then(|_| scrape::scrape(target.addr, &target.host, target.tls.as_ref()));
     }
 
     /// Samples everything measured over the window, at its end.
@@ -659,7 +682,9 @@ impl Timing {
         self.redis_bytes_at_end = redis_net_bytes(common.redis_port);
         self.generator_at_end_s = procfs::self_cpu_s();
         self.ksoftirqd_at_end_s = procfs::ksoftirqd_cpu_s();
-        self.counters_at_end = common.pid.and_then(|_| scrape::scrape(target.addr, &target.host));
+        self.counters_at_end = common
+            .pid
+            .and_then(|_| scrape::scrape(target.addr, &target.host, target.tls.as_ref()));
     }
 }
 
@@ -691,6 +716,7 @@ fn coordinate(
         settled(shared)
     });
     timing.setup_s = setup_started.elapsed().as_secs_f64();
+    timing.server_at_setup_end = sample_server(common);
     say(
         common,
         &format!(

@@ -9,6 +9,9 @@ use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use serde::{Deserialize, Serialize};
 
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -50,23 +53,35 @@ impl ServerCounters {
     }
 }
 
-/// Scrapes `http://{addr}/metrics`; `None` if there is no such page.
-pub fn scrape(addr: SocketAddr, host: &str) -> Option<ServerCounters> {
-    let page = fetch(addr, host)?;
+/// Scrapes `http://{addr}/metrics` (`https://` with `tls`); `None` if there
+/// is no such page.
+pub fn scrape(addr: SocketAddr, host: &str, tls: Option<&Arc<ClientConfig>>) -> Option<ServerCounters> {
+    let page = fetch(addr, host, tls)?;
     let counters = parse(&page);
     (counters.writes > 0 || counters.frames_written > 0 || page.contains("ringcast_writes_total"))
         .then_some(counters)
 }
 
-fn fetch(addr: SocketAddr, host: &str) -> Option<String> {
-    let mut stream = TcpStream::connect_timeout(&addr, SCRAPE_TIMEOUT).ok()?;
+fn fetch(addr: SocketAddr, host: &str, tls: Option<&Arc<ClientConfig>>) -> Option<String> {
+    let stream = TcpStream::connect_timeout(&addr, SCRAPE_TIMEOUT).ok()?;
     stream.set_read_timeout(Some(SCRAPE_TIMEOUT)).ok()?;
     stream.set_write_timeout(Some(SCRAPE_TIMEOUT)).ok()?;
     let request = format!("GET /metrics HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
     let mut response = Vec::new();
     // The server closes after the reply; a read timeout ends a server that does not.
-    let _ = stream.take(PAGE_BYTES_MAX).read_to_end(&mut response);
+    match tls {
+        None => {
+            let mut stream = stream;
+            stream.write_all(request.as_bytes()).ok()?;
+            let _ = stream.take(PAGE_BYTES_MAX).read_to_end(&mut response);
+        }
+        Some(config) => {
+            let conn = ClientConnection::new(config.clone(), crate::link::server_name(addr)).ok()?;
+            let mut stream = StreamOwned::new(conn, stream);
+            stream.write_all(request.as_bytes()).ok()?;
+            let _ = stream.take(PAGE_BYTES_MAX).read_to_end(&mut response);
+        }
+    }
     let text = String::from_utf8_lossy(&response);
     let (head, body) = text.split_once("\r\n\r\n")?;
     head.starts_with("HTTP/1.1 200").then(|| body.to_owned())

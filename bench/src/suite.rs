@@ -138,6 +138,9 @@ struct ScenarioRun {
     drivers: Option<&'static [&'static str]>,
     /// Generator threads for this scenario (None: `--load-threads`).
     load_threads: Option<u32>,
+    /// Over TLS (`https://`, `wss://`): ringcast only, started with the
+    /// suite's self-signed certificate.
+    tls: bool,
 }
 
 impl ScenarioRun {
@@ -150,6 +153,7 @@ impl ScenarioRun {
             kinds: None,
             drivers: None,
             load_threads: None,
+            tls: false,
         }
     }
 
@@ -159,6 +163,14 @@ impl ScenarioRun {
     fn load_threads(mut self, threads: u32) -> Self {
         self.load_threads = Some(threads);
         self
+    }
+
+    /// The same run over TLS (ringcast with the io_uring driver: the peers
+    /// are measured without TLS, and the plain run beside it is the
+    /// baseline).
+    fn tls(mut self) -> Self {
+        self.tls = true;
+        self.kinds(&["ringcast"]).drivers(&["io_uring"])
     }
 
     fn common(mut self, extra: &[&str]) -> Self {
@@ -219,6 +231,24 @@ fn scenario_runs(options: &SuiteOptions) -> Vec<ScenarioRun> {
             });
         }
     }
+    // The cost of TLS per delivery: fanout-s1000-w16 over wss://.
+    runs.push(
+        ScenarioRun::new(
+            "fanout-tls-s1000-w16",
+            Mode::Saturated,
+            &[
+                "fanout",
+                "--subscribers",
+                "1000",
+                "--publishers",
+                "1",
+                "--window",
+                "16",
+            ],
+            &common,
+        )
+        .tls(),
+    );
     // What clients that stop reading cost everyone else: the same fanout
     // with 20 more subscribers that never read again after their join.
     runs.push(
@@ -383,6 +413,17 @@ fn scenario_runs(options: &SuiteOptions) -> Vec<ScenarioRun> {
         )
         .load_threads(2),
     );
+    // The cost of TLS per handshake and per idle connection.
+    runs.push(
+        ScenarioRun::new(
+            "connect-tls",
+            Mode::Connect,
+            &["connect", "--connections", &connect_n, "--hold-s", "5"],
+            &strings(&["--setup-timeout-s", "180"]),
+        )
+        .load_threads(2)
+        .tls(),
+    );
     runs
 }
 
@@ -445,12 +486,26 @@ fn smoke_scenario_runs() -> Vec<ScenarioRun> {
         )
         .drivers(uring_only),
         ScenarioRun::new(
+            "fanout-tls-s50-w4",
+            Mode::Saturated,
+            &["fanout", "--subscribers", "50", "--window", "4"],
+            &common,
+        )
+        .tls(),
+        ScenarioRun::new(
             "connect",
             Mode::Connect,
             &["connect", "--connections", "500", "--hold-s", "1"],
             &common,
         )
         .drivers(uring_only),
+        ScenarioRun::new(
+            "connect-tls",
+            Mode::Connect,
+            &["connect", "--connections", "500", "--hold-s", "1"],
+            &common,
+        )
+        .tls(),
         ScenarioRun::new(
             "latency",
             Mode::FixedRate,
@@ -576,8 +631,14 @@ struct RunningServer {
 
 impl RunningServer {
     fn start(spec: &ServerSpec) -> anyhow::Result<Self> {
+        Self::start_with(spec, &[])
+    }
+
+    /// Starts `spec` with `extra` arguments (the TLS certificate and key).
+    fn start_with(spec: &ServerSpec, extra: &[String]) -> anyhow::Result<Self> {
         let mut child = Command::new(&spec.command[0])
             .args(&spec.command[1..])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -591,7 +652,10 @@ impl RunningServer {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(at) = line.find("listening on http://") {
+                let at = line
+                    .find("listening on http://")
+                    .or_else(|| line.find("listening on https://"));
+                if let Some(at) = at {
                     let url = line[at + "listening on ".len()..]
                         .split_whitespace()
                         .next()
@@ -636,6 +700,52 @@ impl Drop for RunningServer {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The TLS scenarios' certificate and key.
+struct TlsFiles {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl TlsFiles {
+    /// A self-signed P-256 certificate for 127.0.0.1 and localhost, made
+    /// with the openssl command line tool into `dir`.
+    fn make(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let files = Self {
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        };
+        let status = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ])
+            .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
+            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+            // Not a CA: the generator's rustls (webpki) refuses a CA
+            // certificate as the server's own (CaUsedAsEndEntity), and
+            // `req -x509` makes one by default.
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .arg("-keyout")
+            .arg(&files.key)
+            .arg("-out")
+            .arg(&files.cert)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .context("running openssl (scripts/setup.sh installs it)")?;
+        if !status.success() {
+            bail!("openssl req exited with {status}");
+        }
+        Ok(files)
     }
 }
 
@@ -692,6 +802,21 @@ pub fn run(options: &SuiteOptions) -> anyhow::Result<PathBuf> {
     };
     let servers = servers(options, cores);
     eprintln!("[suite] results in {}", folder.display());
+    // One self-signed certificate for the TLS scenarios (a failure skips
+    // them, with the reason among the problems).
+    let mut problems: Vec<String> = Vec::new();
+    let tls = if scenarios.iter().any(|s| s.tls) {
+        match TlsFiles::make(&folder.join("tls")) {
+            Ok(files) => Some(files),
+            Err(error) => {
+                eprintln!("[suite] TLS certificate: {error:#}");
+                problems.push(format!("TLS certificate: {error:#}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
     eprintln!(
         "[suite] load average before: {}",
         std::fs::read_to_string("/proc/loadavg")
@@ -699,7 +824,6 @@ pub fn run(options: &SuiteOptions) -> anyhow::Result<PathBuf> {
             .trim()
     );
 
-    let mut problems: Vec<String> = Vec::new();
     let floor = if options.skip_floor {
         None
     } else {
@@ -744,7 +868,7 @@ pub fn run(options: &SuiteOptions) -> anyhow::Result<PathBuf> {
                 scenario.id,
                 busy * 100.0
             );
-            match run_one(&load, server, scenario, &json, options) {
+            match run_one(&load, server, scenario, &json, options, tls.as_ref()) {
                 Ok(mut report) => {
                     // The suite's scenario id (fanout-s1000-w16) is more
                     // precise than the load scenario name (fanout).
@@ -918,8 +1042,22 @@ fn run_one(
     scenario: &ScenarioRun,
     json: &Path,
     options: &SuiteOptions,
+    tls: Option<&TlsFiles>,
 ) -> anyhow::Result<RunReport> {
-    let running = RunningServer::start(server)?;
+    let (server_args, load_args) = match (scenario.tls, tls) {
+        (false, _) => (Vec::new(), Vec::new()),
+        (true, Some(files)) => (
+            vec![
+                "--tls-cert".to_owned(),
+                files.cert.display().to_string(),
+                "--tls-key".to_owned(),
+                files.key.display().to_string(),
+            ],
+            vec!["--tls-ca".to_owned(), files.cert.display().to_string()],
+        ),
+        (true, None) => bail!("no TLS certificate for a TLS scenario"),
+    };
+    let running = RunningServer::start_with(server, &server_args)?;
     let pid = running.pid().to_string();
     let shards = server.shards.to_string();
     let threads = scenario.load_threads.unwrap_or(options.load_threads).to_string();
@@ -942,6 +1080,7 @@ fn run_one(
         .args(["--shards", &shards, "--threads", &threads])
         .arg("--json")
         .arg(json)
+        .args(&load_args)
         .args(&scenario.common)
         .args(&scenario.args);
     let status = command.status().context("running load")?;

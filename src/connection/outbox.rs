@@ -30,7 +30,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use monoio::buf::IoVecBuf;
-use monoio::io::AsyncWriteRent;
 
 pub(crate) use crate::close::CloseReason;
 use crate::connection::socket::{Socket, WriteHalf};
@@ -414,9 +413,11 @@ async fn flush_last(writer: &mut WriteHalf, outbox: &Outbox, batch: &mut FrameBa
     let drain = async {
         while !outbox.is_empty() {
             if flush(writer, outbox, batch).await.is_err() {
-                break;
+                return;
             }
         }
+        // TLS: close_notify, so the client reads a clean end.
+        let _ = writer.close_notify().await;
     };
     let _ = monoio::time::timeout(CLOSE_FLUSH_TIMEOUT, drain).await;
 }
@@ -431,7 +432,14 @@ async fn flush(writer: &mut WriteHalf, outbox: &Outbox, batch: &mut FrameBatch) 
     while !owned.frames.is_empty() {
         owned.refresh_iovecs();
         outbox.writing_since.set(Some(Instant::now()));
-        let (result, back) = writer.writev(owned).await;
+        // Two awaits rather than one `writev` that branches inside: their
+        // futures share their room in this task's state, so TLS costs the
+        // plain writer nothing (the TLS one is boxed).
+        let (result, back) = if writer.is_tls() {
+            Box::pin(writer.writev_tls(owned)).await
+        } else {
+            writer.writev_plain(owned).await
+        };
         outbox.writing_since.set(None);
         if !outbox.egress.write_done.is_empty() {
             outbox.egress.write_done.wake_all();

@@ -38,7 +38,7 @@ pub(crate) async fn socket_pair() -> (Socket, WriteHalf, std::net::TcpStream) {
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("read timeout");
     let (server, _) = listener.accept().await.expect("accept");
-    let (socket, writer) = Socket::split(server);
+    let (socket, writer) = Socket::split(server, None);
     (socket, writer, client)
 }
 
@@ -65,7 +65,7 @@ pub(crate) async fn small_socket_pair(
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("read timeout");
     let (server, _) = listener.accept().await.expect("accept");
-    let (socket, writer) = Socket::split(server);
+    let (socket, writer) = Socket::split(server, None);
     (socket, writer, client)
 }
 

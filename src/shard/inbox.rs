@@ -102,6 +102,9 @@ pub(crate) struct Adopted {
     /// What the other shard received but did not handle (the request that
     /// made it hand the connection over, and anything behind it).
     pub(crate) buffered: Vec<u8>,
+    /// The connection's TLS state (keys, sequence numbers, anything
+    /// received and decrypted but not yet read), on a TLS listener.
+    pub(crate) tls: Option<rustls::ServerConnection>,
 }
 
 /// Runs `message` on `shard`.

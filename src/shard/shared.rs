@@ -9,7 +9,7 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
@@ -39,6 +39,11 @@ pub(crate) struct Shared {
     pub(crate) console: ConsoleState,
     /// Failed bearer-token checks per client IP (console and HTTP API).
     pub(crate) auth_failures: AuthFailures,
+    /// The TLS configuration new connections are accepted with (`None`:
+    /// plain). Read once per accepted connection; replaced on SIGHUP.
+    tls: Option<RwLock<Arc<rustls::ServerConfig>>>,
+    /// SIGHUP reloads of the TLS pair: applied, refused.
+    tls_reloads: [AtomicU64; 2],
 }
 
 /// Why [`Shared::broadcast`] gave up.
@@ -68,8 +73,48 @@ impl Shared {
             started: Instant::now(),
             console: ConsoleState::default(),
             auth_failures: AuthFailures::new(config.auth_failures_max, AUTH_FAILURE_WINDOW),
+            tls: None,
+            tls_reloads: Default::default(),
             config,
         }
+    }
+
+    /// Serves TLS with `tls` (the configuration's certificate and key).
+    pub(crate) fn with_tls(mut self, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
+        self.tls = tls.map(RwLock::new);
+        self
+    }
+
+    /// The TLS configuration a new connection is accepted with; `None` on
+    /// a plain listener.
+    pub(crate) fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+        // A poisoned lock still holds a complete configuration.
+        let tls = self.tls.as_ref()?;
+        Some(tls.read().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    /// Accepts new connections with `next` from now on (SIGHUP); the
+    /// connections already up keep the keys they agreed on. False on a
+    /// plain listener.
+    pub(crate) fn replace_tls(&self, next: Arc<rustls::ServerConfig>) -> bool {
+        let Some(tls) = &self.tls else {
+            return false;
+        };
+        *tls.write().unwrap_or_else(|e| e.into_inner()) = next;
+        self.tls_reloads[0].fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// A SIGHUP reload of the TLS pair was refused (the running one stays).
+    pub(crate) fn tls_reload_refused(&self) {
+        self.tls_reloads[1].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// TLS reloads applied and refused; `None` on a plain listener.
+    pub(crate) fn tls_reloads(&self) -> Option<(u64, u64)> {
+        self.tls.as_ref()?;
+        let [applied, refused] = &self.tls_reloads;
+        Some((applied.load(Ordering::Relaxed), refused.load(Ordering::Relaxed)))
     }
 
     /// The latest settings (for writers and start-up; shards use their own

@@ -25,10 +25,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
 
-use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 
 use crate::connection::socket::{Received, Socket, WriteHalf};
+use crate::connection::tls::{Handshake, Tls};
 use crate::http::{agnost, api, cors, route, Route, Transport};
 use crate::metrics::Stats;
 use crate::protocol::engineio::HttpError;
@@ -51,8 +51,26 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 /// handles.
 pub(crate) fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) -> impl Future<Output = ()> {
     // No Nagle delay and a bounded send buffer: inherited from the listener.
-    let (socket, writer) = Socket::split(stream);
+    let queue_bytes_max = shard.shared.config.send_queue_bytes_max;
+    let tls = match shard.shared.tls().map(|config| Tls::new(config, queue_bytes_max)) {
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "cannot start a TLS connection; closing it");
+            None
+        }
+        Some(Ok(tls)) => Some(Some(tls)),
+        None => Some(None),
+    };
+    let (socket, writer) = match tls {
+        Some(tls) => {
+            let (socket, writer) = Socket::split(stream, tls);
+            (Some(socket), Some(writer))
+        }
+        None => (None, None),
+    };
     async move {
+        let (Some(socket), Some(writer)) = (socket, writer) else {
+            return;
+        };
         // Boxed: the HTTP phase is over at the upgrade, and keeping it out
         // of this task's state keeps every idle WebSocket small.
         let http = Box::pin(http_phase(shard, socket, writer, peer, Vec::new()));
@@ -73,7 +91,7 @@ pub(crate) fn adopt(shard: Rc<Shard>, adopted: Adopted) {
             return;
         }
     };
-    let (socket, writer) = Socket::split(stream);
+    let (socket, writer) = Socket::split(stream, adopted.tls.map(Tls::from_connection));
     let (peer, buffered) = (adopted.peer, adopted.buffered);
     monoio::spawn(async move {
         let http = Box::pin(http_phase(shard, socket, writer, peer, buffered));
@@ -144,6 +162,9 @@ async fn http_phase(
         buf,
         body_unread: 0,
     };
+    if http.socket.tls().is_some_and(Tls::is_handshaking) && !Box::pin(http.secure()).await {
+        return None;
+    }
     loop {
         let head_timeout = http.shard.shared.config.http_head_timeout;
         let request = match monoio::time::timeout(head_timeout, http.read_request()).await {
@@ -152,8 +173,17 @@ async fn http_phase(
                 http.reply(refusal, false, &[]).await;
                 return None;
             }
-            // End of file, or no complete request head in time.
-            Ok(None) | Err(_) => return None,
+            // End of file.
+            Ok(None) => return None,
+            // No complete request head in time (an idle keep-alive
+            // connection, or a slow client): on TLS, a clean end.
+            Err(_) => {
+                if http.writer.is_tls() {
+                    let _ = monoio::time::timeout(REPLY_TIMEOUT, http.writer.close_notify()).await;
+                }
+                http.socket.shutdown();
+                return None;
+            }
         };
         http = match handle(http, request).await {
             Next::KeepAlive(http) => http,
@@ -224,7 +254,10 @@ async fn handle(mut http: Http, mut request: Request) -> Next {
                 .as_ref()
                 .map(|c| c.gauges())
                 .unwrap_or_default();
-            let text = crate::metrics::render(&snapshots.value, &cluster);
+            let mut text = crate::metrics::render(&snapshots.value, &cluster);
+            if let Some((applied, refused)) = http.shard.shared.tls_reloads() {
+                crate::metrics::render_tls_reloads(&mut text, applied, refused);
+            }
             let response = http_codec::text_response(200, "text/plain; version=0.0.4", &text);
             http.reply(response, keep_alive, &[]).await
         }
@@ -433,6 +466,9 @@ impl Http {
             }
             return Next::KeepAlive(self);
         }
+        if ok {
+            let _ = monoio::time::timeout(REPLY_TIMEOUT, self.writer.close_notify()).await;
+        }
         self.socket.shutdown();
         Next::Done
     }
@@ -451,6 +487,93 @@ impl Http {
         })
     }
 
+    /// The TLS handshake of a new connection on a TLS listener, within the
+    /// head timeout. False when it failed; a client that spoke plain HTTP
+    /// to the TLS port has been answered 400 by then.
+    async fn secure(&mut self) -> bool {
+        let stats = self.shard.stats.clone();
+        let timeout = self.shard.shared.config.http_head_timeout;
+        let outcome = monoio::time::timeout(timeout, self.handshake()).await;
+        match outcome {
+            Ok(Ok(())) => {
+                Stats::bump(&stats.tls_handshakes);
+                return true;
+            }
+            Ok(Err(HandshakeEnd::PlainHttp)) => {
+                Stats::bump(&stats.tls_plain_requests);
+                self.refuse_plain_http().await;
+            }
+            Ok(Err(HandshakeEnd::Failed)) | Err(_) => Stats::bump(&stats.tls_handshake_failures),
+        }
+        self.socket.shutdown();
+        false
+    }
+
+    async fn handshake(&mut self) -> Result<(), HandshakeEnd> {
+        // A client that speaks plain HTTP to this port starts with a
+        // method, not a TLS handshake record (content type 22).
+        if self.socket.readable(false).await.is_err() {
+            return Err(HandshakeEnd::Failed);
+        }
+        if self.socket.first_byte().is_some_and(|b| b.is_ascii_uppercase()) {
+            return Err(HandshakeEnd::PlainHttp);
+        }
+        let fd = self.socket.raw_fd();
+        loop {
+            // What rustls has to say first (its flight, or an alert).
+            if self.writer.flush_tls().await.is_err() {
+                return Err(HandshakeEnd::Failed);
+            }
+            let Some(tls) = self.socket.tls() else {
+                return Err(HandshakeEnd::Failed);
+            };
+            if !tls.is_handshaking() {
+                return Ok(());
+            }
+            match tls.handshake_step(fd) {
+                Handshake::Progress => {}
+                Handshake::WouldBlock => {
+                    if self.socket.readable(false).await.is_err() {
+                        return Err(HandshakeEnd::Failed);
+                    }
+                }
+                Handshake::Closed => return Err(HandshakeEnd::Failed),
+                Handshake::Failed(e) => {
+                    tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed");
+                    let _ = self.writer.flush_tls().await;
+                    return Err(HandshakeEnd::Failed);
+                }
+            }
+        }
+    }
+
+    /// Answers a plain-HTTP request on the TLS port with a plain 400 that
+    /// says so (as nginx does), after reading what the client sent, so the
+    /// close is a clean end of stream rather than a reset.
+    async fn refuse_plain_http(&mut self) {
+        let fd = self.socket.raw_fd();
+        let limit = self.shard.shared.config.http_head_bytes_max;
+        let mut discarded = 0;
+        let mut scratch = [0u8; 1024];
+        while discarded < limit {
+            // SAFETY: `scratch` is valid for its length; the descriptor is
+            // open while `self.socket` lives.
+            let n = unsafe { libc::recv(fd, scratch.as_mut_ptr().cast(), scratch.len(), libc::MSG_DONTWAIT) };
+            if n <= 0 {
+                break;
+            }
+            discarded += n as usize;
+        }
+        let response = http_codec::json_error(
+            400,
+            "tls_required",
+            "this port speaks TLS: use https:// or wss://",
+        )
+        .encode(false, &[]);
+        let write = self.writer.write_plain(response);
+        let _ = monoio::time::timeout(REPLY_TIMEOUT, write).await;
+    }
+
     /// Hands the connection, with the request at the front of its buffer
     /// still unhandled, to shard `owner`.
     fn hand_over(self, owner: ringcast_shards::ShardId) -> Next {
@@ -463,18 +586,27 @@ impl Http {
             ..
         } = self;
         match socket.hand_over(writer) {
-            Ok(fd) => shard.hand_over(
+            Ok((fd, tls)) => shard.hand_over(
                 owner,
                 Adopted {
                     fd,
                     peer,
                     buffered: buf,
+                    tls: tls.map(Tls::into_connection),
                 },
             ),
             Err(e) => tracing::debug!(error = %e, "could not hand a connection over"),
         }
         Next::Done
     }
+}
+
+/// Why a TLS handshake did not complete.
+enum HandshakeEnd {
+    /// The client spoke plain HTTP.
+    PlainHttp,
+    /// A protocol error, the peer left, or the socket failed.
+    Failed,
 }
 
 /// Appends at least one received byte to `buf` (growing it up to `max`

@@ -36,7 +36,6 @@ use ahash::AHashMap;
 use base64::Engine as _;
 use bytes::Bytes;
 use monoio::buf::IoVecBuf;
-use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
 
 use super::session::{protocol_error, Session};
 use super::websocket::Connection;
@@ -269,6 +268,15 @@ async fn get(mut http: Http, request: &Request, cors: &[u8], polling: Rc<Polling
 /// for after the answer.)
 async fn wait_or_peer_left(socket: &Socket, ready: impl std::future::Future<Output = ()>) -> bool {
     let mut ready = std::pin::pin!(ready);
+    if socket.has_unread() {
+        // TLS: what came behind the request (data, or the end) is in
+        // rustls already, where readiness would not show it.
+        if socket.peer_closed() {
+            return false;
+        }
+        ready.await;
+        return true;
+    }
     monoio::select! {
         _ = &mut ready => true,
         readable = socket.readable(false) => {

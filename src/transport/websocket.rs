@@ -100,7 +100,9 @@ impl Connection {
         // otherwise the first read waits for readiness instead of trying
         // (the client speaks after what it was just sent), which saves a
         // failed receive per connection.
-        let mut ready = !self.tail.is_empty();
+        // On TLS, rustls may hold bytes that came with the request, out of
+        // the socket's sight.
+        let mut ready = !self.tail.is_empty() || self.socket.has_unread();
         loop {
             if !ready && self.socket.readable(false).await.is_err() {
                 return self.session.outbox.closing().unwrap_or(CloseReason::Io);
@@ -115,7 +117,8 @@ impl Connection {
             };
             let shard = &self.session.shard;
             match step {
-                Step::Drained => ready = false,
+                // On TLS, bytes followed by the end: the end is in rustls.
+                Step::Drained => ready = self.socket.has_unread(),
                 Step::Yield => {
                     ready = true;
                     shard.yielder.yield_now().await;

@@ -31,4 +31,5 @@ mod shutdown;
 mod slow_consumer;
 mod slowloris;
 mod socketio;
+mod tls;
 mod websocket;

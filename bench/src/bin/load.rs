@@ -44,7 +44,8 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Check { url, auth } => {
-            let target = scenario::parse_url(&url)?;
+            // The check speaks plain HTTP and WebSocket only.
+            let target = scenario::parse_url(&url, None)?;
             ringcast_bench::check::run(&target, &auth)?;
             println!("check passed: {url}");
             Ok(())

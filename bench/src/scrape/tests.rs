@@ -41,5 +41,5 @@ ringcast_sockets{shard=\"0\"} 3
 fn no_server_no_counters() {
     // Nothing listens on port 1 of loopback.
     let addr: SocketAddr = "127.0.0.1:1".parse().expect("address");
-    assert_eq!(scrape(addr, "127.0.0.1:1"), None);
+    assert_eq!(scrape(addr, "127.0.0.1:1", None), None);
 }

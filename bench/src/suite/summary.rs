@@ -20,6 +20,7 @@ pub(super) fn markdown(o: &Outcome<'_>) -> String {
     header(&mut out, o);
     floor_section(&mut out, o.floor);
     ratios(&mut out, o);
+    tls_cost(&mut out, o);
     for (mode, title, blurb) in [
         (
             Mode::Saturated,
@@ -72,6 +73,60 @@ pub(super) fn markdown(o: &Outcome<'_>) -> String {
         "\nCharts: `efficiency.svg`, `throughput.svg`, `latency.svg`, `memory.svg`, `shards.svg` in this folder."
     );
     out
+}
+
+/// Each TLS run beside the same scenario without TLS on the same server
+/// (`fanout-tls-s1000-w16` beside `fanout-s1000-w16`): what TLS costs per
+/// delivery, per connection set up, per idle connection.
+fn tls_cost(out: &mut String, o: &Outcome<'_>) {
+    let pairs: Vec<(&RunReport, &RunReport)> = o
+        .results
+        .iter()
+        .filter(|r| r.tls)
+        .filter_map(|tls| {
+            let plain_id = tls.scenario.replacen("-tls", "", 1);
+            let plain = o
+                .results
+                .iter()
+                .find(|r| !r.tls && r.scenario == plain_id && label(r) == label(tls))?;
+            Some((plain, tls))
+        })
+        .collect();
+    if pairs.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n## The cost of TLS (this run)\n");
+    let _ = writeln!(
+        out,
+        "Each TLS run beside the same scenario in plain TCP on the same server. \
+         TLS is rustls (ring) on the server and in the generator (whose CPU shares the machine). \
+         Per delivery, each TLS connection seals its own copy of a shared frame: zero-copy broadcast ends at the TLS layer.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| scenario | server | µs/delivery plain → TLS | deliveries/s plain → TLS | frames/write plain → TLS | setup µs/conn plain → TLS | handshake p50 µs plain → TLS | RSS/conn plain → TLS |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    for (plain, tls) in pairs {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.3} → {:.3} | {} → {} | {:.2} → {:.2} | {:.0} → {:.0} | {:.0} → {:.0} | {:.0} B → {:.0} B |",
+            plain.scenario,
+            label(tls),
+            plain.server_cpu_us_per_delivery,
+            tls.server_cpu_us_per_delivery,
+            short_number(plain.deliveries_per_s),
+            short_number(tls.deliveries_per_s),
+            plain.frames_per_write,
+            tls.frames_per_write,
+            plain.server_cpu_us_per_connection,
+            tls.server_cpu_us_per_connection,
+            plain.handshake_us.p50,
+            tls.handshake_us.p50,
+            plain.server_rss_per_connection_bytes,
+            tls.server_rss_per_connection_bytes,
+        );
+    }
 }
 
 fn header(out: &mut String, o: &Outcome<'_>) {

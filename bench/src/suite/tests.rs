@@ -78,9 +78,19 @@ fn the_suite_has_the_saturated_and_fixed_rate_scenarios() {
 fn the_smoke_run_has_one_window_scenario_with_both_drivers() {
     let runs = scenario_runs(&options(&["--smoke"]));
     let list = servers(&options(&["--smoke"]), 2);
-    let saturated: Vec<&ScenarioRun> = runs.iter().filter(|s| s.mode == Mode::Saturated).collect();
+    let saturated: Vec<&ScenarioRun> = runs
+        .iter()
+        .filter(|s| s.mode == Mode::Saturated && !s.tls)
+        .collect();
     assert_eq!(saturated.len(), 1);
     assert!(list.iter().all(|server| saturated[0].applies_to(server)));
+    // Its TLS twin runs on ringcast's default driver only.
+    let tls: Vec<&ScenarioRun> = runs
+        .iter()
+        .filter(|s| s.mode == Mode::Saturated && s.tls)
+        .collect();
+    assert_eq!(tls.len(), 1);
+    assert_eq!(list.iter().filter(|server| tls[0].applies_to(server)).count(), 1);
     let epoll = list
         .iter()
         .find(|s| s.driver == "epoll")

@@ -2,7 +2,8 @@
 //
 // Each test file starts its own server(s) on 127.0.0.1:0 with `--shards 2` and
 // a random master token, parses the port from the one
-// `ringcast listening on http://IP:PORT/PATH shards=N` stdout line, and kills
+// `ringcast listening on http://IP:PORT/PATH shards=N` stdout line (https:// on
+// a TLS listener), and kills
 // the process when the file is done. The server's stderr (its logs) is kept in
 // tests/interop/artifacts/ so a failing run can be diagnosed afterwards.
 //
@@ -32,7 +33,7 @@ export function fixture(name) {
 }
 
 const LISTENING_LINE =
-  /^ringcast listening on (http:\/\/([0-9.]+):(\d+)(\/\S*)) shards=(\d+)\s*$/;
+  /^ringcast listening on ((https?):\/\/([0-9.]+):(\d+)(\/\S*)) shards=(\d+)\s*$/;
 const START_TIMEOUT_MS = 15_000;
 const STOP_TIMEOUT_MS = 5_000;
 
@@ -136,10 +137,11 @@ async function startNode(options = {}) {
           clearTimeout(timer);
           resolveStart({
             href: m[1],
-            host: m[2],
-            port: Number(m[3]),
-            path: m[4],
-            shards: Number(m[5]),
+            scheme: m[2],
+            host: m[3],
+            port: Number(m[4]),
+            path: m[5],
+            shards: Number(m[6]),
           });
           return;
         }
@@ -147,7 +149,8 @@ async function startNode(options = {}) {
     });
   });
 
-  const origin = `http://${listening.host}:${listening.port}`;
+  // https:// when the server was started with --tls-cert/--tls-key.
+  const origin = `${listening.scheme}://${listening.host}:${listening.port}`;
   return {
     url: origin,
     origin,

@@ -5,7 +5,8 @@
 //! `http` sends plain HTTP requests, `barrier` waits out cross-shard queues,
 //! `redis` runs a real redis-server, `net` makes sockets with chosen options (source address, receive buffer)
 //! and upgrades that may be refused, `prom` scrapes `/metrics`, `poll`
-//! speaks Engine.IO long-polling over keep-alive connections. Everything
+//! speaks Engine.IO long-polling over keep-alive connections, `tls` makes
+//! self-signed certificates and speaks HTTP and WebSocket over rustls. Everything
 //! blocks with deadlines.
 
 pub(crate) mod barrier;
@@ -16,6 +17,7 @@ pub(crate) mod prom;
 pub(crate) mod redis;
 pub(crate) mod server;
 pub(crate) mod sio;
+pub(crate) mod tls;
 pub(crate) mod ws;
 
 pub(crate) use barrier::ShardBarrier;

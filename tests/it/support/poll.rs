@@ -132,7 +132,7 @@ impl HttpConn {
 }
 
 /// A complete response at the front of `bytes`, and its length.
-fn parse(bytes: &[u8]) -> Option<(Response, usize)> {
+pub(crate) fn parse(bytes: &[u8]) -> Option<(Response, usize)> {
     let end = find(bytes, b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&bytes[..end]);
     let mut lines = head.split("\r\n");

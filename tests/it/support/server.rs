@@ -180,10 +180,12 @@ fn write_config(toml: &str) -> PathBuf {
     path
 }
 
-/// Parses `ringcast listening on http://127.0.0.1:PORT/PATH shards=N`.
+/// Parses `ringcast listening on http://127.0.0.1:PORT/PATH shards=N`
+/// (`https://` with TLS).
 fn parse_listening_line(line: &str, shards: usize) -> (SocketAddr, String) {
     let rest = line
         .strip_prefix("ringcast listening on http://")
+        .or_else(|| line.strip_prefix("ringcast listening on https://"))
         .unwrap_or_else(|| panic!("unexpected listening line {line:?}"));
     let (url, shards_part) = rest
         .split_once(' ')

@@ -341,7 +341,7 @@ pub(crate) fn encode_frame(fin: bool, rsv: u8, opcode: u8, payload: &[u8], mask:
 }
 
 /// Decodes one complete server frame from the front of `bytes`, or `None` if more are needed.
-fn decode_server_frame(bytes: &[u8]) -> Option<(Frame, usize)> {
+pub(crate) fn decode_server_frame(bytes: &[u8]) -> Option<(Frame, usize)> {
     if bytes.len() < 2 {
         return None;
     }
