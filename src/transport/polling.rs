@@ -435,7 +435,11 @@ async fn upgrade(http: Http, accept: &str, polling: Rc<Polling>) -> Next {
         }
     };
     let Some(session) = polling.session.borrow_mut().take() else {
-        // The session ended during the probe.
+        // The session ended during the probe. A client that sent `5` paused
+        // polling (its GET was answered `6`) and reads this WebSocket now:
+        // what is still queued for it (a kick's `41`) goes here, or it
+        // would only see the connection end.
+        farewell_on_websocket(&shard, &mut writer, &polling).await;
         socket.shutdown();
         return Next::Done;
     };
@@ -447,6 +451,24 @@ async fn upgrade(http: Http, accept: &str, polling: Rc<Polling>) -> Next {
     outbox.attach_websocket(socket.clone(), writer);
     let span = polling.span.clone();
     Next::WebSocket(Connection::upgraded(session, socket, tail, span))
+}
+
+/// Writes what is still queued for a session that ended gracefully during
+/// its upgrade on the upgrade's WebSocket (the queue holds WebSocket
+/// frames), so its driver stops waiting for a `GET` that will not come.
+async fn farewell_on_websocket(shard: &Shard, writer: &mut WriteHalf, polling: &Polling) {
+    let outbox = &polling.outbox;
+    if !outbox.closing().is_some_and(CloseReason::is_graceful) {
+        return;
+    }
+    let mut frames = Vec::new();
+    outbox.take_polled(&mut frames, usize::MAX);
+    let total = frames.iter().map(Bytes::len).sum::<usize>();
+    if write_pieces(writer, frames, &shard.stats).await.is_ok() {
+        Stats::add(&shard.stats.bytes_out, total as u64);
+    }
+    polling.farewell.set(true);
+    outbox.poll_changed();
 }
 
 /// The probe: `2probe` → `3probe`, then `5`. Returns what the client sent

@@ -477,3 +477,36 @@ fn a_kick_reaches_a_polling_client_before_the_close_packet() {
     assert_eq!(polling.poll_n(1), vec![text("41")]);
     assert_eq!(polling.poll(), vec![text("1")]);
 }
+
+/// A kick between the probe and `5`: the client paused polling (its GET
+/// was answered `6`) and no GET will come, so the `41` must reach it on
+/// the WebSocket once it sends `5` (socket.io-client listens there from
+/// then on), before the connection ends.
+#[test]
+fn a_kick_during_the_upgrade_reaches_the_client_on_the_websocket() {
+    let server = TestServer::start(2);
+    let mut polling = Polling::open_on_shard(&server, 0);
+    polling.connect("{}");
+    let (stream, _) = HttpConn::on_shard(&server, 1).into_stream();
+    let mut ws = upgrade_session(stream, &server, &polling.sid);
+    let target = polling.target();
+    polling.get.send("GET", &target, "", b"");
+    ws.send_text("2probe");
+    assert_eq!(ws.read_frame().text(), "3probe");
+    let waiting = polling.get.response();
+    assert_eq!((waiting.status, waiting.body.as_str()), (200, "6"));
+
+    let mut admin = HttpConn::connect(server.addr());
+    let token = crate::support::server::MASTER_TOKEN;
+    let put = admin.request(
+        "PUT",
+        "/api/environments/default",
+        &format!("Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"),
+        br#"{"enabled":false}"#,
+    );
+    assert_eq!(put.status, 200, "{put:?}");
+    ws.send_text("5");
+    let frame = ws.read_frame();
+    assert_eq!((frame.opcode, frame.text()), (OP_TEXT, "41"), "{frame:?}");
+    ws.expect_eof();
+}
