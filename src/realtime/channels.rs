@@ -9,10 +9,11 @@
 //! name is allocated once: the index and every member's own list of channels
 //! hold the same `Arc<str>`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ahash::{AHashMap, RandomState};
-use indexmap::IndexSet;
+use indexmap::{IndexMap, IndexSet};
 
 /// Slab key of a connection on this shard.
 pub(crate) type SlabKey = u32;
@@ -20,16 +21,17 @@ pub(crate) type SlabKey = u32;
 /// A set of this shard's connections.
 pub(crate) type Members = IndexSet<SlabKey, RandomState>;
 
-/// The channels one member is in: insert, lookup and removal are O(1), and
-/// the names are the index's own (shared, not copied). The set is allocated
-/// with the first join and freed with the last leave, so a connection in no
-/// channel pays one pointer.
+/// The channels one member is in, each with the number of its join in the
+/// order of presence events ([`presence_seq`]): insert, lookup and removal
+/// are O(1), and the names are the index's own (shared, not copied). The map
+/// is allocated with the first join and freed with the last leave, so a
+/// connection in no channel pays one pointer.
 #[derive(Default)]
-pub(crate) struct Joined(Option<Box<IndexSet<Arc<str>, RandomState>>>);
+pub(crate) struct Joined(Option<Box<IndexMap<Arc<str>, u64, RandomState>>>);
 
 impl Joined {
     pub(crate) fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |set| set.len())
+        self.0.as_ref().map_or(0, |map| map.len())
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -42,39 +44,64 @@ impl Joined {
 
     /// The shared name of `name`, if the member is in it.
     pub(crate) fn get(&self, name: &str) -> Option<&Arc<str>> {
-        self.0.as_ref()?.get(name)
+        self.0.as_ref()?.get_key_value(name).map(|(name, _)| name)
     }
 
-    /// Adds a channel; false when it was there.
-    pub(crate) fn insert(&mut self, name: Arc<str>) -> bool {
-        self.0.get_or_insert_with(Box::default).insert(name)
+    /// The presence number of the member's join of `name`, if it is in it.
+    pub(crate) fn joined_at(&self, name: &str) -> Option<u64> {
+        self.0.as_ref()?.get(name).copied()
+    }
+
+    /// Adds a channel joined as presence event `seq`; false (and nothing
+    /// changes) when it was there.
+    pub(crate) fn insert(&mut self, name: Arc<str>, seq: u64) -> bool {
+        let map = self.0.get_or_insert_with(Box::default);
+        if map.contains_key(&name) {
+            return false;
+        }
+        map.insert(name, seq);
+        true
     }
 
     /// Removes a channel (the last-joined takes its place); false when it
     /// was not there.
     pub(crate) fn remove(&mut self, name: &str) -> bool {
-        let Some(set) = self.0.as_mut() else {
+        let Some(map) = self.0.as_mut() else {
             return false;
         };
-        let removed = set.swap_remove(name);
-        if set.is_empty() {
+        let removed = map.swap_remove(name).is_some();
+        if map.is_empty() {
             self.0 = None;
         }
         removed
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<str>> {
-        self.0.iter().flat_map(|set| set.iter())
+        self.0.iter().flat_map(|map| map.keys())
     }
 }
 
 impl IntoIterator for Joined {
     type Item = Arc<str>;
-    type IntoIter = std::iter::Flatten<std::option::IntoIter<indexmap::set::IntoIter<Arc<str>>>>;
+    type IntoIter = std::iter::Flatten<std::option::IntoIter<indexmap::map::IntoKeys<Arc<str>, u64>>>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.0.map(|set| (*set).into_iter()).into_iter().flatten()
+        self.0.map(|map| (*map).into_keys()).into_iter().flatten()
     }
+}
+
+/// The next number in the process-wide order of presence events (joins,
+/// leaves, profile updates). A shard delivers another shard's notice after
+/// its own events of the moment, so a member that joined a channel after
+/// the notice's event must not get it: it learnt that state from its own
+/// join (a member list asked after its join echo already has it). One
+/// relaxed `fetch_add` per presence event: the increments of one atomic are
+/// totally ordered, consistently with everything that happens-before them
+/// (a join echo read by a client, then that client's next request), which is
+/// all the comparison needs. Never on the message path.
+pub(crate) fn presence_seq() -> u64 {
+    static PRESENCE_SEQ: AtomicU64 = AtomicU64::new(1);
+    PRESENCE_SEQ.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Index of one environment on one shard.
@@ -179,10 +206,12 @@ mod tests {
         let mut joined = Joined::default();
         assert!(joined.0.is_none());
         let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
-        assert!(joined.insert(a.clone()));
-        assert!(!joined.insert(a.clone()));
-        assert!(joined.insert(b));
+        assert!(joined.insert(a.clone(), 7));
+        assert!(!joined.insert(a.clone(), 9), "a second join changes nothing");
+        assert_eq!(joined.joined_at("a"), Some(7));
+        assert!(joined.insert(b, 8));
         assert!(Arc::ptr_eq(joined.get("a").unwrap(), &a));
+        assert_eq!(joined.joined_at("c"), None);
         assert!(joined.remove("a"));
         assert!(!joined.remove("a"));
         assert_eq!(joined.iter().map(|c| &**c).collect::<Vec<_>>(), ["b"]);
@@ -190,6 +219,13 @@ mod tests {
         assert!(joined.0.is_none(), "freed with the last leave");
         assert_eq!(joined.len(), 0);
         assert_eq!(joined.into_iter().count(), 0);
+    }
+
+    #[test]
+    fn presence_numbers_grow() {
+        let a = presence_seq();
+        let b = presence_seq();
+        assert!(b > a);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use sonic_rs::LazyValue;
 use crate::metrics::Stats;
 use crate::protocol::frames;
 use crate::protocol::socketio::write_json_str;
-use crate::realtime::channels::SlabKey;
+use crate::realtime::channels::{presence_seq, SlabKey};
 use crate::realtime::profile::Profile;
 use crate::realtime::rate_limit::{RateKey, Verdict};
 use crate::realtime::settings::EnvKey;
@@ -33,6 +33,19 @@ pub(crate) trait Effects<S> {
     /// Delivers `frame` to `target` of `env`: this shard's members (except
     /// `skip`), and every other shard and node.
     fn publish(&mut self, rt: &Realtime<S>, env: EnvKey, target: Target, frame: Bytes, skip: Option<SlabKey>);
+    /// Delivers the presence notice `frame` (`channel:join`, `leave` or
+    /// `update`) of presence event `seq` to `channel` like
+    /// [`Effects::publish`], except to members that joined the channel
+    /// after that event (see [`presence_seq`]).
+    fn publish_presence(
+        &mut self,
+        rt: &Realtime<S>,
+        env: EnvKey,
+        channel: Arc<str>,
+        frame: Bytes,
+        skip: Option<SlabKey>,
+        seq: u64,
+    );
     /// Starts gathering the members of `channel` from everywhere; member
     /// `to` gets ack `ack_id` with the list.
     fn ack_members(&mut self, rt: &Realtime<S>, to: SlabKey, ack_id: u64, env: EnvKey, channel: &str);
@@ -397,7 +410,8 @@ fn join<S: Sink>(
     let Some(member) = rt.member_mut(key) else {
         return Ok(());
     };
-    member.channels.insert(channel.clone());
+    let seq = presence_seq();
+    member.channels.insert(channel.clone(), seq);
     Stats::bump(&fx.stats().joins);
     let frame = presence_frame(
         "channel:join",
@@ -409,8 +423,9 @@ fn join<S: Sink>(
     // Published before the membership is recorded: in a cluster the
     // joiner's echo waits for the record, which the link sends after the
     // notice, so a member that joins after seeing this echo never hears
-    // this join late.
-    fx.publish(rt, env, Target::Channel(channel.clone()), frame, Some(key));
+    // this join late (and across shards of a node, the join's number keeps
+    // it from members that joined after it).
+    fx.publish_presence(rt, env, channel.clone(), frame, Some(key), seq);
     fx.joined(rt, env, &channel, key, first, echo);
     Ok(())
 }
@@ -455,7 +470,7 @@ fn leave<S: Sink>(
         member.channels.remove(&channel);
     }
     fx.left(rt, env, &channel, id.as_str(), last);
-    fx.publish(rt, env, Target::Channel(channel), frame, Some(key));
+    fx.publish_presence(rt, env, channel, frame, Some(key), presence_seq());
     Ok(())
 }
 
@@ -492,6 +507,7 @@ fn update<S: Sink>(
     let Some(member) = rt.member(key) else {
         return Ok(());
     };
+    let seq = presence_seq();
     for channel in member.channels.iter() {
         let frame = presence_frame(
             "channel:update",
@@ -499,7 +515,7 @@ fn update<S: Sink>(
             member.id.as_str(),
             member.profile.as_ref(),
         );
-        fx.publish(rt, env, Target::Channel(channel.clone()), frame, skip);
+        fx.publish_presence(rt, env, channel.clone(), frame, skip, seq);
     }
     Ok(())
 }
@@ -706,6 +722,7 @@ pub(crate) fn disconnected<S: Sink>(rt: &Realtime<S>, fx: &mut impl Effects<S>, 
         return;
     };
     Stats::add(&fx.stats().leaves, member.channels.len() as u64);
+    let seq = presence_seq();
     for channel in member.channels {
         let frame = presence_frame(
             "channel:leave",
@@ -715,7 +732,7 @@ pub(crate) fn disconnected<S: Sink>(rt: &Realtime<S>, fx: &mut impl Effects<S>, 
         );
         let last = rt.local_count(env, &Target::Channel(channel.clone())) == 0;
         fx.left(rt, env, &channel, member.id.as_str(), last);
-        fx.publish(rt, env, Target::Channel(channel), frame, None);
+        fx.publish_presence(rt, env, channel, frame, None, seq);
     }
 }
 

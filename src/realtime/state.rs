@@ -244,6 +244,27 @@ impl<S: Sink> Realtime<S> {
         members.map_or(0, |members| deliver(&self.members, members, frame, skip))
     }
 
+    /// Queues the presence notice `frame` of presence event `seq` for this
+    /// shard's members of `channel` that joined it before that event; the
+    /// number of recipients. (A notice from another shard can arrive after
+    /// a later join here; that member learnt the state from its own join.)
+    pub(crate) fn deliver_presence(&self, env: EnvKey, channel: &str, frame: &Bytes, seq: u64) -> u64 {
+        let Some(members) = self.envs.get(env as usize).and_then(|e| e.channel(channel)) else {
+            return 0;
+        };
+        let mut delivered = 0;
+        for &key in members {
+            let Some(member) = self.members.get(key as usize) else {
+                continue;
+            };
+            if member.channels.joined_at(channel).is_some_and(|at| at < seq) {
+                member.sink.push(frame.clone());
+                delivered += 1;
+            }
+        }
+        delivered
+    }
+
     /// Queues `frame` for one member; false if it is gone.
     pub(crate) fn deliver_to(&self, key: SlabKey, frame: Bytes) -> bool {
         match self.members.get(key as usize) {

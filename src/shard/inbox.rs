@@ -29,6 +29,14 @@ pub(crate) enum ShardMessage {
         target: Target,
         frame: Bytes,
     },
+    /// Deliver the presence notice `frame` of presence event `seq` to this
+    /// shard's members of `channel` that joined before it.
+    Presence {
+        env: EnvKey,
+        channel: Arc<str>,
+        frame: Bytes,
+        seq: u64,
+    },
     /// List this shard's members of `channel`, replying to `reply_to`.
     MembersRequest {
         env: EnvKey,
@@ -88,7 +96,10 @@ impl ShardMessage {
     /// the data lane waits for.
     pub(crate) fn lane(&self) -> Lane {
         match self {
-            Self::Publish { .. } | Self::Cluster(ClusterEvent::Publish { .. }) => Lane::Data,
+            // Presence notices and messages of one sender keep their order.
+            Self::Publish { .. } | Self::Presence { .. } | Self::Cluster(ClusterEvent::Publish { .. }) => {
+                Lane::Data
+            }
             _ => Lane::Control,
         }
     }
@@ -112,6 +123,18 @@ fn handle(shard: &Rc<Shard>, message: ShardMessage) {
     match message {
         ShardMessage::Publish { env, target, frame } => {
             let delivered = shard.realtime.borrow().deliver(env, &target, &frame, None);
+            shard.stats.add_deliveries(delivered);
+        }
+        ShardMessage::Presence {
+            env,
+            channel,
+            frame,
+            seq,
+        } => {
+            let delivered = shard
+                .realtime
+                .borrow()
+                .deliver_presence(env, &channel, &frame, seq);
             shard.stats.add_deliveries(delivered);
         }
         ShardMessage::MembersRequest {

@@ -82,6 +82,38 @@ impl Effects<Rc<Outbox>> for Router<'_> {
         }
     }
 
+    fn publish_presence(
+        &mut self,
+        rt: &Realtime<Rc<Outbox>>,
+        env: EnvKey,
+        channel: Arc<str>,
+        frame: Bytes,
+        skip: Option<SlabKey>,
+        seq: u64,
+    ) {
+        let shard = self.shard;
+        Stats::bump(&shard.stats.publishes);
+        let target = Target::Channel(channel.clone());
+        // Every member of this shard joined before the event: its number
+        // was taken just now, on this thread.
+        let delivered = rt.deliver(env, &target, &frame, skip);
+        shard.stats.add_deliveries(delivered);
+        if let Some(cluster) = &shard.shared.cluster {
+            if let Some(settings) = rt.settings().get(env) {
+                cluster.publish(cluster.topic_of(&settings.id, &target), frame.clone());
+            }
+        }
+        for other in shard.other_shards() {
+            let message = ShardMessage::Presence {
+                env,
+                channel: channel.clone(),
+                frame: frame.clone(),
+                seq,
+            };
+            shard.send_to(other, message);
+        }
+    }
+
     fn joined(
         &mut self,
         rt: &Realtime<Rc<Outbox>>,

@@ -290,3 +290,62 @@ fn slow_consumer_is_disconnected_and_others_get_everything() {
     sender.sentinel("flood", "done");
     reader.expect(&event("done", Some("flood"), "0"));
 }
+
+/// Presence notices across shards follow the order of the events: a member
+/// that joins a channel after another member's join, leave or profile
+/// update on the other shard never hears that older notice (even when the
+/// notice is still in its shard's inbox when its own join is applied), and
+/// the earlier member hears the later join. Many rounds, so the shards'
+/// queues interleave every way they can.
+#[test]
+fn a_later_joiner_never_hears_an_older_presence_notice_from_another_shard() {
+    const ROUNDS: usize = 300;
+    let server = TestServer::start(2);
+    let mut a = connect_on_shard(&server, 1, "{}");
+    let mut b = connect_on_shard(&server, 0, "{}");
+    let (a_id, b_id) = (a.id.clone(), b.id.clone());
+    let join = |client: &mut Sio, channel: &str, id: &str, data: &str| {
+        client.emit(&format!(r#"["join",{{"channel":"{channel}","echo":true}}]"#));
+        client.expect(&channel_event("join", channel, id, data));
+    };
+    let leave = |client: &mut Sio, channel: &str, id: &str, data: &str| {
+        client.emit(&format!(r#"["leave",{{"channel":"{channel}","echo":true}}]"#));
+        client.expect(&channel_event("leave", channel, id, data));
+    };
+    // `a` publishes to `channel` (a member or not); the notices `a` caused
+    // before travel to b's shard in the same lane, ahead of this message, so
+    // it is b's next frame exactly when no older notice reached b.
+    let next_is_after = |a: &mut Sio, b: &mut Sio, channel: &str| {
+        a.emit(&format!(
+            r#"["message",{{"channel":"{channel}","eventName":"after","message":0,"echo":false}}]"#
+        ));
+        b.expect(&event("after", Some(channel), "0"));
+    };
+    for round in 0..ROUNDS {
+        // A join before b's: b does not hear it; a hears b's.
+        let channel = format!("joined-{round}");
+        join(&mut a, &channel, &a_id, "null");
+        join(&mut b, &channel, &b_id, "null");
+        next_is_after(&mut a, &mut b, &channel);
+        a.expect(&channel_event("join", &channel, &b_id, "null"));
+        leave(&mut a, &channel, &a_id, "null");
+        b.expect(&channel_event("leave", &channel, &a_id, "null"));
+        leave(&mut b, &channel, &b_id, "null");
+
+        // A join and a leave before b's join: b hears neither.
+        let channel = format!("left-{round}");
+        join(&mut a, &channel, &a_id, "null");
+        leave(&mut a, &channel, &a_id, "null");
+        join(&mut b, &channel, &b_id, "null");
+        next_is_after(&mut a, &mut b, &channel);
+        leave(&mut b, &channel, &b_id, "null");
+    }
+
+    // A profile update before b's join: b does not hear it.
+    join(&mut a, "updated", &a_id, "null");
+    a.emit(r#"["update",{"data":{"name":"ann"},"echo":true}]"#);
+    a.expect(&channel_event("update", "updated", &a_id, r#"{"name":"ann"}"#));
+    join(&mut b, "updated", &b_id, "null");
+    next_is_after(&mut a, &mut b, "updated");
+    a.expect(&channel_event("join", "updated", &b_id, "null"));
+}

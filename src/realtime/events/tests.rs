@@ -87,6 +87,19 @@ impl Effects<TestSink> for Recorder {
         self.published.push((env, target, skip));
     }
 
+    fn publish_presence(
+        &mut self,
+        rt: &Realtime<TestSink>,
+        env: EnvKey,
+        channel: Arc<str>,
+        frame: Bytes,
+        skip: Option<SlabKey>,
+        _seq: u64,
+    ) {
+        // One shard: every member joined before the event.
+        self.publish(rt, env, Target::Channel(channel), frame, skip);
+    }
+
     fn ack_members(
         &mut self,
         _rt: &Realtime<TestSink>,
