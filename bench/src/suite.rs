@@ -749,6 +749,15 @@ impl TlsFiles {
     }
 }
 
+impl Drop for TlsFiles {
+    /// The certificate and key live as long as the run.
+    fn drop(&mut self) {
+        if let Some(dir) = self.cert.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 fn sibling_binary(explicit: Option<&PathBuf>, name: &str) -> anyhow::Result<PathBuf> {
     if let Some(path) = explicit {
         return Ok(path.clone());
@@ -806,7 +815,10 @@ pub fn run(options: &SuiteOptions) -> anyhow::Result<PathBuf> {
     // them, with the reason among the problems).
     let mut problems: Vec<String> = Vec::new();
     let tls = if scenarios.iter().any(|s| s.tls) {
-        match TlsFiles::make(&folder.join("tls")) {
+        // Outside the results folder: a results folder is committed, and a
+        // private key, even a throwaway one, does not belong in the repository.
+        let dir = std::env::temp_dir().join(format!("ringcast-bench-tls-{}", std::process::id()));
+        match TlsFiles::make(&dir) {
             Ok(files) => Some(files),
             Err(error) => {
                 eprintln!("[suite] TLS certificate: {error:#}");
