@@ -474,6 +474,10 @@ describe("echo: connection default, environment default, payload override", () =
     const [a, b] = await pairOnShards(t, { envId: "default", echoMessages: true });
     const channel = uniqueChannel("echo-conn-presence");
     await joinAll(master, channel, [a]);
+    // a's own join echo (echoMessages) can come after the member list shows
+    // a (in a cluster the echo waits for the node's subscription): take it
+    // before clearing, so the join a waits for below is b's.
+    await a.waitFor("channel:join", { match: ({ message }) => message.id === a.id });
     a.clear();
 
     b.socket.emit("join", { channel });
