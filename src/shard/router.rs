@@ -54,6 +54,34 @@ impl<'a> Router<'a> {
     }
 }
 
+impl Router<'_> {
+    /// Delivers `frame` to this shard's members in `target` (except `skip`)
+    /// and to the cluster, and hands every other shard the message `other`
+    /// makes: the one path of every publish.
+    fn spread(
+        &self,
+        rt: &Realtime<Rc<Outbox>>,
+        env: EnvKey,
+        target: &Target,
+        frame: &Bytes,
+        skip: Option<SlabKey>,
+        other: impl Fn() -> ShardMessage,
+    ) {
+        let shard = self.shard;
+        Stats::bump(&shard.stats.publishes);
+        let delivered = rt.deliver(env, target, frame, skip);
+        shard.stats.add_deliveries(delivered);
+        if let Some(cluster) = &shard.shared.cluster {
+            if let Some(settings) = rt.settings().get(env) {
+                cluster.publish(cluster.topic_of(&settings.id, target), frame.clone());
+            }
+        }
+        for id in shard.other_shards() {
+            shard.send_to(id, other());
+        }
+    }
+}
+
 impl Effects<Rc<Outbox>> for Router<'_> {
     fn publish(
         &mut self,
@@ -63,23 +91,11 @@ impl Effects<Rc<Outbox>> for Router<'_> {
         frame: Bytes,
         skip: Option<SlabKey>,
     ) {
-        let shard = self.shard;
-        Stats::bump(&shard.stats.publishes);
-        let delivered = rt.deliver(env, &target, &frame, skip);
-        shard.stats.add_deliveries(delivered);
-        if let Some(cluster) = &shard.shared.cluster {
-            if let Some(settings) = rt.settings().get(env) {
-                cluster.publish(cluster.topic_of(&settings.id, &target), frame.clone());
-            }
-        }
-        for other in shard.other_shards() {
-            let message = ShardMessage::Publish {
-                env,
-                target: target.clone(),
-                frame: frame.clone(),
-            };
-            shard.send_to(other, message);
-        }
+        self.spread(rt, env, &target, &frame, skip, || ShardMessage::Publish {
+            env,
+            target: target.clone(),
+            frame: frame.clone(),
+        });
     }
 
     fn publish_presence(
@@ -91,27 +107,15 @@ impl Effects<Rc<Outbox>> for Router<'_> {
         skip: Option<SlabKey>,
         seq: u64,
     ) {
-        let shard = self.shard;
-        Stats::bump(&shard.stats.publishes);
+        // Every member of this shard joined before the event (its number was
+        // taken just now, on this thread), so local delivery needs no filter.
         let target = Target::Channel(channel.clone());
-        // Every member of this shard joined before the event: its number
-        // was taken just now, on this thread.
-        let delivered = rt.deliver(env, &target, &frame, skip);
-        shard.stats.add_deliveries(delivered);
-        if let Some(cluster) = &shard.shared.cluster {
-            if let Some(settings) = rt.settings().get(env) {
-                cluster.publish(cluster.topic_of(&settings.id, &target), frame.clone());
-            }
-        }
-        for other in shard.other_shards() {
-            let message = ShardMessage::Presence {
-                env,
-                channel: channel.clone(),
-                frame: frame.clone(),
-                seq,
-            };
-            shard.send_to(other, message);
-        }
+        self.spread(rt, env, &target, &frame, skip, || ShardMessage::Presence {
+            env,
+            channel: channel.clone(),
+            frame: frame.clone(),
+            seq,
+        });
     }
 
     fn joined(
