@@ -28,8 +28,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::http::api::{self, ApiError};
-use crate::protocol::http::Response;
-use crate::protocol::socketio::write_json_str;
+use crate::protocol::http::{json_error_body, Response};
 use crate::realtime::auth::constant_time_eq;
 use crate::realtime::settings::EnvSettings;
 use crate::shard::console::{Disconnect, CHANNEL_LIST_MAX};
@@ -141,7 +140,7 @@ pub(crate) fn authorize(
     let now = Instant::now();
     if let Err(retry_after) = shared.auth_failures.check(client, now) {
         let seconds = retry_after.as_secs().max(1).to_string();
-        let body = error_body(
+        let body = json_error_body(
             "too_many_attempts",
             &format!("too many failed sign-ins from this address; try again in {seconds} s"),
             None,
@@ -181,7 +180,7 @@ pub(crate) fn authorize(
                 ("the master token", "unauthorized")
             };
             let message = format!("a valid `Authorization: Bearer <token>` ({token}) is required");
-            let body = error_body(code, &message, None);
+            let body = json_error_body(code, &message, None);
             Err(respond(
                 401,
                 JSON,
@@ -209,7 +208,7 @@ pub(crate) async fn handle(
     client: Option<IpAddr>,
 ) -> Response {
     if !shard.shared.config.console {
-        let body = error_body(
+        let body = json_error_body(
             "not_found",
             "the web console is turned off (`console = false`)",
             None,
@@ -248,7 +247,13 @@ pub(crate) async fn handle(
         Ok((status, json)) => respond(status, JSON, &[], json.as_bytes(), false),
         Err(e) => {
             let field = e.field.as_ref().map(|(name, raw)| (*name, raw.as_str()));
-            respond(e.status, JSON, &[], &error_body(e.code, &e.message, field), false)
+            respond(
+                e.status,
+                JSON,
+                &[],
+                &json_error_body(e.code, &e.message, field),
+                false,
+            )
         }
     }
 }
@@ -266,7 +271,7 @@ fn static_file(method: &str, path: &str) -> Response {
         "GET" => false,
         "HEAD" => true,
         _ => {
-            let body = error_body(
+            let body = json_error_body(
                 "method_not_allowed",
                 "the console's files accept GET and HEAD",
                 None,
@@ -293,7 +298,7 @@ fn static_file(method: &str, path: &str) -> Response {
             head_only,
         ),
         None => {
-            let body = error_body("not_found", "no such file in the console", None);
+            let body = json_error_body("not_found", "no such file in the console", None);
             respond(404, JSON, &[], &body, head_only)
         }
     }
@@ -318,23 +323,6 @@ fn respond(
         response = response.header(name, value);
     }
     response
-}
-
-/// `{"error":<message>,"code":<code>[,<name>:<raw JSON>]}`.
-fn error_body(code: &str, message: &str, field: Option<(&str, &str)>) -> Vec<u8> {
-    let mut body = Vec::with_capacity(message.len() + 64);
-    body.extend_from_slice(b"{\"error\":");
-    write_json_str(&mut body, message);
-    body.extend_from_slice(b",\"code\":");
-    write_json_str(&mut body, code);
-    if let Some((name, raw)) = field {
-        body.push(b',');
-        write_json_str(&mut body, name);
-        body.push(b':');
-        body.extend_from_slice(raw.as_bytes());
-    }
-    body.push(b'}');
-    body
 }
 
 /// `GET /api/admin/session`: who signed in, and what this node is.

@@ -296,6 +296,12 @@ pub fn json_error(status: u16, code: &str, message: &str) -> Response {
 /// Like [`json_error`], with one more field whose value is raw JSON (for
 /// example the partial result of an incomplete gather).
 pub fn json_error_with(status: u16, code: &str, message: &str, field: Option<(&str, &str)>) -> Response {
+    Response::with_body(status, "application/json", json_error_body(code, message, field))
+}
+
+/// `{"error":<message>,"code":<code>[,<name>:<raw JSON>]}`: the body of
+/// [`json_error_with`], for callers that add headers of their own.
+pub fn json_error_body(code: &str, message: &str, field: Option<(&str, &str)>) -> Vec<u8> {
     let extra = field.map_or(0, |(name, raw)| name.len() + raw.len() + 6);
     let mut body = Vec::with_capacity(message.len() + code.len() + extra + 24);
     body.extend_from_slice(b"{\"error\":");
@@ -309,7 +315,7 @@ pub fn json_error_with(status: u16, code: &str, message: &str, field: Option<(&s
         body.extend_from_slice(raw.as_bytes());
     }
     body.push(b'}');
-    Response::with_body(status, "application/json", body)
+    body
 }
 
 fn reason_phrase(status: u16) -> &'static str {
