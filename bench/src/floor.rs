@@ -45,6 +45,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::procfs;
 
+pub mod handshake;
+
 const READ_BUFFER_BYTES: usize = 256 * 1024;
 const EVENTS_CAPACITY: usize = 1024;
 /// Bound on the receiver catching up after the sender stops.
@@ -76,6 +78,12 @@ pub struct FloorOptions {
     /// Pin the sender to CPU 0 and the receiver to CPU 1 (when there are two).
     #[arg(long)]
     pub pin: bool,
+    /// Hand each write's K frames to the kernel as K iovecs of one `writev`
+    /// (as a server writing separately encoded frames does) instead of one
+    /// contiguous buffer: the difference is the kernel's per-iovec cost.
+    #[arg(long)]
+    #[serde(default)]
+    pub iovecs: bool,
 }
 
 /// One (connections, frames-per-write) point.
@@ -277,15 +285,12 @@ fn measure(
             if pinned {
                 pin_to(0);
             }
-            send(
-                senders,
-                &payload,
+            let round = Round {
+                payload: &payload,
                 frame_bytes,
-                warmup,
-                duration,
-                &sent_total,
-                &measuring,
-            )
+                iovecs: options.iovecs,
+            };
+            send(senders, &round, warmup, duration, &sent_total, &measuring)
         });
         let sender_result = sender.join();
         let receiver_result = receiver.join();
@@ -341,15 +346,36 @@ struct Sent {
     wall_s: f64,
 }
 
+/// What the sender writes to each connection per round.
+struct Round<'a> {
+    /// K frames, back to back.
+    payload: &'a [u8],
+    frame_bytes: usize,
+    /// One iovec per frame (`writev`) instead of one buffer (`write`).
+    iovecs: bool,
+}
+
 fn send(
     mut streams: Vec<TcpStream>,
-    payload: &[u8],
-    frame_bytes: usize,
+    round: &Round<'_>,
     warmup: Duration,
     duration: Duration,
     sent_total: &AtomicU64,
     measuring: &AtomicBool,
 ) -> io::Result<Sent> {
+    use std::os::fd::AsRawFd as _;
+    let Round {
+        payload,
+        frame_bytes,
+        iovecs,
+    } = *round;
+    let slices: Vec<libc::iovec> = payload
+        .chunks(frame_bytes)
+        .map(|chunk| libc::iovec {
+            iov_base: chunk.as_ptr() as *mut libc::c_void,
+            iov_len: chunk.len(),
+        })
+        .collect();
     let started = Instant::now();
     let mut bytes = 0u64;
     let mut writes = 0u64;
@@ -359,7 +385,21 @@ fn send(
         for stream in &mut streams {
             let mut at = 0;
             while at < payload.len() {
-                match stream.write(&payload[at..]) {
+                let written = if iovecs && at == 0 {
+                    // SAFETY: the iovecs point into `payload`, alive and
+                    // unchanged for the call; the descriptor is open.
+                    let n = unsafe {
+                        libc::writev(stream.as_raw_fd(), slices.as_ptr(), slices.len() as libc::c_int)
+                    };
+                    if n < 0 {
+                        Err(io::Error::last_os_error())
+                    } else {
+                        Ok(n as usize)
+                    }
+                } else {
+                    stream.write(&payload[at..])
+                };
+                match written {
                     Ok(0) => {
                         result = Err(io::Error::other("write returned 0"));
                         break 'rounds;

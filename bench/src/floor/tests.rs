@@ -64,20 +64,23 @@ fn frames_are_websocket_text_frames_of_the_asked_size() {
 
 #[test]
 fn a_tiny_floor_run_measures_every_point() {
-    let report = run(&FloorOptions {
-        connections: vec![4, 2],
-        frames: vec![1, 8],
-        frame_bytes: 130,
-        duration_s: 0.05,
-        repeats: 2,
-        warmup_s: 0.01,
-        pin: false,
-    })
-    .expect("loopback works");
-    assert_eq!(report.points.len(), 4);
-    for p in &report.points {
-        assert!(p.connections == 4 || p.connections == 2, "{p:?}");
-        assert!(p.writes > 0, "{p:?}");
-        assert_eq!(p.frames, p.writes * u64::from(p.frames_per_write), "{p:?}");
+    for iovecs in [false, true] {
+        let report = run(&FloorOptions {
+            connections: vec![4, 2],
+            frames: vec![1, 8],
+            frame_bytes: 130,
+            duration_s: 0.05,
+            repeats: 2,
+            warmup_s: 0.01,
+            pin: false,
+            iovecs,
+        })
+        .expect("loopback works");
+        assert_eq!(report.points.len(), 4);
+        for p in &report.points {
+            assert!(p.connections == 4 || p.connections == 2, "{p:?}");
+            assert!(p.writes > 0, "{p:?}");
+            assert_eq!(p.frames, p.writes * u64::from(p.frames_per_write), "{p:?}");
+        }
     }
 }
