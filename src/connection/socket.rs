@@ -8,8 +8,9 @@
 //! arrived while later ones pile up behind it: whatever accumulated while
 //! the shard was busy is handled in one go, before any writer runs, which
 //! is what lets the writers coalesce a whole turn's frames into one write.
-//! Writes stay completion-based (`writev` submitted through the ring), so
-//! all of a turn's writes reach the kernel in one `io_uring_enter`.
+//! Writes stay completion-based (`send` or `writev` submitted through the
+//! ring), so all of a turn's writes reach the kernel in one
+//! `io_uring_enter`.
 //!
 //! **Invariant:** the descriptor stays open while any [`Socket`] (or write
 //! half made from one) is alive, so [`Socket::shutdown`] can never reach a
@@ -430,6 +431,15 @@ impl WriteHalf {
     ) -> impl Future<Output = BufResult<usize, T>> + '_ {
         debug_assert!(!self.stream.is_tls(), "writev_plain on a TLS connection");
         self.tcp().writev(buf)
+    }
+
+    /// One `send` of `buf` on a plain connection.
+    pub(crate) fn send_plain<T: IoBuf + 'static>(
+        &mut self,
+        buf: T,
+    ) -> impl Future<Output = BufResult<usize, T>> + '_ {
+        debug_assert!(!self.stream.is_tls(), "send_plain on a TLS connection");
+        self.tcp().write(buf)
     }
 
     /// [`WriteHalf::writev`] on a TLS connection.
