@@ -215,6 +215,10 @@ pub struct RunReport {
     /// handshake over TLS, Socket.IO connect, join) per connection set up.
     #[serde(default)]
     pub server_cpu_us_per_connection: f64,
+    /// The generator's CPU during setup per connection set up: the client
+    /// side of the same handshakes, on the same cores.
+    #[serde(default)]
+    pub generator_cpu_us_per_connection: f64,
     /// Whether the run spoke TLS (`https://`, `wss://`).
     #[serde(default)]
     pub tls: bool,
@@ -246,6 +250,10 @@ impl RunReport {
             (
                 "server CPU µs/connection (setup)",
                 format!("{:.0}", self.server_cpu_us_per_connection),
+            ),
+            (
+                "generator CPU µs/connection (setup)",
+                format!("{:.0}", self.generator_cpu_us_per_connection),
             ),
             ("TLS", if self.tls { "yes" } else { "no" }.to_owned()),
             (

@@ -505,6 +505,7 @@ pub fn run(scenario: &Scenario, common: &Common) -> anyhow::Result<RunReport> {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let before = sample_server(common);
+    let generator_before_s = procfs::self_cpu_s();
 
     let (report, timing) = thread::scope(|scope| -> anyhow::Result<(WorkerReport, Timing)> {
         let handles: Vec<_> = per_thread
@@ -631,6 +632,11 @@ pub fn run(scenario: &Scenario, common: &Common) -> anyhow::Result<RunReport> {
             }
             _ => 0.0,
         },
+        generator_cpu_us_per_connection: if report.connected > 0 {
+            (timing.generator_at_setup_end_s - generator_before_s).max(0.0) * 1e6 / report.connected as f64
+        } else {
+            0.0
+        },
         tls: target.tls.is_some(),
         redis_bytes_per_message: match (timing.redis_bytes_at_start, timing.redis_bytes_at_end) {
             (Some(a), Some(b)) if report.sent_measured > 0 => {
@@ -646,6 +652,7 @@ pub fn run(scenario: &Scenario, common: &Common) -> anyhow::Result<RunReport> {
 struct Timing {
     setup_s: f64,
     server_at_setup_end: Option<ProcSample>,
+    generator_at_setup_end_s: f64,
     window_s: f64,
     server_after_setup: Option<ProcSample>,
     server_at_start: Option<ProcSample>,
@@ -717,6 +724,7 @@ fn coordinate(
     });
     timing.setup_s = setup_started.elapsed().as_secs_f64();
     timing.server_at_setup_end = sample_server(common);
+    timing.generator_at_setup_end_s = procfs::self_cpu_s();
     say(
         common,
         &format!(

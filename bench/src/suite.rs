@@ -189,6 +189,10 @@ impl ScenarioRun {
     }
 
     fn applies_to(&self, server: &ServerSpec) -> bool {
+        if server.kind == FLOOR_KIND {
+            // The connect floor speaks nothing but the handshake.
+            return self.mode == Mode::Connect && !self.tls;
+        }
         let kind_ok = self.kinds.is_none_or(|kinds| kinds.contains(&server.kind));
         let driver_ok = server.driver.is_empty()
             || self
@@ -197,6 +201,9 @@ impl ScenarioRun {
         kind_ok && driver_ok
     }
 }
+
+/// The kind of the connect floor's server (`floor --serve-handshakes`).
+const FLOOR_KIND: &str = "floor";
 
 /// Servers the long-polling scenarios run against (the socketioxide peer is
 /// built WebSocket-only).
@@ -533,7 +540,7 @@ fn default_sweep(cores: u32) -> Vec<u32> {
     counts
 }
 
-fn servers(options: &SuiteOptions, cores: u32) -> Vec<ServerSpec> {
+fn servers(options: &SuiteOptions, cores: u32, floor_binary: &Path) -> Vec<ServerSpec> {
     let sweep: Vec<u32> = if !options.shards.is_empty() {
         options.shards.clone()
     } else if options.smoke {
@@ -619,6 +626,20 @@ fn servers(options: &SuiteOptions, cores: u32) -> Vec<ServerSpec> {
             "" | "none" => {}
             other => eprintln!("[suite] unknown peer {other:?}, skipped"),
         }
+    }
+    if !options.skip_floor {
+        // The connect floor: the least any server does per handshake.
+        list.push(ServerSpec {
+            label: "floor-handshake".into(),
+            kind: FLOOR_KIND,
+            shards: 1,
+            driver: "",
+            command: vec![
+                floor_binary.display().to_string(),
+                "--serve-handshakes".into(),
+                "127.0.0.1:0".into(),
+            ],
+        });
     }
     list
 }
@@ -809,7 +830,7 @@ pub fn run(options: &SuiteOptions) -> anyhow::Result<PathBuf> {
         Some(wanted) => scenarios.into_iter().filter(|s| wanted.contains(&s.id)).collect(),
         None => scenarios,
     };
-    let servers = servers(options, cores);
+    let servers = servers(options, cores, &floor_binary);
     eprintln!("[suite] results in {}", folder.display());
     // One self-signed certificate for the TLS scenarios (a failure skips
     // them, with the reason among the problems).
@@ -856,16 +877,21 @@ pub fn run(options: &SuiteOptions) -> anyhow::Result<PathBuf> {
             continue;
         }
         // The check runs on its own server instance so it leaves no trace in
-        // the measured ones (RSS baseline, channels).
-        let checked = RunningServer::start(server).and_then(|running| {
-            let status = Command::new(&load)
-                .args(["check", "--url", &running.url])
-                .status()?;
-            if !status.success() {
-                bail!("{} failed the join/message check", server.label);
-            }
+        // the measured ones (RSS baseline, channels). The connect floor
+        // serves handshakes only: there is nothing to check.
+        let checked = if server.kind == FLOOR_KIND {
             Ok(())
-        });
+        } else {
+            RunningServer::start(server).and_then(|running| {
+                let status = Command::new(&load)
+                    .args(["check", "--url", &running.url])
+                    .status()?;
+                if !status.success() {
+                    bail!("{} failed the join/message check", server.label);
+                }
+                Ok(())
+            })
+        };
         if let Err(error) = checked {
             eprintln!("[suite] {}: {error:#}; not measured", server.label);
             problems.push(format!("{}: {error:#}", server.label));

@@ -4,6 +4,7 @@
 //!     floor                                   # 1,000 connections, K = 1,4,16,64, cheapest of 3 × 0.5 s each
 //!     floor --connections 100,1000,5000       # the floor at three connection counts
 //!     floor --connections 50 --duration-s 0.2 --json floor.json
+//!     floor --serve-handshakes 127.0.0.1:0    # the connect floor: a server for `load run connect`
 
 use clap::Parser;
 use ringcast_bench::floor::{self, FloorOptions};
@@ -19,10 +20,18 @@ struct Cli {
     /// Print nothing but errors.
     #[arg(long)]
     quiet: bool,
+    /// Instead of measuring writes, serve the bare minimum of a Socket.IO
+    /// WebSocket handshake on this address until killed (the connect floor,
+    /// for `load run connect`; see `ringcast_bench::floor::handshake`).
+    #[arg(long, value_name = "ADDR")]
+    serve_handshakes: Option<std::net::SocketAddr>,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(addr) = cli.serve_handshakes {
+        return Ok(floor::handshake::serve(addr)?);
+    }
     let report = floor::run(&cli.options)?;
     if let Some(path) = &cli.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;

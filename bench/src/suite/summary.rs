@@ -35,7 +35,10 @@ pub(super) fn markdown(o: &Outcome<'_>) -> String {
         (
             Mode::Connect,
             "Connections",
-            "Connections opened as fast as possible (256 handshakes in flight), then held idle.",
+            "Connections opened as fast as possible (256 handshakes in flight per generator thread), then held idle. \
+             `floor-handshake` is the connect floor: `floor --serve-handshakes`, a one-thread epoll server that does only the upgrade (with its accept key), \
+             the Engine.IO open and the Socket.IO connect answer, so every handshake costs it no more than the kernel's accept and loopback TCP work; \
+             the generator's CPU per handshake is the client side of the same handshakes, on the same two cores.",
         ),
     ] {
         let ids: Vec<&str> = o
@@ -415,17 +418,25 @@ fn fixed_rate_table(out: &mut String, rows: &[&RunReport]) {
 fn connect_table(out: &mut String, rows: &[&RunReport]) {
     let _ = writeln!(
         out,
-        "| server | driver | connected | failed | handshakes/s | handshake p50 / p99 ms | RSS before → after | RSS per connection | idle server CPU s | gen CPU cores |\n|---|---|---|---|---|---|---|---|---|---|"
+        "| server | driver | connected | failed | handshakes/s | of the floor's | server CPU µs/handshake | gen CPU µs/handshake | handshake p50 / p99 ms | RSS before → after | RSS per connection | idle server CPU s | gen CPU cores (idle) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
+    let floor_rate = rows
+        .iter()
+        .find(|r| kind(r) == "floor")
+        .map(|r| r.connects_per_s)
+        .filter(|rate| *rate > 0.0);
     for r in rows {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {:.0} | {:.1} / {:.1} | {} → {} | {:.0} B | {:.2} | {:.2} |",
+            "| {} | {} | {} | {} | {:.0} | {} | {:.0} | {:.0} | {:.1} / {:.1} | {} → {} | {:.0} B | {:.2} | {:.2} |",
             label(r),
             driver_cell(r),
             r.connected,
             r.setup_failures,
             r.connects_per_s,
+            floor_rate.map_or_else(|| "—".to_owned(), |f| format!("{:.2}×", r.connects_per_s / f)),
+            r.server_cpu_us_per_connection,
+            r.generator_cpu_us_per_connection,
             r.handshake_us.p50 / 1e3,
             r.handshake_us.p99 / 1e3,
             human_bytes(r.server_rss_before_bytes),

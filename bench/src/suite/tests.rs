@@ -25,7 +25,11 @@ fn the_default_sweep_doubles_up_to_the_core_count() {
 
 #[test]
 fn every_ringcast_shard_count_runs_with_both_drivers() {
-    let list = servers(&options(&["--shards", "1,4", "--peers", "socketioxide"]), 2);
+    let list = servers(
+        &options(&["--shards", "1,4", "--peers", "socketioxide"]),
+        2,
+        Path::new("floor"),
+    );
     let labels: Vec<&str> = list.iter().map(|s| s.label.as_str()).collect();
     assert_eq!(
         labels,
@@ -35,15 +39,38 @@ fn every_ringcast_shard_count_runs_with_both_drivers() {
             "ringcast-s4",
             "ringcast-s4-epoll",
             "socketioxide-t1",
-            "socketioxide-t4"
+            "socketioxide-t4",
+            "floor-handshake"
         ]
     );
     assert!(list[1].command.contains(&"--epoll".to_owned()));
     assert!(!list[0].command.contains(&"--epoll".to_owned()));
     assert_eq!(list[1].driver, "epoll");
-    let epoll_only = servers(&options(&["--smoke", "--drivers", "epoll"]), 2);
+    let epoll_only = servers(
+        &options(&["--smoke", "--drivers", "epoll", "--skip-floor"]),
+        2,
+        Path::new("floor"),
+    );
     assert_eq!(epoll_only.len(), 1);
     assert_eq!(epoll_only[0].label, "ringcast-s1-epoll");
+}
+
+#[test]
+fn the_connect_floor_serves_the_plain_connect_scenario_only() {
+    let opts = options(&["--peers", "none"]);
+    let list = servers(&opts, 2, Path::new("/x/floor"));
+    let floor = list
+        .iter()
+        .find(|s| s.kind == FLOOR_KIND)
+        .expect("the connect floor is measured unless --skip-floor");
+    assert_eq!(floor.command, ["/x/floor", "--serve-handshakes", "127.0.0.1:0"]);
+    let runs = scenario_runs(&opts);
+    let served: Vec<&str> = runs
+        .iter()
+        .filter(|r| r.applies_to(floor))
+        .map(|r| r.id.as_str())
+        .collect();
+    assert_eq!(served, ["connect"]);
 }
 
 #[test]
@@ -77,7 +104,10 @@ fn the_suite_has_the_saturated_and_fixed_rate_scenarios() {
 #[test]
 fn the_smoke_run_has_one_window_scenario_with_both_drivers() {
     let runs = scenario_runs(&options(&["--smoke"]));
-    let list = servers(&options(&["--smoke"]), 2);
+    let list: Vec<ServerSpec> = servers(&options(&["--smoke"]), 2, Path::new("floor"))
+        .into_iter()
+        .filter(|s| s.kind == "ringcast")
+        .collect();
     let saturated: Vec<&ScenarioRun> = runs
         .iter()
         .filter(|s| s.mode == Mode::Saturated && !s.tls)
