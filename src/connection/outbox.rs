@@ -428,24 +428,26 @@ async fn flush_last(writer: &mut WriteHalf, outbox: &Outbox, batch: &mut FrameBa
 }
 
 /// Writes everything queued right now (up to [`WRITEV_FRAMES_MAX`] frames)
-/// with as few `writev`s as the kernel allows.
+/// with as few writes as the kernel allows.
 async fn flush(writer: &mut WriteHalf, outbox: &Outbox, batch: &mut FrameBatch) -> std::io::Result<()> {
     let stats = &outbox.egress.stats;
     outbox.drain_into(&mut batch.frames, WRITEV_FRAMES_MAX);
     Stats::add(&stats.frames_written, batch.frames.len() as u64);
     let mut owned = std::mem::take(batch);
     while !owned.frames.is_empty() {
-        owned.refresh_iovecs();
         outbox.writing_since.set(Some(Instant::now()));
-        // Two awaits rather than one `writev` that branches inside: their
-        // futures share their room in this task's state, so TLS costs the
-        // plain writer nothing (the TLS one is boxed).
+        // One await per kind of write rather than one write that branches
+        // inside: their futures share their room in this task's state, so
+        // TLS costs the plain writer nothing (the TLS one is boxed). Only
+        // the vectored writes need the iovecs.
         let (result, back) = if writer.is_tls() {
+            owned.refresh_iovecs();
             Box::pin(writer.writev_tls(owned)).await
         } else if owned.coalesce() {
             let (result, Coalesced(back)) = writer.send_plain(Coalesced(owned)).await;
             (result, back)
         } else {
+            owned.refresh_iovecs();
             writer.writev_plain(owned).await
         };
         outbox.writing_since.set(None);
@@ -544,7 +546,8 @@ unsafe impl IoBuf for Coalesced {
 
 // SAFETY: the iovecs point into the `Bytes` held in `frames`, whose heap
 // buffers do not move while the batch is owned by the runtime, and
-// `refresh_iovecs` is called before every submission so they are current.
+// `refresh_iovecs` is called before every vectored submission so they are
+// current.
 unsafe impl IoVecBuf for FrameBatch {
     fn read_iovec_ptr(&self) -> *const libc::iovec {
         self.iovecs.as_ptr()
