@@ -82,19 +82,25 @@ pub fn parse_upgrade_response(buf: &[u8], key: &str) -> UpgradeResponse {
     if !status_line.starts_with("HTTP/1.1 101") {
         return UpgradeResponse::Refused { status_line };
     }
-    let accept = websocket_accept(key);
-    let accepted = String::from_utf8_lossy(head)
-        .lines()
-        .filter_map(|line| line.split_once(':'))
-        .any(|(name, value)| {
-            name.trim().eq_ignore_ascii_case("sec-websocket-accept") && value.trim() == accept
-        });
+    let accepted = header_value(head, "sec-websocket-accept") == Some(websocket_accept(key).as_bytes());
     if !accepted {
         return UpgradeResponse::Refused {
             status_line: format!("{status_line} (bad Sec-WebSocket-Accept)"),
         };
     }
     UpgradeResponse::Switched { head_len: end + 4 }
+}
+
+/// The value of the first header called `name` (any case) in an HTTP
+/// head, trimmed.
+pub fn header_value<'a>(head: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    head.split(|&b| b == b'\n').find_map(|line| {
+        let colon = memchr::memchr(b':', line)?;
+        line[..colon]
+            .trim_ascii()
+            .eq_ignore_ascii_case(name.as_bytes())
+            .then(|| line[colon + 1..].trim_ascii())
+    })
 }
 
 /// One complete server frame inside a read buffer.
@@ -270,15 +276,8 @@ pub fn http_response(buf: &[u8]) -> Option<(u16, &[u8], usize)> {
         .and_then(|code| std::str::from_utf8(code).ok())
         .and_then(|code| code.parse().ok())
         .unwrap_or(0);
-    let length = head
-        .split(|&b| b == b'\n')
-        .find_map(|line| {
-            let (name, value) = std::str::from_utf8(line).ok()?.split_once(':')?;
-            name.trim()
-                .eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse::<usize>().ok())
-                .flatten()
-        })
+    let length = header_value(head, "content-length")
+        .and_then(|value| std::str::from_utf8(value).ok()?.parse::<usize>().ok())
         .unwrap_or(0);
     let end = head_end.checked_add(length)?;
     (buf.len() >= end).then(|| (status, &buf[head_end..end], end))

@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
 
 use crate::wire;
 
@@ -70,8 +71,7 @@ pub fn serve_on(listener: std::net::TcpListener) -> io::Result<()> {
     let mut poll = Poll::new()?;
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
-    let mut conns: Vec<Option<Conn>> = Vec::new();
-    let mut free: Vec<usize> = Vec::new();
+    let mut conns: Slab<Conn> = Slab::new();
     let mut events = Events::with_capacity(1024);
     let mut buffer = vec![0u8; 64 * 1024];
     let mut sids = 0u64;
@@ -83,42 +83,44 @@ pub fn serve_on(listener: std::net::TcpListener) -> io::Result<()> {
         }
         for event in &events {
             if event.token() == LISTENER {
-                loop {
-                    match listener.accept() {
-                        Ok((mut stream, _)) => {
-                            stream.set_nodelay(true)?;
-                            let slot = free.pop().unwrap_or_else(|| {
-                                conns.push(None);
-                                conns.len() - 1
-                            });
-                            poll.registry()
-                                .register(&mut stream, Token(slot), Interest::READABLE)?;
-                            conns[slot] = Some(Conn {
-                                stream,
-                                stage: Stage::Upgrade,
-                                input: Vec::new(),
-                            });
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        // Out of descriptors, a connection reset before it
-                        // was taken: the next one may still succeed.
-                        Err(_) => break,
-                    }
-                }
+                accept_all(&listener, &poll, &mut conns);
                 continue;
             }
             let slot = event.token().0;
-            let Some(conn) = conns.get_mut(slot).and_then(Option::as_mut) else {
+            let Some(conn) = conns.get_mut(slot) else {
                 continue;
             };
-            let alive = serve_readable(conn, &mut buffer, &mut sids);
-            if !alive {
-                if let Some(mut conn) = conns[slot].take() {
-                    let _ = poll.registry().deregister(&mut conn.stream);
-                }
-                free.push(slot);
+            if !serve_readable(conn, &mut buffer, &mut sids) {
+                let mut conn = conns.remove(slot);
+                let _ = poll.registry().deregister(&mut conn.stream);
             }
+        }
+    }
+}
+
+/// Takes every connection waiting in the backlog.
+fn accept_all(listener: &TcpListener, poll: &Poll, conns: &mut Slab<Conn>) {
+    loop {
+        match listener.accept() {
+            Ok((mut stream, _)) => {
+                let entry = conns.vacant_entry();
+                let registered = stream.set_nodelay(true).and_then(|()| {
+                    poll.registry()
+                        .register(&mut stream, Token(entry.key()), Interest::READABLE)
+                });
+                // A connection reset before it was taken is dropped.
+                if registered.is_ok() {
+                    entry.insert(Conn {
+                        stream,
+                        stage: Stage::Upgrade,
+                        input: Vec::new(),
+                    });
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // Drained (`WouldBlock`), or out of descriptors: the next
+            // readiness brings the rest.
+            Err(_) => return,
         }
     }
 }
@@ -150,7 +152,7 @@ fn advance(conn: &mut Conn, sids: &mut u64) -> bool {
         let Some(end) = memchr::memmem::find(&conn.input, b"\r\n\r\n") else {
             return conn.input.len() <= HEAD_BYTES_MAX;
         };
-        let Some(key) = header(&conn.input[..end], b"sec-websocket-key:") else {
+        let Some(key) = wire::header_value(&conn.input[..end], "sec-websocket-key") else {
             return false;
         };
         *sids += 1;
@@ -187,15 +189,6 @@ fn advance(conn: &mut Conn, sids: &mut u64) -> bool {
         conn.input = Vec::new();
     }
     true
-}
-
-/// The value of the header `name` (lowercase, with its colon) in `head`.
-fn header<'a>(head: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
-    head.split(|&b| b == b'\n').find_map(|line| {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        (line.len() > name.len() && line[..name.len()].eq_ignore_ascii_case(name))
-            .then(|| line[name.len()..].trim_ascii())
-    })
 }
 
 /// An unmasked text frame, as a server sends it.
@@ -287,13 +280,6 @@ mod tests {
             wire::Packet::Connected { sid } => assert_eq!(sid.len(), 20),
             other => panic!("expected 40{{sid}}, got {other:?}"),
         }
-    }
-
-    #[test]
-    fn header_is_found_case_insensitively_and_trimmed() {
-        let head = b"GET /realtime/ HTTP/1.1\r\nHost: x\r\nSec-WebSocket-Key:  abc== \r\nUpgrade: websocket";
-        assert_eq!(header(head, b"sec-websocket-key:"), Some(&b"abc=="[..]));
-        assert_eq!(header(head, b"origin:"), None);
     }
 
     #[test]

@@ -133,3 +133,10 @@ fn message_numbers_in_the_written_order_and_any_other() {
     assert_eq!(message_numbers(br#",{"message":{"seq":4,"ts":5}}]"#), None);
     assert_eq!(message_numbers(br#",{"message":{"src":,"seq":4,"ts":5}}]"#), None);
 }
+
+#[test]
+fn header_value_is_found_case_insensitively_and_trimmed() {
+    let head = b"GET /realtime/ HTTP/1.1\r\nHost: x\r\nSec-WebSocket-Key:  abc== \r\nUpgrade: websocket";
+    assert_eq!(header_value(head, "sec-websocket-key"), Some(&b"abc=="[..]));
+    assert_eq!(header_value(head, "origin"), None);
+}
