@@ -220,6 +220,10 @@ impl Session {
             match (handled.stop, received) {
                 (Some(step), _) => return step,
                 (None, Received::Closed) => return Step::Closed(CloseReason::PeerClosed),
+                // The carried bytes filled the buffer, so nothing was
+                // asked of the socket: handling them sized the tail for
+                // their frame, where the next receive goes.
+                (None, Received::WouldBlock) if carried == buffer.len() => continue,
                 (None, Received::WouldBlock) => return Step::Drained,
                 // A full buffer: more is probably waiting.
                 (None, Received::Bytes(n)) if n == buffer.len() - carried => continue,
