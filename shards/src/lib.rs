@@ -5,7 +5,8 @@
 //! monoio runtime and `SO_REUSEPORT` listener per shard ([`runtime`]), the
 //! bounded lock-free queues through which shards hand each other work
 //! ([`mesh`]), connection ids that name their owning shard ([`conn_id`]),
-//! draining a listener's backlog in one go ([`accept`]), shard-local wait
+//! draining a listener's backlog in one go ([`accept`]), read readiness of a
+//! shard's sockets under io_uring ([`readiness`]), shard-local wait
 //! lists ([`wait`]) and a yield that lets the rest of a shard run
 //! ([`yielder`]).
 //!
@@ -18,6 +19,7 @@
 pub mod accept;
 pub mod conn_id;
 pub mod mesh;
+pub mod readiness;
 pub mod runtime;
 pub mod topology;
 pub mod wait;

@@ -113,6 +113,18 @@ where
                             return;
                         }
                     };
+                    if uring {
+                        match crate::readiness::install() {
+                            Ok(pump) => {
+                                monoio::spawn(pump);
+                            }
+                            Err(e) => tracing::warn!(
+                                shard,
+                                error = %e,
+                                "no readiness set; each read waits through its own POLL_ADD"
+                            ),
+                        }
+                    }
                     let _ = ready_tx.send(Ok(()));
                     drop(ready_tx);
                     shard_main(shard, listener).await;

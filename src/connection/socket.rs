@@ -1,7 +1,9 @@
 //! A client's TCP socket, shared by the connection's reader and its writer.
 //!
 //! Reads are readiness-based on both drivers: the reader waits until the
-//! socket is readable (an io_uring `POLL_ADD`, or epoll), then takes
+//! socket is readable (under io_uring, through the shard's readiness set,
+//! `ringcast_shards::readiness`, where the socket is registered once when
+//! it is made; under epoll, through monoio's driver), then takes
 //! everything the kernel has buffered with non-blocking `recv`s into the
 //! shard's one receive buffer. An idle connection therefore holds no read
 //! buffer, and a read never completes with just the first message that
@@ -27,6 +29,8 @@ use monoio::buf::{IoBuf, IoVecBuf};
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use monoio::BufResult;
+
+use ringcast_shards::readiness;
 
 use crate::connection::tls::Tls;
 
@@ -98,6 +102,23 @@ impl Handle {
         unsafe { &*self.untagged().cast::<UnsafeCell<TcpStream>>() }
     }
 
+    /// Whether this is the only handle left.
+    fn is_last(&self) -> bool {
+        // SAFETY: as in `clone`; the `Rc` made here is never dropped, so
+        // the count it reads is left as it was.
+        unsafe {
+            if self.is_tls() {
+                let rc = std::mem::ManuallyDrop::new(Rc::from_raw(self.untagged().cast::<TlsStream>()));
+                Rc::strong_count(&rc) == 1
+            } else {
+                let rc = std::mem::ManuallyDrop::new(Rc::from_raw(
+                    self.untagged().cast::<UnsafeCell<TcpStream>>(),
+                ));
+                Rc::strong_count(&rc) == 1
+            }
+        }
+    }
+
     fn tls_state(&self) -> Option<&Tls> {
         // SAFETY: tagged handles point at a live `TlsStream` (see `cell`).
         self.is_tls()
@@ -144,6 +165,14 @@ impl Clone for Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
+        // The last handle closes the descriptor: its readiness entry goes
+        // first (with the reader's waker), so a later socket given the
+        // same number starts clean.
+        if self.is_last() {
+            // SAFETY: the stream is live until the decrement below.
+            let fd = unsafe { (*self.cell().get()).as_raw_fd() };
+            readiness::forget(fd);
+        }
         // SAFETY: as in `clone`; this gives back this handle's count.
         unsafe {
             if self.is_tls() {
@@ -179,7 +208,9 @@ impl Socket {
         let writer = WriteHalf {
             stream: stream.clone(),
         };
-        (Self { stream }, writer)
+        let socket = Self { stream };
+        readiness::register(socket.raw_fd());
+        (socket, writer)
     }
 
     fn stream(&self) -> &TcpStream {
@@ -202,7 +233,10 @@ impl Socket {
     /// On TLS, what rustls holds is not the kernel's to show: a reader
     /// asks [`Socket::has_unread`] before it waits here.
     pub(crate) fn readable(&self, relaxed: bool) -> impl Future<Output = io::Result<()>> + '_ {
-        self.stream().readable(relaxed)
+        match readiness::watch(self.raw_fd()) {
+            Some(readable) => Wait::Set(readable),
+            None => Wait::Driver(self.stream().readable(relaxed)),
+        }
     }
 
     /// On TLS, whether the last receive left something in rustls
@@ -301,6 +335,9 @@ impl Socket {
     /// caller must hold the only handles (no clone, no operation in flight
     /// that it still waits for).
     pub(crate) fn hand_over(self, writer: WriteHalf) -> io::Result<(OwnedFd, Option<Tls>)> {
+        // The new descriptor keeps the socket alive past this one, so this
+        // shard's readiness set must let go of it now.
+        readiness::deregister(self.raw_fd());
         // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a descriptor this handle keeps
         // open; the new descriptor is owned by the `OwnedFd` made here.
         let fd = unsafe { libc::fcntl(self.raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
@@ -490,6 +527,33 @@ impl<A: Future, B: Future<Output = A::Output>> Future for Either<A, B> {
             match self.get_unchecked_mut() {
                 Self::Plain(a) => std::pin::Pin::new_unchecked(a).poll(cx),
                 Self::Tls(b) => b.as_mut().poll(cx),
+            }
+        }
+    }
+}
+
+/// The future of a readiness wait: through the shard's readiness set, or
+/// through the runtime's driver (the epoll driver, or a socket the set
+/// could not take). An enum rather than an `async` block, which would keep
+/// a reference and a state beside it in every reader's future.
+enum Wait<A> {
+    Set(readiness::Readable),
+    Driver(A),
+}
+
+impl<A: Future<Output = io::Result<()>>> Future for Wait<A> {
+    type Output = io::Result<()>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        // SAFETY: structural pinning: neither variant's future is moved out
+        // of the pinned enum.
+        unsafe {
+            match self.get_unchecked_mut() {
+                Self::Set(r) => std::pin::Pin::new_unchecked(r).poll(cx),
+                Self::Driver(a) => std::pin::Pin::new_unchecked(a).poll(cx),
             }
         }
     }
