@@ -76,7 +76,9 @@ where
     let listeners = bind_all(cfg)?;
     let local_addr = listeners[0].local_addr()?;
     let uring = cfg.driver == Driver::Auto && monoio::utils::detect_uring();
-    if !uring {
+    if cfg.driver == Driver::Epoll {
+        tracing::info!(driver = "epoll", "shards run monoio's epoll driver, as asked");
+    } else if !uring {
         tracing::warn!(
             driver = "epoll",
             "io_uring is unavailable or disabled; shards run monoio's epoll driver"
