@@ -1,7 +1,7 @@
-//! The benchmark suite: the physical floor first, then ringcast at each
-//! shard count with each I/O driver (io_uring, the default, and `--epoll`)
-//! and each peer (Node socket.io, socketioxide), every scenario against a
-//! freshly started server; then markdown tables with the floor, saturated
+//! The benchmark suite: the physical floor first, then each scenario on
+//! ringcast at each shard count with each I/O driver (io_uring, the
+//! default, and `--epoll`) and on each peer (Node socket.io, socketioxide),
+//! one server after the other, every run against a freshly started server; then markdown tables with the floor, saturated
 //! and fixed-rate results and ringcast/peer ratios, and SVG charts, in
 //! `bench/results/<timestamp>/` (copied to `bench/results/latest/`).
 //!
@@ -870,10 +870,10 @@ pub fn run(options: &SuiteOptions) -> anyhow::Result<PathBuf> {
         }
     };
 
-    let mut results: Vec<RunReport> = Vec::new();
+    // Every server must pass the check before it is measured.
+    let mut measured: Vec<&ServerSpec> = Vec::new();
     for server in &servers {
-        let applicable: Vec<&ScenarioRun> = scenarios.iter().filter(|s| s.applies_to(server)).collect();
-        if applicable.is_empty() {
+        if !scenarios.iter().any(|s| s.applies_to(server)) {
             continue;
         }
         // The check runs on its own server instance so it leaves no trace in
@@ -892,12 +892,25 @@ pub fn run(options: &SuiteOptions) -> anyhow::Result<PathBuf> {
                 Ok(())
             })
         };
-        if let Err(error) = checked {
-            eprintln!("[suite] {}: {error:#}; not measured", server.label);
-            problems.push(format!("{}: {error:#}", server.label));
-            continue;
+        match checked {
+            Ok(()) => measured.push(server),
+            Err(error) => {
+                eprintln!("[suite] {}: {error:#}; not measured", server.label);
+                problems.push(format!("{}: {error:#}", server.label));
+            }
         }
-        for scenario in applicable {
+    }
+
+    // Scenario by scenario, every server in turn: the runs a ratio compares
+    // are minutes apart at most, so the machine drifting over the suite's
+    // half hour (its floor moves by tens of percent) does not enter them.
+    let mut results: Vec<RunReport> = Vec::new();
+    for scenario in &scenarios {
+        for server in measured
+            .iter()
+            .copied()
+            .filter(|server| scenario.applies_to(server))
+        {
             let json = runs_folder.join(format!("{}--{}.json", scenario.id, server.label));
             let busy = wait_for_quiet(options);
             eprintln!(
