@@ -35,7 +35,7 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
@@ -93,7 +93,7 @@ pub fn install() -> io::Result<impl Future<Output = ()>> {
     // used for `readable`, a `POLL_ADD` on whatever descriptor it holds.
     let watched = monoio::net::UnixStream::from_std(
         // SAFETY: `watched` is an open descriptor handed over whole.
-        unsafe { std::os::unix::net::UnixStream::from_raw_fd(into_raw(watched)) },
+        unsafe { std::os::unix::net::UnixStream::from_raw_fd(watched.into_raw_fd()) },
     )?;
     let set = Rc::new(Set {
         epoll,
@@ -101,10 +101,6 @@ pub fn install() -> io::Result<impl Future<Output = ()>> {
     });
     SET.with(|s| *s.borrow_mut() = Some(set.clone()));
     Ok(pump(set, watched))
-}
-
-fn into_raw(fd: OwnedFd) -> RawFd {
-    std::os::fd::IntoRawFd::into_raw_fd(fd)
 }
 
 /// Waits for the set to have events, hands each to its reader, and again,
@@ -144,15 +140,25 @@ async fn pump(set: Rc<Set>, watched: monoio::net::UnixStream) {
     SET.with(|s| s.borrow_mut().take());
 }
 
+/// The epoll data of a registration: its generation above its descriptor.
+fn token(generation: u32, index: usize) -> u64 {
+    u64::from(generation) << 32 | index as u64
+}
+
+/// The descriptor and generation a token names.
+fn untoken(data: u64) -> (usize, u32) {
+    (data as u32 as usize, (data >> 32) as u32)
+}
+
 impl Set {
     fn deliver(&self, events: &[libc::epoll_event]) {
         let mut entries = self.entries.borrow_mut();
         for event in events {
-            let data = event.u64;
-            let Some(entry) = entries.get_mut(data as u32 as usize) else {
+            let (index, generation) = untoken(event.u64);
+            let Some(entry) = entries.get_mut(index) else {
                 continue;
             };
-            if !entry.live || entry.generation != (data >> 32) as u32 {
+            if !entry.live || entry.generation != generation {
                 continue;
             }
             entry.ready = true;
@@ -168,94 +174,95 @@ impl Set {
 /// Adds `fd` to this thread's set, if it has one. Returns whether it did:
 /// on `false` the caller waits for readiness some other way.
 pub fn register(fd: RawFd) -> bool {
-    let Some(set) = current() else {
-        return false;
-    };
     let Ok(index) = usize::try_from(fd) else {
         return false;
     };
-    let mut entries = set.entries.borrow_mut();
-    if entries.len() <= index {
-        entries.resize_with(index + 1, Entry::default);
-    }
-    let entry = &mut entries[index];
-    entry.generation = entry.generation.wrapping_add(1);
-    entry.ready = false;
-    entry.ended = false;
-    entry.waker = None;
-    let mut event = libc::epoll_event {
-        events: INTEREST,
-        u64: u64::from(entry.generation) << 32 | index as u64,
-    };
-    // SAFETY: `fd` is an open descriptor the caller owns; `event` is valid.
-    let added = unsafe { libc::epoll_ctl(set.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
-    entry.live = added == 0;
-    if !entry.live {
-        tracing::debug!(
-            fd,
-            error = %io::Error::last_os_error(),
-            "socket not added to the readiness set; it waits through the ring"
-        );
-    }
-    entry.live
+    with_set(|set| {
+        let mut entries = set.entries.borrow_mut();
+        if entries.len() <= index {
+            entries.resize_with(index + 1, Entry::default);
+        }
+        let entry = &mut entries[index];
+        entry.restart();
+        let mut event = libc::epoll_event {
+            events: INTEREST,
+            u64: token(entry.generation, index),
+        };
+        // SAFETY: `fd` is an open descriptor the caller owns; `event` is valid.
+        let added = unsafe { libc::epoll_ctl(set.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
+        entry.live = added == 0;
+        if !entry.live {
+            tracing::debug!(
+                fd,
+                error = %io::Error::last_os_error(),
+                "socket not added to the readiness set; it waits through the ring"
+            );
+        }
+        entry.live
+    })
+    .unwrap_or(false)
 }
 
 /// Takes `fd` out of this thread's set and forgets it. For a socket that
 /// another descriptor will keep open after `fd` closes.
 pub fn deregister(fd: RawFd) {
-    let Some(set) = current() else {
-        return;
-    };
-    if forget_in(&set, fd) {
-        // SAFETY: `fd` is open (the caller still owns it); a null event is
-        // allowed for EPOLL_CTL_DEL.
-        unsafe {
-            libc::epoll_ctl(
-                set.epoll.as_raw_fd(),
-                libc::EPOLL_CTL_DEL,
-                fd,
-                std::ptr::null_mut(),
-            );
+    with_set(|set| {
+        if set.forget(fd) {
+            // SAFETY: `fd` is open (the caller still owns it); a null event
+            // is allowed for EPOLL_CTL_DEL.
+            unsafe {
+                libc::epoll_ctl(
+                    set.epoll.as_raw_fd(),
+                    libc::EPOLL_CTL_DEL,
+                    fd,
+                    std::ptr::null_mut(),
+                );
+            }
         }
-    }
+    });
 }
 
 /// Forgets `fd`, which is about to close (the set drops the socket by
 /// itself when it is released). Drops the waiting reader's waker.
 pub fn forget(fd: RawFd) {
-    if let Some(set) = current() {
-        forget_in(&set, fd);
+    with_set(|set| set.forget(fd));
+}
+
+impl Set {
+    /// Forgets `fd`; returns whether it was live.
+    fn forget(&self, fd: RawFd) -> bool {
+        let mut entries = self.entries.borrow_mut();
+        let Some(entry) = usize::try_from(fd).ok().and_then(|i| entries.get_mut(i)) else {
+            return false;
+        };
+        let was_live = entry.live;
+        entry.restart();
+        entry.live = false;
+        was_live
     }
 }
 
-/// Returns whether `fd` was live.
-fn forget_in(set: &Set, fd: RawFd) -> bool {
-    let mut entries = set.entries.borrow_mut();
-    let Some(entry) = usize::try_from(fd).ok().and_then(|i| entries.get_mut(i)) else {
-        return false;
-    };
-    let was_live = entry.live;
-    entry.generation = entry.generation.wrapping_add(1);
-    entry.live = false;
-    entry.ready = false;
-    entry.ended = false;
-    entry.waker = None;
-    was_live
+impl Entry {
+    /// A new generation with no event, no end and no waiter.
+    fn restart(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+        self.ready = false;
+        self.ended = false;
+        self.waker = None;
+    }
 }
 
 /// A wait for `fd` to be readable, when it is registered in this thread's
 /// set; `None` otherwise.
 pub fn watch(fd: RawFd) -> Option<Readable> {
-    let set = current()?;
-    let live = usize::try_from(fd)
-        .ok()
-        .and_then(|i| set.entries.borrow().get(i).map(|e| e.live))
-        .unwrap_or(false);
-    live.then_some(Readable { fd })
+    let index = usize::try_from(fd).ok()?;
+    with_set(|set| set.entries.borrow().get(index).is_some_and(|e| e.live))?.then_some(Readable { fd })
 }
 
-fn current() -> Option<Rc<Set>> {
-    SET.with(|s| s.borrow().clone())
+/// Runs `f` on this thread's set, if it has one (without touching its
+/// refcount: this is on every reader's wait).
+fn with_set<R>(f: impl FnOnce(&Set) -> R) -> Option<R> {
+    SET.with(|s| s.borrow().as_deref().map(f))
 }
 
 /// Resolves once an event has come for the descriptor since the last wait
@@ -270,11 +277,7 @@ impl Future for Readable {
     type Output = io::Result<()>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        SET.with(|s| {
-            let set = s.borrow();
-            let Some(set) = set.as_ref() else {
-                return Poll::Ready(Err(io::Error::other("the shard's readiness set is gone")));
-            };
+        with_set(|set| {
             let mut entries = set.entries.borrow_mut();
             let Some(entry) = entries.get_mut(self.fd as usize).filter(|e| e.live) else {
                 return Poll::Ready(Err(io::Error::other("the socket left the readiness set")));
@@ -289,6 +292,7 @@ impl Future for Readable {
             }
             Poll::Pending
         })
+        .unwrap_or_else(|| Poll::Ready(Err(io::Error::other("the shard's readiness set is gone"))))
     }
 }
 

@@ -86,22 +86,24 @@ fn an_event_of_an_earlier_registration_wakes_nothing() {
         let (_client, server) = UnixStream::pair().unwrap();
         let fd = server.as_raw_fd();
         assert!(register(fd));
-        let stale = u64::from(current().unwrap().entries.borrow()[fd as usize].generation) << 32 | fd as u64;
+        let index = fd as usize;
+        let generation = || with_set(|set| set.entries.borrow()[index].generation).unwrap();
+        let arrival = |data| {
+            with_set(|set| {
+                set.deliver(&[libc::epoll_event {
+                    events: libc::EPOLLIN as u32,
+                    u64: data,
+                }])
+            })
+        };
+        let stale = token(generation(), index);
         deregister(fd);
         assert!(register(fd));
-        let set = current().unwrap();
-        set.deliver(&[libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: stale,
-        }]);
+        arrival(stale);
         let mut readable = watch(fd).unwrap();
         assert!(poll_once(&mut readable).is_pending());
         // Its own generation's event does.
-        let current_gen = u64::from(set.entries.borrow()[fd as usize].generation) << 32 | fd as u64;
-        set.deliver(&[libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: current_gen,
-        }]);
+        arrival(token(generation(), index));
         assert!(poll_once(&mut readable).is_ready());
         forget(fd);
     });
