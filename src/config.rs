@@ -241,6 +241,9 @@ pub struct Config {
     pub max_payload_bytes: usize,
     pub backlog: i32,
     pub epoll: bool,
+    /// io_uring submission queue size of each shard: the most operations
+    /// one `io_uring_enter` runs (small on purpose, see
+    /// `ringcast_shards::runtime::RuntimeConfig::ring_entries`).
     pub ring_entries: u32,
     /// Largest HTTP request head accepted, in bytes (431 beyond).
     pub http_head_bytes_max: usize,
@@ -542,7 +545,7 @@ impl Config {
             max_payload_bytes,
             backlog: cli.backlog.or(s.backlog).unwrap_or(1024),
             epoll: cli.epoll,
-            ring_entries: s.ring_entries.unwrap_or(4096),
+            ring_entries: s.ring_entries.unwrap_or(RING_ENTRIES_DEFAULT),
             http_head_bytes_max: s.http_head_bytes_max.unwrap_or(16 * 1024).max(1024),
             http_head_timeout: Duration::from_millis(s.http_head_timeout_ms.unwrap_or(10_000).max(1)),
             connect_timeout: Duration::from_millis(s.connect_timeout_ms.unwrap_or(10_000).max(1)),
@@ -605,6 +608,10 @@ impl Config {
         warnings
     }
 }
+
+/// Default io_uring submission queue size of a shard: at most ~1 ms of
+/// loopback sends per `io_uring_enter` on the machine the benchmarks run on.
+pub const RING_ENTRIES_DEFAULT: u32 = 128;
 
 /// Longest node TTL accepted: a dead node must drop out of member lists
 /// within 15 s.

@@ -34,7 +34,19 @@ pub struct RuntimeConfig {
     pub listen: SocketAddr,
     /// Listen backlog of each shard's socket, in connections.
     pub backlog: i32,
-    /// io_uring submission queue size of each shard, in entries.
+    /// io_uring submission queue size of each shard, in entries: the most
+    /// operations one `io_uring_enter` hands to the kernel.
+    ///
+    /// Keep it small (the configuration's default is 128). monoio submits
+    /// when the queue is full and when the shard parks, and the kernel runs
+    /// the sends of one submission back to back with no preemption point
+    /// between them on kernels built without full preemption (Debian's
+    /// default). A fan-out queues one send per recipient, so a large queue
+    /// holds the core in the kernel for milliseconds at a time (~8 ms per
+    /// 1,000 loopback sends here), and whatever shares the core (the
+    /// clients, Redis, a load generator) waits that long. The completion
+    /// queue (twice this) may overflow on a big fan-out; the kernel keeps
+    /// the overflow and nothing is lost.
     pub ring_entries: u32,
     /// Pin shard `i` to core `i % cores`.
     pub pin_cores: bool,

@@ -12,6 +12,7 @@ use std::fmt::Display;
 use super::host::{Host, KernelVersion, ProcessStatus, CAP_NET_BIND_SERVICE, CAP_SYS_ADMIN};
 use super::probe::UringProbe;
 use super::{Check, Plan, Status};
+use crate::config::RING_ENTRIES_DEFAULT;
 
 /// Where the sysctl fixes go (deploy/sysctl.d/60-ringcast.conf installs there).
 pub const SYSCTL_FILE: &str = "/etc/sysctl.d/60-ringcast.conf";
@@ -306,7 +307,9 @@ fn setup_failure(host: &Host, plan: &Plan, errno: i32) -> (String, String) {
                 "ring_entries = {} is more than the kernel takes",
                 plan.ring_entries
             ),
-            format!("`ring_entries = 4096` (at most {RING_ENTRIES_MAX}) in [server]"),
+            format!(
+                "`ring_entries = {RING_ENTRIES_DEFAULT}` (the default; at most {RING_ENTRIES_MAX}) in [server]"
+            ),
         ),
         _ => (
             "unexpected".into(),

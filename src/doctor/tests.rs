@@ -387,7 +387,7 @@ fn probe_answers() {
         &p,
         "io_uring",
         Status::Fail,
-        "`ring_entries = 4096`",
+        "`ring_entries = 128` (the default",
     );
     let epoll = Plan {
         epoll: true,
