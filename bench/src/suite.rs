@@ -14,6 +14,7 @@
 mod charts;
 mod summary;
 
+use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -792,6 +793,9 @@ struct Outcome<'a> {
     results: &'a [RunReport],
     scenarios: &'a [ScenarioRun],
     floor: Option<&'a FloorReport>,
+    /// The floor measured right after each saturated scenario's runs, at
+    /// its connection count: what that scenario's multiples divide by.
+    scenario_floors: &'a BTreeMap<String, FloorReport>,
     machine: &'a Machine,
     options: &'a SuiteOptions,
     problems: &'a [String],
@@ -860,7 +864,12 @@ pub fn run(options: &SuiteOptions) -> anyhow::Result<PathBuf> {
     let floor = if options.skip_floor {
         None
     } else {
-        match run_floor(&floor_binary, &folder, options) {
+        match run_floor(
+            &floor_binary,
+            &folder.join("floor.json"),
+            &options.floor_connections,
+            options,
+        ) {
             Ok(report) => Some(report),
             Err(error) => {
                 eprintln!("[suite] floor: {error:#}");
@@ -905,7 +914,9 @@ pub fn run(options: &SuiteOptions) -> anyhow::Result<PathBuf> {
     // are minutes apart at most, so the machine drifting over the suite's
     // half hour (its floor moves by tens of percent) does not enter them.
     let mut results: Vec<RunReport> = Vec::new();
+    let mut scenario_floors: BTreeMap<String, FloorReport> = BTreeMap::new();
     for scenario in &scenarios {
+        let mut connections = None;
         for server in measured
             .iter()
             .copied()
@@ -925,6 +936,7 @@ pub fn run(options: &SuiteOptions) -> anyhow::Result<PathBuf> {
                     // precise than the load scenario name (fanout).
                     report.scenario.clone_from(&scenario.id);
                     report.machine_busy_before = busy;
+                    connections = connections.or(Some(report.connections));
                     std::fs::write(&json, serde_json::to_vec_pretty(&report)?)?;
                     if let Some(problem) = driver_mismatch(&report) {
                         eprintln!("[suite] {problem}");
@@ -942,6 +954,27 @@ pub fn run(options: &SuiteOptions) -> anyhow::Result<PathBuf> {
                 }
             }
         }
+        // The floor again, at this scenario's connection count, right after
+        // its runs: the floor moves by tens of percent over the suite, and a
+        // multiple of it means something only against the same minutes.
+        if let (Mode::Saturated, Some(connections), false) = (scenario.mode, connections, options.skip_floor)
+        {
+            let json = runs_folder.join(format!("{}--floor.json", scenario.id));
+            // Both ends of each pair live in the floor's one process, so
+            // past half the descriptor limit (rooms' 10,000) it measures at
+            // the most it can hold.
+            let fits = crate::report::nofile_limit().saturating_sub(64) / 2;
+            let connections = u32::try_from(connections.min(fits)).unwrap_or(u32::MAX);
+            match run_floor(&floor_binary, &json, &[connections], options) {
+                Ok(report) => {
+                    scenario_floors.insert(scenario.id.clone(), report);
+                }
+                Err(error) => {
+                    eprintln!("[suite] floor after {}: {error:#}", scenario.id);
+                    problems.push(format!("floor after {}: {error:#}", scenario.id));
+                }
+            }
+        }
     }
 
     std::fs::write(folder.join("results.json"), serde_json::to_vec_pretty(&results)?)?;
@@ -949,6 +982,7 @@ pub fn run(options: &SuiteOptions) -> anyhow::Result<PathBuf> {
         results: &results,
         scenarios: &scenarios,
         floor: floor.as_ref(),
+        scenario_floors: &scenario_floors,
         machine: &machine,
         options,
         problems: &problems,
@@ -989,11 +1023,17 @@ fn reproduce_command() -> String {
     command
 }
 
-/// Measures the physical floor in the `floor` process.
-fn run_floor(binary: &Path, folder: &Path, options: &SuiteOptions) -> anyhow::Result<FloorReport> {
+/// Measures the physical floor in the `floor` process, at `connections`
+/// (empty: the suite's default counts), into `json`.
+fn run_floor(
+    binary: &Path,
+    json: &Path,
+    connections: &[u32],
+    options: &SuiteOptions,
+) -> anyhow::Result<FloorReport> {
     let busy = wait_for_quiet(options);
-    let connections: Vec<String> = if !options.floor_connections.is_empty() {
-        options.floor_connections.iter().map(u32::to_string).collect()
+    let connections: Vec<String> = if !connections.is_empty() {
+        connections.iter().map(u32::to_string).collect()
     } else if options.smoke {
         strings(&["50"])
     } else {
@@ -1010,7 +1050,6 @@ fn run_floor(binary: &Path, folder: &Path, options: &SuiteOptions) -> anyhow::Re
         "[suite] floor: {connections} connections (machine {:.0}% busy before)",
         busy * 100.0
     );
-    let json = folder.join("floor.json");
     let status = Command::new(binary)
         .args(["--connections", &connections])
         .args([
@@ -1021,13 +1060,13 @@ fn run_floor(binary: &Path, folder: &Path, options: &SuiteOptions) -> anyhow::Re
             "--quiet",
             "--json",
         ])
-        .arg(&json)
+        .arg(json)
         .status()
         .with_context(|| format!("running {}", binary.display()))?;
     if !status.success() {
         bail!("floor exited with {status}");
     }
-    Ok(serde_json::from_slice(&std::fs::read(&json)?)?)
+    Ok(serde_json::from_slice(&std::fs::read(json)?)?)
 }
 
 /// A ringcast run whose process does not hold the I/O driver it was started

@@ -59,7 +59,13 @@ pub(super) fn markdown(o: &Outcome<'_>) -> String {
                 let _ = writeln!(out, "Settings: `{}`\n", scenario_settings(first));
             }
             match mode {
-                Mode::Saturated => saturated_table(&mut out, &rows, o.floor),
+                Mode::Saturated => {
+                    let own = o.scenario_floors.get(id);
+                    saturated_table(&mut out, &rows, own.or(o.floor));
+                    if let Some(floor) = own {
+                        scenario_floor_line(&mut out, floor);
+                    }
+                }
                 Mode::FixedRate => fixed_rate_table(&mut out, &rows),
                 Mode::Connect => connect_table(&mut out, &rows),
             }
@@ -155,7 +161,7 @@ fn header(out: &mut String, o: &Outcome<'_>) {
         out,
         "How to read: `server CPU µs/delivery` is the server's CPU (all threads, user + system) over the window ÷ deliveries; \
          `frames/write` and `writes/s` are ringcast's own counters (`/metrics`) over the window; \
-         `× floor` divides the CPU per delivery by the physical floor's sender CPU per frame (at the nearest connection count), \
+         `× floor` divides the CPU per delivery by the physical floor's sender CPU per frame, measured right after the scenario's runs at its connection count (else the floor section's, at the nearest count), \
          once at the frames per write the server reached and once at {FLOOR_REFERENCE_FRAMES:.0} frames per write \
          (what good coalescing reaches); `gen CPU` is the load generator's, in cores. \
          On loopback the receiving side's TCP work is charged to the sender, so every server's CPU includes it, and so does the floor's."
@@ -351,6 +357,29 @@ fn cores(r: &RunReport) -> f64 {
     } else {
         0.0
     }
+}
+
+/// The floor measured right after a scenario's runs, which its multiples
+/// divide by: sender µs per frame at each measured frames per write.
+fn scenario_floor_line(out: &mut String, floor: &FloorReport) {
+    let points: Vec<String> = floor
+        .points
+        .iter()
+        .map(|p| {
+            format!(
+                "{:.3} µs at {} frame{}/write",
+                p.sender_cpu_us_per_frame,
+                p.frames_per_write,
+                if p.frames_per_write == 1 { "" } else { "s" }
+            )
+        })
+        .collect();
+    let connections = floor.points.first().map_or(0, |p| p.connections);
+    let _ = writeln!(
+        out,
+        "\nThe `× floor` columns divide by the floor measured right after these runs, at {connections} connections: {}.",
+        points.join(", ")
+    );
 }
 
 fn saturated_table(out: &mut String, rows: &[&RunReport], floor: Option<&FloorReport>) {

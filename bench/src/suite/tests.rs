@@ -185,6 +185,7 @@ fn saturated_rows_carry_multiples_of_the_floor_and_ratios() {
         results: &results,
         scenarios: &scenarios,
         floor: Some(&floor),
+        scenario_floors: &BTreeMap::new(),
         machine: &Machine::default(),
         options: &opts,
         problems: &[],
@@ -205,6 +206,52 @@ fn saturated_rows_carry_multiples_of_the_floor_and_ratios() {
     // Ratios: epoll is 8× io_uring; io_uring is 2.5× node.
     assert!(
         text.contains("| fanout-s1000-w16 | deliveries per server CPU-s | 250.0k (1) | 2.0M (1) | 100.0k (1) | — | **0.1×** | **2.5×** | **20.0×** | — | — |"),
+        "{text}"
+    );
+}
+
+/// A saturated scenario's multiples divide by the floor measured right
+/// after its runs, not by the suite's first floor.
+#[test]
+fn a_scenario_floor_replaces_the_suite_floor_in_its_table() {
+    let mut uring = report("fanout-s1000-w16", "ringcast-s1", "ringcast", "io_uring", 1.0);
+    uring.frames_per_write = 16.0;
+    let results = vec![uring];
+    let floor_at = |us_per_write: f64| FloorReport {
+        points: vec![FloorPoint {
+            connections: 1000,
+            frames_per_write: 16,
+            writes: 1,
+            sender_cpu_us_per_write: us_per_write,
+            sender_cpu_us_per_frame: us_per_write / 16.0,
+            ..FloorPoint::default()
+        }],
+        ..FloorReport::default()
+    };
+    // The suite's first floor: 0.25 µs per frame at 16 frames per write;
+    // the one after the scenario: 0.5.
+    let first = floor_at(4.0);
+    let mut after = BTreeMap::new();
+    after.insert("fanout-s1000-w16".to_owned(), floor_at(8.0));
+    let opts = options(&[]);
+    let scenarios = scenario_runs(&opts);
+    let outcome = Outcome {
+        results: &results,
+        scenarios: &scenarios,
+        floor: Some(&first),
+        scenario_floors: &after,
+        machine: &Machine::default(),
+        options: &opts,
+        problems: &[],
+        command: String::new(),
+    };
+    let text = summary::markdown(&outcome);
+    assert!(
+        text.contains("| ringcast-s1 | io_uring | 1.0k | 1.000 | 2.0× | 2.0× | 16.00 |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("measured right after these runs, at 1000 connections: 0.500 µs at 16 frames/write."),
         "{text}"
     );
 }
