@@ -1,9 +1,11 @@
 //! The benchmark suite: the physical floor first, then each scenario on
 //! ringcast at each shard count with each I/O driver (io_uring, the
 //! default, and `--epoll`) and on each peer (Node socket.io, socketioxide),
-//! one server after the other, every run against a freshly started server; then markdown tables with the floor, saturated
-//! and fixed-rate results and ringcast/peer ratios, and SVG charts, in
-//! `bench/results/<timestamp>/` (copied to `bench/results/latest/`).
+//! one server after the other, every run against a freshly started server,
+//! and after a saturated scenario the floor again at its connection count;
+//! then markdown tables with the floor, saturated and fixed-rate results and
+//! ringcast/peer ratios, and SVG charts, in `bench/results/<timestamp>/`
+//! (copied to `bench/results/latest/`).
 //!
 //! Each server is started with `--listen 127.0.0.1:0`, and its port is read
 //! from the `... listening on http://IP:PORT/PATH` line it prints. Before a
