@@ -195,6 +195,15 @@ impl FloorReport {
     }
 }
 
+/// Descriptors `floor` keeps aside for everything but its pairs.
+const DESCRIPTORS_SPARE: u64 = 64;
+
+/// The most loopback pairs one `floor` process can hold: both ends of every
+/// pair live in it, under RLIMIT_NOFILE.
+pub fn connections_max() -> u64 {
+    crate::report::nofile_limit().saturating_sub(DESCRIPTORS_SPARE) / 2
+}
+
 /// Measures every point of `options`.
 pub fn run(options: &FloorOptions) -> anyhow::Result<FloorReport> {
     if options.connections.contains(&0) || options.connections.is_empty() || options.frames.is_empty() {
@@ -204,11 +213,12 @@ pub fn run(options: &FloorOptions) -> anyhow::Result<FloorReport> {
     let pinned = options.pin && cores >= 2;
     let mut points = Vec::with_capacity(options.frames.len() * options.connections.len());
     for &n in &options.connections {
-        // Both ends of every pair live in this process.
-        let needed = 2 * u64::from(n) + 64;
-        let nofile = crate::report::nofile_limit();
-        if needed > nofile {
-            bail!("{n} connections need {needed} file descriptors; RLIMIT_NOFILE is {nofile}");
+        if u64::from(n) > connections_max() {
+            bail!(
+                "{n} connections need {} file descriptors; RLIMIT_NOFILE is {}",
+                2 * u64::from(n) + DESCRIPTORS_SPARE,
+                crate::report::nofile_limit()
+            );
         }
         let (mut senders, mut receivers) = connect_pairs(n).context("connecting loopback pairs")?;
         for &k in &options.frames {

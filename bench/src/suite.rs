@@ -962,11 +962,10 @@ pub fn run(options: &SuiteOptions) -> anyhow::Result<PathBuf> {
         if let (Mode::Saturated, Some(connections), false) = (scenario.mode, connections, options.skip_floor)
         {
             let json = runs_folder.join(format!("{}--floor.json", scenario.id));
-            // Both ends of each pair live in the floor's one process, so
-            // past half the descriptor limit (rooms' 10,000) it measures at
-            // the most it can hold.
-            let fits = crate::report::nofile_limit().saturating_sub(64) / 2;
-            let connections = u32::try_from(connections.min(fits)).unwrap_or(u32::MAX);
+            // Past what one floor process holds (rooms' 10,000) it measures
+            // at the most it can.
+            let connections = connections.min(crate::floor::connections_max());
+            let connections = u32::try_from(connections).unwrap_or(u32::MAX);
             match run_floor(&floor_binary, &json, &[connections], options) {
                 Ok(report) => {
                     scenario_floors.insert(scenario.id.clone(), report);
