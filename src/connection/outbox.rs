@@ -21,7 +21,9 @@
 //! ends (handing the socket's write half back) once the queue is empty.
 //! Frames queued during one scheduling turn therefore leave in one write at
 //! the end of that turn, and an idle connection keeps no task, no batch and
-//! no queue memory. A write of several small frames (up to 16 KiB) copies
+//! no queue memory: the emptied queue and send buffer go to the shard's
+//! spares ([`Egress`]), where the next connection with something to write
+//! takes them, so a write at saturation allocates only its task. A write of several small frames (up to 16 KiB) copies
 //! them into one buffer and `send`s it: one contiguous buffer costs the
 //! kernel less than one iovec per frame (its copy walks the iovecs one by
 //! one, and a `writev` through io_uring takes the generic file write path),
@@ -44,6 +46,11 @@ use ringcast_shards::wait::WaitList;
 
 /// Most frames gathered into one vectored write (IOV_MAX is 1024).
 const WRITEV_FRAMES_MAX: usize = 512;
+/// Most spare queues (and, apart, spare send buffers) a shard keeps: one
+/// per connection whose writer runs at the same time, at saturation.
+const SPARES_MAX: usize = 4096;
+/// A queue or send buffer bigger than this is freed rather than kept.
+const SPARE_QUEUE_FRAMES_MAX: usize = 64;
 /// Time allowed to flush the last frames and the close frame.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -64,6 +71,25 @@ pub(crate) struct Egress {
     write_done: WaitList,
     pace: RefCell<Option<Rc<Outbox>>>,
     stall_timeout: Duration,
+    spares: RefCell<Spares>,
+}
+
+/// Emptied queues and send buffers of the shard's writers, for the next
+/// connection that has something to write.
+///
+/// At saturation every connection fills its queue, gets one write and
+/// empties again, every turn. An idle connection must hold no queue memory,
+/// so each of those turns used to allocate (and grow) a queue, a batch and
+/// a send buffer, and free them again: ~8 allocations per write. A writer
+/// now takes them from here and gives them back when it ends, so a shard
+/// keeps about as many as it has writers at once, recently used and warm
+/// in the cache. The shard's heartbeat frees them all every tick
+/// ([`Egress::trim_spares`]), so a burst's buffers do not outlive it by
+/// more than a second.
+#[derive(Default)]
+struct Spares {
+    queues: Vec<VecDeque<Bytes>>,
+    flats: Vec<Vec<u8>>,
 }
 
 impl Egress {
@@ -73,7 +99,51 @@ impl Egress {
             write_done: WaitList::default(),
             pace: RefCell::new(None),
             stall_timeout,
+            spares: RefCell::default(),
         }
+    }
+
+    /// An empty queue, with room if a spare one is left.
+    fn spare_queue(&self) -> VecDeque<Bytes> {
+        self.spares.borrow_mut().queues.pop().unwrap_or_default()
+    }
+
+    /// Keeps an emptied queue's memory for another connection (unless it
+    /// has none, is too big, or enough are kept).
+    fn recycle_queue(&self, queue: VecDeque<Bytes>) {
+        debug_assert!(queue.is_empty());
+        let capacity = queue.capacity();
+        let mut spares = self.spares.borrow_mut();
+        if capacity > 0 && capacity <= SPARE_QUEUE_FRAMES_MAX && spares.queues.len() < SPARES_MAX {
+            spares.queues.push(queue);
+        }
+    }
+
+    /// An empty send buffer, with room if a spare one is left.
+    fn spare_flat(&self) -> Vec<u8> {
+        self.spares.borrow_mut().flats.pop().unwrap_or_default()
+    }
+
+    fn recycle_flat(&self, mut flat: Vec<u8>) {
+        let capacity = flat.capacity();
+        let mut spares = self.spares.borrow_mut();
+        if capacity > 0 && capacity <= COALESCE_BYTES_MAX && spares.flats.len() < SPARES_MAX {
+            flat.clear();
+            spares.flats.push(flat);
+        }
+    }
+
+    /// Frees every spare queue and send buffer (the shard's heartbeat
+    /// calls it every tick).
+    pub(crate) fn trim_spares(&self) {
+        *self.spares.borrow_mut() = Spares::default();
+    }
+
+    /// How many spare queues and send buffers are kept.
+    #[cfg(test)]
+    fn spares(&self) -> (usize, usize) {
+        let spares = self.spares.borrow();
+        (spares.queues.len(), spares.flats.len())
     }
 
     /// The recipient that went past half its cap while still reading, if a
@@ -184,7 +254,12 @@ impl Outbox {
             *self.egress.pace.borrow_mut() = Some(self.clone());
         }
         self.queued_bytes.set(queued);
-        self.queue.borrow_mut().push_back(frame);
+        let mut queue = self.queue.borrow_mut();
+        if queue.capacity() == 0 {
+            *queue = self.egress.spare_queue();
+        }
+        queue.push_back(frame);
+        drop(queue);
         self.start_writer();
     }
 
@@ -380,7 +455,32 @@ impl Outbox {
         self.queued_bytes.set(self.queued_bytes.get() - bytes);
         if queue.is_empty() {
             // Give the memory back so idle connections stay small.
-            *queue = VecDeque::new();
+            self.egress.recycle_queue(std::mem::take(&mut *queue));
+        }
+    }
+
+    /// Moves up to `frames_max` queued frames into the writer's `batch`
+    /// (empty): all of them by swapping the two queues when they fit, so
+    /// the outbox keeps the batch's emptied queue for what is pushed during
+    /// the write.
+    fn take_batch(&self, batch: &mut VecDeque<Bytes>, frames_max: usize) {
+        debug_assert!(batch.is_empty());
+        let mut queue = self.queue.borrow_mut();
+        if queue.len() <= frames_max {
+            std::mem::swap(&mut *queue, batch);
+        } else {
+            batch.extend(queue.drain(..frames_max));
+        }
+        let bytes: usize = batch.iter().map(Bytes::len).sum();
+        self.queued_bytes.set(self.queued_bytes.get() - bytes);
+    }
+
+    /// The writer ends: an emptied queue's memory goes back to the shard
+    /// (idle connections hold none).
+    fn release_queue(&self) {
+        let mut queue = self.queue.borrow_mut();
+        if queue.is_empty() && queue.capacity() > 0 {
+            self.egress.recycle_queue(std::mem::take(&mut *queue));
         }
     }
 
@@ -403,6 +503,10 @@ async fn write_loop(outbox: Rc<Outbox>, mut writer: WriteHalf) {
             return;
         }
         if outbox.is_empty() {
+            outbox.release_queue();
+            let egress = &outbox.egress;
+            egress.recycle_queue(std::mem::take(&mut batch.frames));
+            egress.recycle_flat(std::mem::take(&mut batch.flat));
             outbox.idle_writer.set(Some(writer));
             return;
         }
@@ -430,9 +534,13 @@ async fn flush_last(writer: &mut WriteHalf, outbox: &Outbox, batch: &mut FrameBa
 /// Writes everything queued right now (up to [`WRITEV_FRAMES_MAX`] frames)
 /// with as few writes as the kernel allows.
 async fn flush(writer: &mut WriteHalf, outbox: &Outbox, batch: &mut FrameBatch) -> std::io::Result<()> {
-    let stats = &outbox.egress.stats;
-    outbox.drain_into(&mut batch.frames, WRITEV_FRAMES_MAX);
+    let egress = &outbox.egress;
+    let stats = &egress.stats;
+    outbox.take_batch(&mut batch.frames, WRITEV_FRAMES_MAX);
     Stats::add(&stats.frames_written, batch.frames.len() as u64);
+    if batch.flat.capacity() == 0 && batch.frames.len() > 1 {
+        batch.flat = egress.spare_flat();
+    }
     let mut owned = std::mem::take(batch);
     while !owned.frames.is_empty() {
         outbox.writing_since.set(Some(Instant::now()));
@@ -471,10 +579,11 @@ async fn flush(writer: &mut WriteHalf, outbox: &Outbox, batch: &mut FrameBatch) 
     Ok(())
 }
 
-/// Frames gathered for one vectored write, with their iovecs.
+/// Frames gathered for one write, with their iovecs or the buffer they
+/// were copied into.
 #[derive(Default)]
 struct FrameBatch {
-    frames: Vec<Bytes>,
+    frames: VecDeque<Bytes>,
     iovecs: Vec<libc::iovec>,
     flat: Vec<u8>,
 }
@@ -513,17 +622,15 @@ impl FrameBatch {
 
     /// Drops the first `n` written bytes.
     fn advance(&mut self, mut n: usize) {
-        let mut done = 0;
-        for frame in &mut self.frames {
+        while let Some(frame) = self.frames.front_mut() {
             if n >= frame.len() {
                 n -= frame.len();
-                done += 1;
+                self.frames.pop_front();
             } else {
                 frame.advance(n);
                 break;
             }
         }
-        self.frames.drain(..done);
     }
 }
 

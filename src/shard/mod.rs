@@ -418,6 +418,8 @@ async fn heartbeat(shard: Rc<Shard>) {
             // settings changes.
             last_sweep = now;
             shard.realtime.borrow_mut().sweep(now_unix_s(), Sweep::Expired);
+            // A burst's spare write buffers do not outlive it by long.
+            shard.egress.trim_spares();
         }
     }
 }
