@@ -542,7 +542,7 @@ async fn flush(writer: &mut WriteHalf, outbox: &Outbox, batch: &mut FrameBatch) 
         batch.flat = egress.spare_flat();
     }
     let mut owned = std::mem::take(batch);
-    while !owned.frames.is_empty() {
+    while !owned.is_empty() {
         outbox.writing_since.set(Some(Instant::now()));
         // One await per kind of write rather than one write that branches
         // inside: their futures share their room in this task's state, so
@@ -585,6 +585,8 @@ async fn flush(writer: &mut WriteHalf, outbox: &Outbox, batch: &mut FrameBatch) 
 struct FrameBatch {
     frames: VecDeque<Bytes>,
     iovecs: Vec<libc::iovec>,
+    /// The frames' unsent bytes once [`FrameBatch::coalesce`] copied them
+    /// (the frames themselves are dropped then).
     flat: Vec<u8>,
 }
 
@@ -593,10 +595,21 @@ struct FrameBatch {
 const COALESCE_BYTES_MAX: usize = 16 * 1024;
 
 impl FrameBatch {
+    /// Whether everything was sent.
+    fn is_empty(&self) -> bool {
+        self.frames.is_empty() && self.flat.is_empty()
+    }
+
     /// Copies the queued frames into `flat` when they are several and
     /// small, so the kernel takes one contiguous buffer (one `send`) rather
-    /// than one iovec per frame; false when they go as iovecs.
+    /// than one iovec per frame, and drops them (their refcounts are in
+    /// the cache now, not after the write); true as well while an earlier
+    /// copy is partly sent; false when the frames go as iovecs.
     fn coalesce(&mut self) -> bool {
+        if !self.flat.is_empty() {
+            debug_assert!(self.frames.is_empty());
+            return true;
+        }
         if self.frames.len() < 2 {
             return false;
         }
@@ -604,10 +617,9 @@ impl FrameBatch {
         if total > COALESCE_BYTES_MAX {
             return false;
         }
-        self.flat.clear();
         self.flat.reserve(total);
-        for frame in &self.frames {
-            self.flat.extend_from_slice(frame);
+        for frame in self.frames.drain(..) {
+            self.flat.extend_from_slice(&frame);
         }
         true
     }
@@ -622,6 +634,12 @@ impl FrameBatch {
 
     /// Drops the first `n` written bytes.
     fn advance(&mut self, mut n: usize) {
+        if !self.flat.is_empty() {
+            // A partial send (the socket's buffer was full) moves the rest
+            // to the front, which is rare; a whole one just empties it.
+            self.flat.drain(..n.min(self.flat.len()));
+            return;
+        }
         while let Some(frame) = self.frames.front_mut() {
             if n >= frame.len() {
                 n -= frame.len();

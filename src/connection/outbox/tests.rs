@@ -166,18 +166,28 @@ fn frame_batch_advances_across_frames() {
 
 #[test]
 fn small_frames_are_coalesced_into_one_buffer_and_large_batches_are_not() {
+    let unsent = |batch: &FrameBatch| batch.flat.clone();
     let mut batch = FrameBatch::default();
     batch.frames.push_back(Bytes::from_static(b"abc"));
     assert!(!batch.coalesce(), "one frame is sent as it is");
     batch.frames.push_back(Bytes::from_static(b"defg"));
     assert!(batch.coalesce(), "two small frames");
     assert_eq!(batch.flat, b"abcdefg");
-    // A partial send: what is left is coalesced again into the same buffer.
+    assert!(batch.frames.is_empty(), "the frames are dropped once copied");
+    // A partial send: the rest of the same buffer goes next.
     batch.advance(5);
-    assert!(!batch.coalesce(), "one frame left");
+    assert!(!batch.is_empty());
+    assert!(batch.coalesce(), "the rest of the copy");
+    assert_eq!(unsent(&batch), b"fg");
+    batch.advance(2);
+    assert!(batch.is_empty());
+    // The next batch reuses the buffer from its start.
     batch.frames.push_back(Bytes::from_static(b"h"));
-    assert!(batch.coalesce(), "two frames");
-    assert_eq!(batch.flat, b"fgh");
+    batch.frames.push_back(Bytes::from_static(b"ij"));
+    assert!(batch.coalesce());
+    assert_eq!(unsent(&batch), b"hij");
+    batch.advance(3);
+    assert!(batch.is_empty());
     let mut large = FrameBatch::default();
     large.frames.push_back(Bytes::from(vec![1u8; COALESCE_BYTES_MAX]));
     large.frames.push_back(Bytes::from_static(b"x"));
