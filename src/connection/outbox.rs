@@ -69,10 +69,21 @@ const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) struct Egress {
     pub(crate) stats: Rc<Stats>,
     write_done: WaitList,
-    pace: RefCell<Option<Rc<Outbox>>>,
+    /// Every recipient a push left past half its cap since the producer
+    /// last looked (not just the last one: the last may be a client about
+    /// to count as stalled, and a producer that waited only for it would
+    /// go on filling a client that reads).
+    pace: RefCell<Vec<Rc<Outbox>>>,
     stall_timeout: Duration,
     spares: RefCell<Spares>,
 }
+
+/// The recipients a producer waits for before its next message (one word:
+/// it sits in every connection's future, whose size an idle connection
+/// pays).
+pub(crate) struct Pace(Box<Recipients>);
+
+struct Recipients(Vec<Rc<Outbox>>);
 
 /// Emptied queues and send buffers of the shard's writers, for the next
 /// connection that has something to write.
@@ -97,7 +108,7 @@ impl Egress {
         Self {
             stats,
             write_done: WaitList::default(),
-            pace: RefCell::new(None),
+            pace: RefCell::default(),
             stall_timeout,
             spares: RefCell::default(),
         }
@@ -146,19 +157,26 @@ impl Egress {
         (spares.queues.len(), spares.flats.len())
     }
 
-    /// The recipient that went past half its cap while still reading, if a
-    /// push since the last call found one (and clears the request). The
-    /// producers check it after every message and then wait in
+    /// The recipients that went past half their cap while still reading,
+    /// if pushes since the last call found any (and clears the request).
+    /// The producers check it after every message and then wait in
     /// [`Egress::paced`].
-    pub(crate) fn take_pace_request(&self) -> Option<Rc<Outbox>> {
-        self.pace.borrow_mut().take()
+    pub(crate) fn take_pace_request(&self) -> Option<Pace> {
+        let mut pace = self.pace.borrow_mut();
+        (!pace.is_empty()).then(|| Pace(Box::new(Recipients(std::mem::take(&mut *pace)))))
     }
 
-    /// Waits until `recipient` is back under half its cap, closes, or
-    /// stalls (at most the stall timeout).
-    pub(crate) async fn paced(&self, recipient: Rc<Outbox>) {
+    /// Waits until every recipient of `pace` is back under half its cap,
+    /// closed, or stalled (at most the stall timeout: their stall clocks
+    /// run together).
+    pub(crate) async fn paced(&self, pace: Pace) {
         Stats::bump(&self.stats.paced_waits);
-        let relieved = self.write_done.wait_until(|| recipient.is_relieved());
+        let waiting = RefCell::new(pace.0 .0);
+        let relieved = self.write_done.wait_until(|| {
+            let mut waiting = waiting.borrow_mut();
+            waiting.retain(|recipient| !recipient.is_relieved());
+            waiting.is_empty()
+        });
         let _ = monoio::time::timeout(self.stall_timeout, relieved).await;
     }
 }
@@ -251,7 +269,11 @@ impl Outbox {
             return;
         }
         if queued > self.queued_bytes_max / 2 && !self.is_stalled() {
-            *self.egress.pace.borrow_mut() = Some(self.clone());
+            let mut pace = self.egress.pace.borrow_mut();
+            // Frames of one message come in a row: ask once.
+            if !pace.last().is_some_and(|last| Rc::ptr_eq(last, self)) {
+                pace.push(self.clone());
+            }
         }
         self.queued_bytes.set(queued);
         let mut queue = self.queue.borrow_mut();

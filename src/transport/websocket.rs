@@ -16,7 +16,7 @@ use std::rc::Rc;
 use super::receive_into_spare;
 use super::session::{protocol_error, Flow, Session};
 use crate::close::CloseReason;
-use crate::connection::outbox::Outbox;
+use crate::connection::outbox::{Outbox, Pace};
 use crate::connection::socket::{Received, Socket, WriteHalf};
 use crate::metrics::Stats;
 use crate::protocol::websocket::{self, Message, Opcode, Reassembler};
@@ -156,8 +156,8 @@ enum Step {
     /// Messages for other shards are backed up: read nothing until they
     /// are through.
     Backlogged,
-    /// A recipient that reads is half its cap behind: wait for it.
-    Paced(Rc<Outbox>),
+    /// Recipients that read are half their cap behind: wait for them.
+    Paced(Pace),
     /// The connection ends.
     Closed(CloseReason),
 }
