@@ -23,8 +23,8 @@
 //! the end of that turn, and an idle connection keeps no task, no batch and
 //! no queue memory: the emptied queue and send buffer go to the shard's
 //! spares ([`Egress`]), where the next connection with something to write
-//! takes them, so a write at saturation allocates only its task. A write of several small frames (up to 16 KiB) copies
-//! them into one buffer and `send`s it: one contiguous buffer costs the
+//! takes them, so a write at saturation allocates only its task. A write of
+//! several small frames (up to 16 KiB) copies them into one buffer and `send`s it: one contiguous buffer costs the
 //! kernel less than one iovec per frame (its copy walks the iovecs one by
 //! one, and a `writev` through io_uring takes the generic file write path),
 //! and costs less than the copy; larger batches go as a `writev` of the
@@ -49,7 +49,8 @@ const WRITEV_FRAMES_MAX: usize = 512;
 /// Most spare queues (and, apart, spare send buffers) a shard keeps: one
 /// per connection whose writer runs at the same time, at saturation.
 const SPARES_MAX: usize = 4096;
-/// A queue or send buffer bigger than this is freed rather than kept.
+/// A queue with room for more frames than this is freed rather than kept
+/// (a send buffer, past [`COALESCE_BYTES_MAX`]).
 const SPARE_QUEUE_FRAMES_MAX: usize = 64;
 /// Time allowed to flush the last frames and the close frame.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -489,12 +490,15 @@ impl Outbox {
         debug_assert!(batch.is_empty());
         let mut queue = self.queue.borrow_mut();
         if queue.len() <= frames_max {
+            // Everything queued leaves: no need to read each frame's length
+            // (a cache miss per frame at saturation, queued a whole turn ago).
             std::mem::swap(&mut *queue, batch);
+            self.queued_bytes.set(0);
         } else {
             batch.extend(queue.drain(..frames_max));
+            let bytes: usize = batch.iter().map(Bytes::len).sum();
+            self.queued_bytes.set(self.queued_bytes.get() - bytes);
         }
-        let bytes: usize = batch.iter().map(Bytes::len).sum();
-        self.queued_bytes.set(self.queued_bytes.get() - bytes);
     }
 
     /// The writer ends: an emptied queue's memory goes back to the shard

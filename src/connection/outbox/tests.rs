@@ -7,6 +7,17 @@ fn frame(text: &str) -> Bytes {
     crate::protocol::frames::engineio(text)
 }
 
+/// Reads exactly `total` bytes from `client` on a thread of its own.
+fn read_in_thread(
+    mut client: std::net::TcpStream,
+    total: usize,
+) -> std::thread::JoinHandle<std::io::Result<usize>> {
+    std::thread::spawn(move || {
+        let mut all = vec![0; total];
+        client.read_exact(&mut all).map(|()| all.len())
+    })
+}
+
 #[test]
 fn frames_queued_in_one_turn_leave_in_one_write_and_the_writer_ends() {
     on_each_driver(|| async {
@@ -275,11 +286,7 @@ fn a_paced_producer_waits_for_every_recipient_behind_not_only_the_last() {
         assert_eq!(pace.0 .0.len(), 2, "both recipients behind are in the request");
         leaving.close(CloseReason::Io);
         let total = reading.queued_bytes();
-        let mut client = reader_client;
-        let reader = std::thread::spawn(move || {
-            let mut all = vec![0; total];
-            client.read_exact(&mut all).map(|()| all.len())
-        });
+        let reader = read_in_thread(reader_client, total);
         egress.paced(pace).await;
         assert!(
             reading.queued_bytes() <= cap / 2,
@@ -305,11 +312,7 @@ fn a_paced_producer_resumes_when_the_client_catches_up() {
         }
         let recipient = egress.take_pace_request().expect("pacing asked for");
         let total = outbox.queued_bytes();
-        let mut client = client;
-        let reader = std::thread::spawn(move || {
-            let mut all = vec![0; total];
-            client.read_exact(&mut all).map(|()| all.len())
-        });
+        let reader = read_in_thread(client, total);
         egress.paced(recipient).await;
         assert!(
             outbox.queued_bytes() <= cap / 2,
