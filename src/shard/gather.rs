@@ -1,7 +1,8 @@
 //! Scatter/gather across shards: member lists, metrics snapshots, the
-//! confirmation that every shard applied new settings, and the web
-//! console's requests (traffic samples, channel lists, disconnecting one
-//! socket on the shard that owns it).
+//! confirmation that every shard applied new settings, the fence that
+//! says every other shard delivered what this one published before it, and
+//! the web console's requests (traffic samples, channel lists, disconnecting
+//! one socket on the shard that owns it).
 //!
 //! A gather asks every other shard through its inbox, adds this shard's own
 //! part, and completes when every part is in, or at its deadline
@@ -108,7 +109,8 @@ struct StatsGather {
     reply: Rc<LocalReply<Gathered<Vec<Snapshot>>>>,
 }
 
-struct SettingsGather {
+/// Confirmations still expected (settings applied, fences passed).
+struct Confirmations {
     remaining: usize,
     reply: Rc<LocalReply<Gathered<()>>>,
 }
@@ -156,7 +158,8 @@ pub(crate) struct Gathers {
     next_request: u64,
     members: AHashMap<u64, MembersGather>,
     stats: AHashMap<u64, StatsGather>,
-    settings: AHashMap<u64, SettingsGather>,
+    settings: AHashMap<u64, Confirmations>,
+    fences: AHashMap<u64, Confirmations>,
     console: AHashMap<u64, ConsoleGather>,
 }
 
@@ -173,6 +176,7 @@ enum Kind {
     Members,
     Stats,
     Settings,
+    Fence,
     Console,
 }
 
@@ -407,7 +411,7 @@ impl Shard {
             let request = gathers.next_request();
             gathers.settings.insert(
                 request,
-                SettingsGather {
+                Confirmations {
                     remaining: self.shard_count(),
                     reply: reply.clone(),
                 },
@@ -427,19 +431,51 @@ impl Shard {
 
     /// One shard confirmed settings change `request`.
     pub(crate) fn settings_applied(&self, request: u64) {
-        let mut gathers = self.gathers.borrow_mut();
-        let Some(gather) = gathers.settings.get_mut(&request) else {
-            return;
-        };
-        gather.remaining -= 1;
-        if gather.remaining == 0 {
-            if let Some(gather) = gathers.settings.remove(&request) {
-                gather.reply.set(Gathered {
-                    value: (),
-                    missing: 0,
-                });
-            }
+        confirm(&mut self.gathers.borrow_mut().settings, request);
+    }
+
+    /// Resolves once every other shard handled everything this shard sent
+    /// it before the call (each one's data lane is in order, so a fence
+    /// sent behind this shard's publishes passes them all), or at the
+    /// deadline (with the shards that did not confirm).
+    ///
+    /// What an API call awaits before it answers: its message is then
+    /// queued for every recipient on this node, so the caller's next call,
+    /// whichever shard serves it, is delivered after it.
+    pub(crate) async fn fence_everywhere(self: &Rc<Self>) -> Gathered<()> {
+        if self.shard_count() == 1 {
+            return Gathered {
+                value: (),
+                missing: 0,
+            };
         }
+        let reply = Rc::new(LocalReply::default());
+        let request = {
+            let mut gathers = self.gathers.borrow_mut();
+            let request = gathers.next_request();
+            gathers.fences.insert(
+                request,
+                Confirmations {
+                    remaining: self.shard_count() - 1,
+                    reply: reply.clone(),
+                },
+            );
+            request
+        };
+        self.expire_later(Kind::Fence, request);
+        for target in self.other_shards() {
+            let message = ShardMessage::Fence {
+                reply_to: self.id,
+                request,
+            };
+            self.send_to(target, message);
+        }
+        reply.take().await
+    }
+
+    /// One shard passed fence `request`.
+    pub(crate) fn fence_passed(&self, request: u64) {
+        confirm(&mut self.gathers.borrow_mut().fences, request);
     }
 
     /// Asks `targets` (this shard may be one of them) the console's
@@ -563,6 +599,37 @@ impl Shard {
                     missing: gather.remaining,
                 });
             }
+            Kind::Fence => {
+                let Some(gather) = gathers.fences.remove(&request) else {
+                    return;
+                };
+                Stats::bump(&self.stats.gather_timeouts);
+                tracing::warn!(
+                    missing = gather.remaining,
+                    "an API call's message not delivered by every shard at the deadline"
+                );
+                gather.reply.set(Gathered {
+                    value: (),
+                    missing: gather.remaining,
+                });
+            }
+        }
+    }
+}
+
+/// One confirmation of `request` in `open`; its reply is set when it was
+/// the last one expected.
+fn confirm(open: &mut AHashMap<u64, Confirmations>, request: u64) {
+    let Some(gather) = open.get_mut(&request) else {
+        return;
+    };
+    gather.remaining -= 1;
+    if gather.remaining == 0 {
+        if let Some(gather) = open.remove(&request) {
+            gather.reply.set(Gathered {
+                value: (),
+                missing: 0,
+            });
         }
     }
 }

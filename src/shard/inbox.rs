@@ -37,6 +37,16 @@ pub(crate) enum ShardMessage {
         frame: Bytes,
         seq: u64,
     },
+    /// Confirm to `reply_to` that everything it sent before this was
+    /// handled (in the data lane, behind its publishes).
+    Fence {
+        reply_to: ShardId,
+        request: u64,
+    },
+    /// A shard handled everything sent before fence `request`.
+    FencePassed {
+        request: u64,
+    },
     /// List this shard's members of `channel`, replying to `reply_to`.
     MembersRequest {
         env: EnvKey,
@@ -96,10 +106,12 @@ impl ShardMessage {
     /// the data lane waits for.
     pub(crate) fn lane(&self) -> Lane {
         match self {
-            // Presence notices and messages of one sender keep their order.
-            Self::Publish { .. } | Self::Presence { .. } | Self::Cluster(ClusterEvent::Publish { .. }) => {
-                Lane::Data
-            }
+            // Presence notices and messages of one sender keep their order,
+            // and a fence follows the publishes sent before it.
+            Self::Publish { .. }
+            | Self::Presence { .. }
+            | Self::Fence { .. }
+            | Self::Cluster(ClusterEvent::Publish { .. }) => Lane::Data,
             _ => Lane::Control,
         }
     }
@@ -137,6 +149,10 @@ fn handle(shard: &Rc<Shard>, message: ShardMessage) {
                 .deliver_presence(env, &channel, &frame, seq);
             shard.stats.add_deliveries(delivered);
         }
+        ShardMessage::Fence { reply_to, request } => {
+            shard.send_to(reply_to, ShardMessage::FencePassed { request });
+        }
+        ShardMessage::FencePassed { request } => shard.fence_passed(request),
         ShardMessage::MembersRequest {
             env,
             channel,

@@ -1,12 +1,16 @@
 //! Delivery between connections owned by different shards, with shard
 //! placement asserted from socket ids: channel events both ways, ordering of
-//! 10,000 messages at members on both shards, and 1,000 connections in 100
-//! channels.
+//! 10,000 messages at members on both shards, 1,000 connections in 100
+//! channels, and two awaited API calls served by different shards.
 
 use std::collections::HashSet;
+use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
+use crate::support::poll::HttpConn;
+use crate::support::prom::scrape_until;
+use crate::support::server::MASTER_TOKEN;
 use crate::support::sio::event;
 use crate::support::ws::{ReadError, OP_CLOSE, OP_TEXT};
 use crate::support::{
@@ -348,4 +352,106 @@ fn a_later_joiner_never_hears_an_older_presence_notice_from_another_shard() {
     join(&mut b, "updated", &b_id, "null");
     next_is_after(&mut a, &mut b, "updated");
     a.expect(&channel_event("join", "updated", &b_id, "null"));
+}
+
+/// Two API calls made one after the other (the second sent once the first
+/// answered) reach a member in that order, whichever shards serve them: an
+/// API call answers only once its message is queued for every recipient on
+/// the node. Made deterministic by holding the member's shard back: its
+/// inbox drain is paced to the member, which does not read while a flood
+/// from the other shard keeps it half its cap behind, so the first call's
+/// message waits in that inbox while the second call is served on the
+/// member's own shard (before the fix, the second message was queued
+/// first).
+#[test]
+fn two_awaited_api_calls_reach_a_member_in_order_whichever_shards_serve_them() {
+    const CONFIG: &str = "[server]
+send_queue_bytes_max = 65536
+send_stall_timeout_ms = 30000
+gather_timeout_ms = 30000
+";
+    const FLOOD: usize = 2_000;
+    let server = TestServer::start_with(2, &[], Some(CONFIG));
+    let mut barrier = ShardBarrier::new(&server);
+    let mut flooder = connect_on_shard(&server, 0, "{}");
+    let mut member = connect_on_shard(&server, 1, "{}");
+    join_all(&mut barrier, &mut [&mut member, &mut flooder], "flood");
+    member.join("order");
+    member.sentinel("order", "joined");
+    let mut calls = [HttpConn::on_shard(&server, 0), HttpConn::on_shard(&server, 1)];
+
+    let flood_message = |i: usize| format!("{i:05}-{}", "x".repeat(1_000));
+    let mut batch = Vec::new();
+    for i in 0..FLOOD {
+        let packet = format!(
+            r#"42["message",{{"channel":"flood","eventName":"seq","message":"{}"}}]"#,
+            flood_message(i)
+        );
+        batch.extend(encode_frame(
+            true,
+            0,
+            OP_TEXT,
+            packet.as_bytes(),
+            Some(random_mask()),
+        ));
+    }
+    let flood = thread::spawn(move || {
+        flooder.ws.send_raw(&batch);
+        flooder
+    });
+    // Shard 1 now waits for the member before it drains more of its inbox.
+    scrape_until(
+        server.addr(),
+        "ringcast_paced_waits_total",
+        &[],
+        1,
+        Duration::from_secs(20),
+    );
+
+    let (done, finished) = mpsc::channel();
+    let calling = thread::spawn(move || {
+        for (conn, text) in calls.iter_mut().zip(["first", "second"]) {
+            let body =
+                format!(r#"{{"envId":"default","channel":"order","eventName":"order","message":"{text}"}}"#);
+            let headers =
+                format!("Authorization: Bearer {MASTER_TOKEN}\r\nContent-Type: application/json\r\n");
+            let response = conn.request("POST", "/api/send", &headers, body.as_bytes());
+            assert_eq!(response.status, 200, "{text}: {response:?}");
+        }
+        done.send(()).expect("the test waits");
+    });
+    // The first call cannot answer before the member reads (its message is
+    // behind the flood in shard 1's inbox); give the calls the time to go
+    // wrong before reading. Timing only decides whether a broken server is
+    // caught here, never whether a correct one passes.
+    let _ = finished.recv_timeout(Duration::from_secs(1));
+
+    let mut next_flood = 0;
+    let mut order = Vec::new();
+    while next_flood < FLOOD || order.len() < 2 {
+        let text = member.recv_text();
+        if text.starts_with(r#"42["seq""#) {
+            assert_eq!(
+                text,
+                event(
+                    "seq",
+                    Some("flood"),
+                    &format!("\"{}\"", flood_message(next_flood))
+                )
+            );
+            next_flood += 1;
+        } else {
+            order.push(text);
+        }
+    }
+    assert_eq!(
+        order,
+        [
+            event("order", Some("order"), r#""first""#),
+            event("order", Some("order"), r#""second""#)
+        ],
+        "the calls' messages in the order the calls were made"
+    );
+    calling.join().expect("both calls answered 200");
+    flood.join().expect("the flood was written");
 }
