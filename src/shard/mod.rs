@@ -30,6 +30,7 @@ pub(crate) mod router;
 pub(crate) mod shared;
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -39,7 +40,7 @@ use std::time::Duration;
 use monoio::net::{TcpListener, TcpStream};
 use slab::Slab;
 
-use crate::connection::outbox::{CloseReason, Egress, Outbox};
+use crate::connection::outbox::{CloseReason, Egress, Outbox, Pace};
 use crate::metrics::{Gauges, Snapshot, Stats};
 use crate::protocol::frames;
 use crate::realtime::auth::now_unix_s;
@@ -60,6 +61,8 @@ pub(crate) use shared::{ConnPermit, LimitExceeded, Shared};
 /// sends in one turn (a bigger frame is received into its connection's own
 /// buffer).
 const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// Departures handled in a row before the departure task yields.
+const DEPARTURES_PER_TURN_MAX: usize = 256;
 /// Connections accepted per turn of the accept loop.
 const ACCEPT_BATCH_MAX: usize = 64;
 /// Pause after a failed accept (out of descriptors, or transient).
@@ -85,6 +88,11 @@ pub(crate) struct Shard {
     gathers: RefCell<Gathers>,
     link_requests: RefCell<cluster::LinkRequests>,
     outgoing: Rc<Outgoing>,
+    /// Members whose departure waits for the ones before it to be read
+    /// (see [`Shard::depart`]), in the order they ended.
+    departures: RefCell<VecDeque<SlabKey>>,
+    /// Set while the task that works through `departures` runs.
+    departing: Cell<bool>,
     shutting_down: Cell<bool>,
     shutdown_waker: Cell<Option<std::task::Waker>>,
     /// Serves a connection handed over by another shard (the transport's
@@ -119,6 +127,8 @@ impl Shard {
                 config.shard_count,
                 config.mesh_backlog_messages_max,
             )),
+            departures: RefCell::default(),
+            departing: Cell::new(false),
             shutting_down: Cell::new(false),
             shutdown_waker: Cell::new(None),
             adopter: Cell::new(None),
@@ -136,9 +146,38 @@ impl Shard {
         events::handle(&mut rt, &mut Router::new(self), key, event)
     }
 
+    /// Member `key`'s connection ended: it leaves (out of every index, and
+    /// its channels hear it left) now, or, while earlier departures wait
+    /// for members they left half their cap behind, after them, in order.
+    ///
+    /// Each ending connection is its own producer of one message per
+    /// channel, so pacing each after its own message would not bound what
+    /// a mass disconnect (1,000 clients dropped at once) queues for a member
+    /// that stays: 1,000 leave notices in one turn. Departures are therefore
+    /// one producer: one that leaves someone behind makes the later ones
+    /// queue here, and one task works through them, pacing itself as the
+    /// inbox drain does (at most the stall timeout per wait). A departure
+    /// that finds no one behind costs nothing more than before.
+    pub(crate) fn depart(self: &Rc<Self>, key: SlabKey) {
+        if self.departing.get() {
+            self.departures.borrow_mut().push_back(key);
+            return;
+        }
+        self.disconnected(key);
+        if let Some(pace) = self.egress.take_pace_request() {
+            self.departing.set(true);
+            monoio::spawn(depart_in_turn(self.clone(), pace));
+        }
+    }
+
+    /// Whether departures are still waiting for their turn.
+    pub(crate) fn departing(&self) -> bool {
+        self.departing.get()
+    }
+
     /// Member `key` is gone: out of every index, and its channels hear it
     /// left.
-    pub(crate) fn disconnected(self: &Rc<Self>, key: SlabKey) {
+    fn disconnected(self: &Rc<Self>, key: SlabKey) {
         let mut rt = self.realtime.borrow_mut();
         if let Some(member) = rt.unregister(key) {
             if let Some(env) = member.env {
@@ -313,6 +352,31 @@ pub(crate) async fn run<F, Fut>(
     drain(&shard).await;
 }
 
+/// Works through the shard's queued departures, waiting before each for
+/// the members the previous one left half their cap behind (`pace`).
+async fn depart_in_turn(shard: Rc<Shard>, mut pace: Pace) {
+    let mut handled = 0;
+    loop {
+        shard.egress.paced(pace).await;
+        loop {
+            let next = shard.departures.borrow_mut().pop_front();
+            let Some(key) = next else {
+                shard.departing.set(false);
+                return;
+            };
+            shard.disconnected(key);
+            if let Some(next_pace) = shard.egress.take_pace_request() {
+                pace = next_pace;
+                break;
+            }
+            handled += 1;
+            if handled % DEPARTURES_PER_TURN_MAX == 0 {
+                shard.yielder.yield_now().await;
+            }
+        }
+    }
+}
+
 /// Accepts connections (each served by `serve`) until `stop` resolves.
 async fn accept_until<F, Fut>(
     shard: &Rc<Shard>,
@@ -389,7 +453,8 @@ async fn drain(shard: &Shard) {
         outbox.push_close(1001, "server shutting down");
         outbox.close(CloseReason::ServerShutdown);
     }
-    while !shard.sockets.borrow().is_empty() && monoio::time::Instant::now() < deadline {
+    while (!shard.sockets.borrow().is_empty() || shard.departing()) && monoio::time::Instant::now() < deadline
+    {
         monoio::time::sleep(Duration::from_millis(10)).await;
     }
     tracing::info!(shard = shard.id, left = shard.sockets.borrow().len(), "drained");

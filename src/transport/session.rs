@@ -101,7 +101,7 @@ impl Session {
         // The first reason set wins (the outbox may have closed first).
         shard.stats.disconnected(outbox.closing().unwrap_or(reason));
         if let Some(key) = self.member {
-            shard.disconnected(key);
+            shard.depart(key);
         }
         self.slot
     }

@@ -2,7 +2,8 @@
 //! publisher floods it. Each one's queue is capped (`send_queue_bytes_max`),
 //! so the server's memory stays bounded, the stalled clients are closed as
 //! slow consumers, and a client that keeps reading gets every message, in
-//! order.
+//! order; and a client that keeps reading hears every leave of a mass
+//! disconnect many times its cap.
 
 use std::collections::BTreeSet;
 use std::io::{ErrorKind, Read, Write};
@@ -11,10 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::support::net::{connect_with_small_buffers, send_upgrade};
+use crate::support::net::{connect_with_small_buffers, send_upgrade, upgrade};
 use crate::support::prom::scrape_until;
 use crate::support::server::rss_kib_of;
-use crate::support::sio::{engine_target, event, parse_connect_reply};
+use crate::support::sio::{engine_open_over, engine_target, event, parse_connect_reply};
 use crate::support::ws::{encode_frame, random_mask, OP_TEXT};
 use crate::support::{channel_event, connect_on_shard, ShardBarrier, Sio, TestServer, WsClient};
 
@@ -24,12 +25,11 @@ const STALLED: usize = 1000;
 /// Per-connection queue cap under test, in bytes.
 ///
 /// It must hold the good client's worst moment: half the cap (where its
-/// producers start waiting for it) plus the 1,000 stalled clients'
-/// `channel:leave` notices (~140 B each), which arrive in one burst when
-/// they are closed within the same ~100 ms, from their ending connections,
-/// which do not wait for anyone. At 64 KiB the burst alone was twice what
-/// was left, and the good client was closed as a slow consumer in about one
-/// run in ten on a busy machine (see ARCHITECTURE's backpressure note).
+/// producers start waiting for it) plus what one turn can queue for it
+/// beyond that. Departures now wait in turn for it (see
+/// `a_reading_member_hears_every_leave_of_a_mass_disconnect_many_times_its_queue_cap`),
+/// but at 64 KiB this test failed about one run in ten on a busy machine
+/// while they did not, and it is kept at the size it was proven with.
 const QUEUE_CAP_BYTES: u64 = 512 * 1024;
 
 /// What one queued frame costs the server beyond the frame's bytes, which
@@ -279,6 +279,150 @@ fn a_reading_client_gets_a_burst_many_times_its_queue_cap_from_either_shard() {
         reader.join(&after);
         reader.sentinel(&after, "done");
     }
+}
+
+/// A thousand members of a channel disconnect at once while the member
+/// that stays is half its queue cap behind (a flood on another channel
+/// filled its socket and half its queue), and it hears every one of their
+/// ~100 KB of `channel:leave` notices, six times its cap, and stays
+/// connected: the departures wait in turn for it as a publisher does, where
+/// before they were all queued in the turns the connections ended and the
+/// member was closed as a slow consumer.
+#[test]
+fn a_reading_member_hears_every_leave_of_a_mass_disconnect_many_times_its_queue_cap() {
+    const CROWD: usize = 1000;
+    const CROWD_CHANNEL: &str = "crowd";
+    const CAP_BYTES: usize = 16 * 1024;
+    /// Crowd members joining at once: each earlier member gets their join
+    /// notices in one burst, which must stay under its cap.
+    const CROWD_JOIN_BATCH: usize = 20;
+    // A long stall timeout: the member must never count as stalled because
+    // its test thread went unscheduled for a while.
+    let config = format!("[server]\nsend_queue_bytes_max = {CAP_BYTES}\nsend_stall_timeout_ms = 30000\n");
+    let server = TestServer::start_with(1, &[], Some(&config));
+
+    let join = format!(r#"42["join",{{"channel":"{CROWD_CHANNEL}"}}]"#);
+    let mut early = encode_frame(true, 0, OP_TEXT, b"40{}", Some(random_mask()));
+    early.extend(encode_frame(
+        true,
+        0,
+        OP_TEXT,
+        join.as_bytes(),
+        Some(random_mask()),
+    ));
+    let target = engine_target(&server);
+    let mut crowd: Vec<Stalled> = Vec::with_capacity(CROWD);
+    let mut crowd_ids = BTreeSet::new();
+    while crowd.len() < CROWD {
+        let pending: Vec<_> = (0..CROWD_JOIN_BATCH.min(CROWD - crowd.len()))
+            .map(|_| {
+                send_upgrade(
+                    TcpStream::connect(server.addr()).expect("connect"),
+                    &target,
+                    "",
+                    &early,
+                )
+            })
+            .collect();
+        for request in pending {
+            let mut ws = request.answer().switched();
+            let open = ws.read_frame();
+            assert!(open.text().starts_with("0{"), "open packet {open:?}");
+            crowd_ids.insert(parse_connect_reply(ws.read_frame().text()));
+            crowd.push(Stalled::new(ws));
+        }
+        drain_once(&mut crowd);
+    }
+    drain_until_quiet(&mut crowd);
+
+    // The member that stays joins last (it owes nothing to the joins), and
+    // a channel of its own that a publisher floods while it reads nothing.
+    let stream = connect_with_small_buffers(server.addr(), STALLED_RCVBUF_BYTES, STALLED_MSS_BYTES);
+    let ws = upgrade(stream, &target, &[]).switched();
+    let mut member = Sio::connect_after_open(engine_open_over(ws), "{}");
+    for channel in [CROWD_CHANNEL, "fill"] {
+        member.emit(&format!(r#"["join",{{"channel":"{channel}","echo":true}}]"#));
+        member.expect(&channel_event("join", channel, &member.id, "null"));
+    }
+    let mut publisher = Sio::connect_default(&server);
+    let mut fill = Vec::new();
+    for n in 0..BURST_MESSAGES * 10 {
+        let packet = format!(
+            r#"42["message",{{"channel":"fill","eventName":"flood","message":"{}"}}]"#,
+            flood_message(n)
+        );
+        fill.extend(encode_frame(
+            true,
+            0,
+            OP_TEXT,
+            packet.as_bytes(),
+            Some(random_mask()),
+        ));
+    }
+    publisher.ws.send_raw(&fill);
+    // The publisher waits for the member: it is half its cap behind.
+    let paced = scrape_until(
+        server.addr(),
+        "ringcast_paced_waits_total",
+        &[],
+        1,
+        Duration::from_secs(20),
+    );
+    assert!(
+        paced.sum("ringcast_paced_waits_total", &[]) >= 1,
+        "the member is behind"
+    );
+
+    // Every crowd connection ends at once (each had unread frames, so the
+    // close is a reset), and the server sees them all end.
+    drop(crowd);
+    let ended = scrape_until(
+        server.addr(),
+        "ringcast_disconnects_total",
+        &[],
+        CROWD as u64,
+        Duration::from_secs(20),
+    );
+    assert_eq!(
+        ended.sum("ringcast_disconnects_total", &[]),
+        CROWD as u64,
+        "the crowd's connections ended, and only theirs (by reason: {:?})",
+        ended.by_label("ringcast_disconnects_total", "reason")
+    );
+
+    let leave_prefix = format!(r#"42["channel:leave",{{"channel":"{CROWD_CHANNEL}","message":{{"id":""#);
+    let mut leavers = BTreeSet::new();
+    let mut next = 0;
+    // Bounded: every frame is a flood message, a leave or one of a few pings.
+    for _ in 0..BURST_MESSAGES * 10 + CROWD + 10 {
+        if leavers.len() == CROWD && next == BURST_MESSAGES * 10 {
+            break;
+        }
+        let text = match member.ws.read_frame_within(GOOD_READ_TIMEOUT) {
+            Ok(frame) => frame.text().to_string(),
+            Err(error) => panic!(
+                "the member: {error:?} after {next} flood messages and {} leaves",
+                leavers.len()
+            ),
+        };
+        if text == "2" {
+            member.send("3");
+        } else if let Some(rest) = text.strip_prefix(&leave_prefix) {
+            let id = rest
+                .strip_suffix(r#"","data":null}}]"#)
+                .unwrap_or_else(|| panic!("unexpected leave frame {text:?}"));
+            assert!(leavers.insert(id.to_string()), "two leaves for {id}");
+        } else {
+            assert_eq!(
+                text,
+                event("flood", Some("fill"), &format!("\"{}\"", flood_message(next)))
+            );
+            next += 1;
+        }
+    }
+    assert_eq!(leavers, crowd_ids, "one leave per crowd member");
+    // Still connected, and nothing else was queued for it.
+    member.sentinel(CROWD_CHANNEL, "still-here");
 }
 
 /// A client that stopped reading frames: only its raw socket is used.
