@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Flamegraph of ringcast under one benchmark scenario.
 #
-#   perf/flamegraph.sh SCENARIO [--shards N] [--duration S] [--window W] [--epoll] [--dwarf] [--bin PATH]
+#   perf/flamegraph.sh SCENARIO [--shards N] [--duration S] [--window W] [--subscribers N] [--epoll] [--dwarf] [--bin PATH]
 #   SCENARIO: fanout | rooms | broadcast | connect | latency
 #
 # Builds ringcast with the `profiling` cargo profile (release + debug symbols)
@@ -17,12 +17,13 @@
 # --bin profiles an existing ringcast binary instead of building one (use
 # --dwarf with it unless it was built with frame pointers).
 # --window W publishes closed-loop (fanout, rooms, broadcast): W messages in
-# flight per publisher, the server saturated; --epoll runs ringcast's epoll
-# driver instead of io_uring. Both show in the output names.
+# flight per publisher, the server saturated; --subscribers N sets fanout's
+# subscriber count (1000); --epoll runs ringcast's epoll driver instead of
+# io_uring. All three show in the output names.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [[ $# -ge 1 ]] || usage
 scenario="$1"; shift
 shards=1
@@ -30,6 +31,7 @@ duration=10
 callgraph=(-g)
 server_bin=""
 window=0
+subscribers=1000
 server_flags=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -38,13 +40,14 @@ while [[ $# -gt 0 ]]; do
     --dwarf) callgraph=(--call-graph dwarf,16384); shift ;;
     --bin) server_bin="$2"; shift 2 ;;
     --window) window="$2"; shift 2 ;;
+    --subscribers) subscribers="$2"; shift 2 ;;
     --epoll) server_flags+=(--epoll); shift ;;
     *) usage ;;
   esac
 done
 
 case "$scenario" in
-  fanout)    load_args=(fanout --subscribers 1000 --publishers 1 --rate 200) ;;
+  fanout)    load_args=(fanout --subscribers "$subscribers" --publishers 1 --rate 200) ;;
   rooms)     load_args=(rooms --channels 1000 --members 10 --rate-per-member 2) ;;
   broadcast) load_args=(broadcast --connections 1000 --publishers 1 --rate 100) ;;
   connect)   load_args=(connect --connections 10000 --hold-s "$duration") ;;
@@ -81,6 +84,7 @@ cargo build --quiet --release -p ringcast-bench
 out_dir=perf/out
 mkdir -p "$out_dir"
 name="$scenario-s$shards"
+[[ "$scenario" == fanout && "$subscribers" != 1000 ]] && name="$name-n$subscribers"
 [[ "$window" != 0 ]] && name="$name-w$window"
 [[ ${#server_flags[@]} -gt 0 ]] && name="$name-epoll"
 data="$out_dir/$name.perf.data"

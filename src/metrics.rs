@@ -62,6 +62,7 @@ counters! {
     bytes_out => "ringcast_bytes_out_total", "Bytes written to client sockets after the upgrade.";
     writes => "ringcast_writes_total", "Vectored writes to client sockets.";
     frames_written => "ringcast_frames_written_total", "Queued frames written; divided by writes, the coalescing factor.";
+    shared_copies => "ringcast_shared_copy_writes_total", "Writes of several frames that sent the shard's one copy of those same frames (a fan-out's) instead of copying them.";
     connects => "ringcast_connects_total", "Socket.IO connects accepted.";
     refused_connects => "ringcast_refused_connects_total", "Socket.IO connects refused with connect_error.";
     refused_upgrades => "ringcast_refused_upgrades_total", "WebSocket upgrades refused with 503 over a connection limit.";

@@ -24,11 +24,14 @@
 //! no queue memory: the emptied queue and send buffer go to the shard's
 //! spares ([`Egress`]), where the next connection with something to write
 //! takes them, so a write at saturation allocates only its task. A write of
-//! several small frames (up to 16 KiB) copies them into one buffer and `send`s it: one contiguous buffer costs the
-//! kernel less than one iovec per frame (its copy walks the iovecs one by
-//! one, and a `writev` through io_uring takes the generic file write path),
-//! and costs less than the copy; larger batches go as a `writev` of the
-//! shared frames themselves.
+//! one frame `send`s it from its own buffer; a write of several small frames
+//! (up to 16 KiB) copies them into one buffer and `send`s it: one contiguous
+//! buffer costs the kernel less than one iovec per frame (its copy walks the
+//! iovecs one by one, and a `writev` through io_uring takes the generic file
+//! write path), and costs less than the copy. In a fan-out every recipient's
+//! batch is the same frames: from the second writer with the same frames on,
+//! the shard's one copy of them is sent instead ([`LastCopied`]). Larger
+//! batches go as a `writev` of the shared frames themselves.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -77,6 +80,7 @@ pub(crate) struct Egress {
     pace: RefCell<Vec<Rc<Outbox>>>,
     stall_timeout: Duration,
     spares: RefCell<Spares>,
+    last_copied: RefCell<LastCopied>,
 }
 
 /// The recipients a producer waits for before its next message (one word:
@@ -104,6 +108,36 @@ struct Spares {
     flats: Vec<Vec<u8>>,
 }
 
+/// The last batch of several small frames a writer of the shard copied
+/// into its send buffer, to tell whether the next batch is the very same
+/// frames: a fan-out gives every recipient the same frames, so the second
+/// writer with them makes one shared buffer of them, and every later one
+/// sends that buffer (a refcount) instead of copying them again. The
+/// kernel then copies from one buffer that stays in the cache rather than
+/// from one per connection. A batch unlike the last costs one pointer
+/// comparison more than before.
+#[derive(Default)]
+struct LastCopied {
+    /// The frames, held so that no other frame can take their addresses
+    /// while batches are compared with them by address.
+    frames: Vec<Bytes>,
+    /// The frames as one buffer, once a second batch had them all.
+    shared: Option<Bytes>,
+}
+
+impl LastCopied {
+    /// Whether `batch` holds exactly these frames (the same buffers, in
+    /// the same order).
+    fn is(&self, batch: &VecDeque<Bytes>) -> bool {
+        self.frames.len() == batch.len()
+            && self
+                .frames
+                .iter()
+                .zip(batch)
+                .all(|(a, b)| a.as_ptr() == b.as_ptr() && a.len() == b.len())
+    }
+}
+
 impl Egress {
     pub(crate) fn new(stats: Rc<Stats>, stall_timeout: Duration) -> Self {
         Self {
@@ -112,6 +146,7 @@ impl Egress {
             pace: RefCell::default(),
             stall_timeout,
             spares: RefCell::default(),
+            last_copied: RefCell::default(),
         }
     }
 
@@ -149,6 +184,7 @@ impl Egress {
     /// calls it every tick).
     pub(crate) fn trim_spares(&self) {
         *self.spares.borrow_mut() = Spares::default();
+        *self.last_copied.borrow_mut() = LastCopied::default();
     }
 
     /// How many spare queues and send buffers are kept.
@@ -577,7 +613,7 @@ async fn flush(writer: &mut WriteHalf, outbox: &Outbox, batch: &mut FrameBatch) 
         let (result, back) = if writer.is_tls() {
             owned.refresh_iovecs();
             Box::pin(writer.writev_tls(owned)).await
-        } else if owned.coalesce() {
+        } else if owned.coalesce(&egress.last_copied, stats) {
             let (result, Coalesced(back)) = writer.send_plain(Coalesced(owned)).await;
             (result, back)
         } else {
@@ -626,27 +662,50 @@ impl FrameBatch {
         self.frames.is_empty() && self.flat.is_empty()
     }
 
-    /// Copies the queued frames into `flat` when they are several and
-    /// small, so the kernel takes one contiguous buffer (one `send`) rather
-    /// than one iovec per frame, and drops them (their refcounts are in
-    /// the cache now, not after the write); true as well while an earlier
-    /// copy is partly sent; false when the frames go as iovecs.
-    fn coalesce(&mut self) -> bool {
+    /// Makes the batch one contiguous buffer when it is small, so the
+    /// kernel takes it with one `send` rather than one iovec per frame:
+    /// a single frame is sent as it is; several are copied into `flat`,
+    /// unless they are the very frames of the shard's last copied batch
+    /// (`last`), whose shared copy then replaces them. True as well while
+    /// an earlier buffer is partly sent; false when the frames go as
+    /// iovecs.
+    fn coalesce(&mut self, last: &RefCell<LastCopied>, stats: &Stats) -> bool {
         if !self.flat.is_empty() {
             debug_assert!(self.frames.is_empty());
             return true;
         }
         if self.frames.len() < 2 {
-            return false;
+            return true;
         }
         let total: usize = self.frames.iter().map(Bytes::len).sum();
         if total > COALESCE_BYTES_MAX {
             return false;
         }
-        self.flat.reserve(total);
-        for frame in self.frames.drain(..) {
-            self.flat.extend_from_slice(&frame);
+        let mut last = last.borrow_mut();
+        if last.is(&self.frames) {
+            let frames = &self.frames;
+            let shared = last.shared.get_or_insert_with(|| {
+                let mut copy = Vec::with_capacity(total);
+                for frame in frames {
+                    copy.extend_from_slice(frame);
+                }
+                Bytes::from(copy)
+            });
+            let shared = shared.clone();
+            Stats::bump(&stats.shared_copies);
+            self.frames.clear();
+            self.frames.push_back(shared);
+            return true;
         }
+        self.flat.reserve(total);
+        for frame in &self.frames {
+            self.flat.extend_from_slice(frame);
+        }
+        // The frames are kept there (and the previous ones dropped) rather
+        // than dropped here.
+        last.frames.clear();
+        last.frames.extend(self.frames.drain(..));
+        last.shared = None;
         true
     }
 
@@ -678,20 +737,34 @@ impl FrameBatch {
     }
 }
 
-/// A batch whose frames [`FrameBatch::coalesce`] copied into `flat`, handed
-/// to one `send` whole (so the writer's future holds one batch, whichever
-/// way it writes).
+/// A batch that [`FrameBatch::coalesce`] made one buffer (its `flat`, or
+/// else its one frame), handed to one `send` whole (so the writer's future
+/// holds one batch, whichever way it writes).
 struct Coalesced(FrameBatch);
 
-// SAFETY: `flat` is owned by the batch, neither moved nor changed while the
-// runtime holds it, and has `len()` initialized bytes.
+impl Coalesced {
+    fn buffer(&self) -> &[u8] {
+        let batch = &self.0;
+        if batch.flat.is_empty() {
+            debug_assert_eq!(batch.frames.len(), 1);
+            batch.frames.front().map_or(&[], |frame| &frame[..])
+        } else {
+            &batch.flat
+        }
+    }
+}
+
+// SAFETY: `flat` and the frames' heap buffers are owned by the batch,
+// neither moved nor changed while the runtime holds it; `buffer` is the
+// same slice for as long (the batch is not touched until the runtime hands
+// it back).
 unsafe impl IoBuf for Coalesced {
     fn read_ptr(&self) -> *const u8 {
-        self.0.flat.as_ptr()
+        self.buffer().as_ptr()
     }
 
     fn bytes_init(&self) -> usize {
-        self.0.flat.len()
+        self.buffer().len()
     }
 }
 

@@ -177,32 +177,87 @@ fn frame_batch_advances_across_frames() {
 
 #[test]
 fn small_frames_are_coalesced_into_one_buffer_and_large_batches_are_not() {
+    let (last, stats) = (RefCell::default(), Stats::default());
     let unsent = |batch: &FrameBatch| batch.flat.clone();
     let mut batch = FrameBatch::default();
     batch.frames.push_back(Bytes::from_static(b"abc"));
-    assert!(!batch.coalesce(), "one frame is sent as it is");
+    assert!(batch.coalesce(&last, &stats), "one frame is sent");
+    assert!(batch.flat.is_empty(), "from its own buffer");
+    assert_eq!(Coalesced(std::mem::take(&mut batch)).buffer(), b"abc");
+    batch.frames.push_back(Bytes::from_static(b"abc"));
     batch.frames.push_back(Bytes::from_static(b"defg"));
-    assert!(batch.coalesce(), "two small frames");
+    assert!(batch.coalesce(&last, &stats), "two small frames");
     assert_eq!(batch.flat, b"abcdefg");
-    assert!(batch.frames.is_empty(), "the frames are dropped once copied");
+    assert!(batch.frames.is_empty(), "the frames are out of the batch once copied");
     // A partial send: the rest of the same buffer goes next.
     batch.advance(5);
     assert!(!batch.is_empty());
-    assert!(batch.coalesce(), "the rest of the copy");
+    assert!(batch.coalesce(&last, &stats), "the rest of the copy");
     assert_eq!(unsent(&batch), b"fg");
     batch.advance(2);
     assert!(batch.is_empty());
     // The next batch reuses the buffer from its start.
     batch.frames.push_back(Bytes::from_static(b"h"));
     batch.frames.push_back(Bytes::from_static(b"ij"));
-    assert!(batch.coalesce());
+    assert!(batch.coalesce(&last, &stats));
     assert_eq!(unsent(&batch), b"hij");
     batch.advance(3);
     assert!(batch.is_empty());
     let mut large = FrameBatch::default();
     large.frames.push_back(Bytes::from(vec![1u8; COALESCE_BYTES_MAX]));
     large.frames.push_back(Bytes::from_static(b"x"));
-    assert!(!large.coalesce(), "past the cap the frames go as iovecs");
+    assert!(!large.coalesce(&last, &stats), "past the cap the frames go as iovecs");
+}
+
+/// A fan-out's recipients all get the same frames: the first writer copies
+/// them, the second makes the one shared copy, and every later one sends
+/// that copy; a batch of other frames (even with equal bytes) is copied
+/// again, and a partial send of the shared copy sends its rest.
+#[test]
+fn the_same_frames_in_many_batches_are_copied_once_and_shared() {
+    let (last, stats) = (RefCell::default(), Stats::default());
+    let (a, b) = (Bytes::from(b"abc".to_vec()), Bytes::from(b"de".to_vec()));
+    let batch_of = |frames: &[&Bytes]| {
+        let mut batch = FrameBatch::default();
+        batch.frames.extend(frames.iter().map(|&f| f.clone()));
+        batch
+    };
+    let mut first = batch_of(&[&a, &b]);
+    assert!(first.coalesce(&last, &stats));
+    assert_eq!(first.flat, b"abcde", "the first writer copies");
+    let shared: Vec<*const u8> = (0..3)
+        .map(|_| {
+            let mut batch = batch_of(&[&a, &b]);
+            assert!(batch.coalesce(&last, &stats));
+            assert!(batch.flat.is_empty(), "no copy of its own");
+            let sent = Coalesced(batch);
+            assert_eq!(sent.buffer(), b"abcde");
+            sent.buffer().as_ptr()
+        })
+        .collect();
+    assert!(shared.iter().all(|&p| p == shared[0]), "one shared copy");
+    assert_eq!(stats.shared_copies.get(), 3);
+
+    // Equal bytes in other buffers, or the frames in another order, are
+    // other frames.
+    let a2 = Bytes::from(b"abc".to_vec());
+    for frames in [[&a2, &b], [&b, &a]] {
+        let mut batch = batch_of(&frames);
+        assert!(batch.coalesce(&last, &stats));
+        assert!(!batch.flat.is_empty(), "copied");
+    }
+
+    // A partial send of a shared copy: the rest goes next, still shared.
+    let mut batch = batch_of(&[&b, &a]);
+    assert!(batch.coalesce(&last, &stats));
+    assert!(batch.flat.is_empty());
+    batch.advance(3);
+    assert!(batch.coalesce(&last, &stats));
+    let sent = Coalesced(batch);
+    assert_eq!(sent.buffer(), b"bc");
+    let mut batch = sent.0;
+    batch.advance(2);
+    assert!(batch.is_empty());
 }
 
 /// The writer future lives only while a connection has something to write,
