@@ -8,8 +8,9 @@
 //! upgrade to WebSocket, [`Outbox::attach_websocket`] gives it the new
 //! socket, and whatever is still queued leaves on the WebSocket, in order.
 //!
-//! Frames are complete WebSocket frames in refcounted [`Bytes`]; queueing one
-//! is a pointer copy and a refcount increment, never a byte copy. The queue
+//! Frames are complete WebSocket frames in a [`Frame`] (a shard-local `Rc`
+//! of the refcounted [`Bytes`]); queueing one is a pointer copy and a plain
+//! increment, never a byte copy. The queue
 //! is bounded in bytes: a client that keeps reading paces the producers of
 //! its messages once it is half its cap behind ([`Egress`]); one that stops
 //! reading is closed with [`CloseReason::SlowConsumer`] at the cap, and after
@@ -38,12 +39,13 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use monoio::buf::{IoBuf, IoVecBuf};
 
 pub(crate) use crate::close::CloseReason;
 use crate::connection::socket::{Socket, WriteHalf};
 use crate::metrics::Stats;
+use crate::protocol::frames::Frame;
 use crate::protocol::websocket;
 use ringcast_shards::wait::WaitList;
 
@@ -104,7 +106,7 @@ struct Recipients(Vec<Rc<Outbox>>);
 /// more than a second.
 #[derive(Default)]
 struct Spares {
-    queues: Vec<VecDeque<Bytes>>,
+    queues: Vec<VecDeque<Frame>>,
     flats: Vec<Vec<u8>>,
 }
 
@@ -118,23 +120,16 @@ struct Spares {
 /// comparison more than before.
 #[derive(Default)]
 struct LastCopied {
-    /// The frames, held so that no other frame can take their addresses
-    /// while batches are compared with them by address.
-    frames: Vec<Bytes>,
+    /// The frames (held, so that their identity cannot pass to another).
+    frames: Vec<Frame>,
     /// The frames as one buffer, once a second batch had them all.
-    shared: Option<Bytes>,
+    shared: Option<Frame>,
 }
 
 impl LastCopied {
-    /// Whether `batch` holds exactly these frames (the same buffers, in
-    /// the same order).
-    fn is(&self, batch: &VecDeque<Bytes>) -> bool {
-        self.frames.len() == batch.len()
-            && self
-                .frames
-                .iter()
-                .zip(batch)
-                .all(|(a, b)| a.as_ptr() == b.as_ptr() && a.len() == b.len())
+    /// Whether `batch` holds exactly these frames, in the same order.
+    fn is(&self, batch: &VecDeque<Frame>) -> bool {
+        self.frames.len() == batch.len() && self.frames.iter().zip(batch).all(|(a, b)| a.same(b))
     }
 }
 
@@ -151,13 +146,13 @@ impl Egress {
     }
 
     /// An empty queue, with room if a spare one is left.
-    fn spare_queue(&self) -> VecDeque<Bytes> {
+    fn spare_queue(&self) -> VecDeque<Frame> {
         self.spares.borrow_mut().queues.pop().unwrap_or_default()
     }
 
     /// Keeps an emptied queue's memory for another connection (unless it
     /// has none, is too big, or enough are kept).
-    fn recycle_queue(&self, queue: VecDeque<Bytes>) {
+    fn recycle_queue(&self, queue: VecDeque<Frame>) {
         debug_assert!(queue.is_empty());
         let capacity = queue.capacity();
         let mut spares = self.spares.borrow_mut();
@@ -220,7 +215,7 @@ impl Egress {
 
 /// Outbound queue and liveness flags of one connection.
 pub(crate) struct Outbox {
-    queue: RefCell<VecDeque<Bytes>>,
+    queue: RefCell<VecDeque<Frame>>,
     queued_bytes: Cell<usize>,
     queued_bytes_max: usize,
     closing: Cell<Option<CloseReason>>,
@@ -296,7 +291,8 @@ impl Outbox {
     // beyond the queue slot (and, on an idle connection, its writer task),
     // no copying of `frame`'s bytes, nothing that waits.
     #[inline]
-    pub(crate) fn push(self: &Rc<Self>, frame: Bytes) {
+    pub(crate) fn push(self: &Rc<Self>, frame: impl Into<Frame>) {
+        let frame = frame.into();
         if self.closing.get().is_some() {
             return;
         }
@@ -396,7 +392,7 @@ impl Outbox {
     /// Moves up to `frames_max` queued frames into `batch` for a polling
     /// response; `writing` marks the response's write as in flight (for
     /// the stall detection), as a writer's `writev` does.
-    pub(crate) fn take_polled(&self, batch: &mut Vec<Bytes>, frames_max: usize) {
+    pub(crate) fn take_polled(&self, batch: &mut Vec<Frame>, frames_max: usize) {
         self.drain_into(batch, frames_max);
         Stats::add(&self.egress.stats.frames_written, batch.len() as u64);
     }
@@ -462,7 +458,7 @@ impl Outbox {
     pub(crate) fn heartbeat(
         self: &Rc<Self>,
         now: Instant,
-        ping: &Bytes,
+        ping: &Frame,
         interval: Duration,
         timeout: Duration,
     ) {
@@ -503,7 +499,7 @@ impl Outbox {
     }
 
     /// Moves up to `frames_max` queued frames into `batch`.
-    fn drain_into(&self, batch: &mut Vec<Bytes>, frames_max: usize) {
+    fn drain_into(&self, batch: &mut Vec<Frame>, frames_max: usize) {
         let mut queue = self.queue.borrow_mut();
         let n = queue.len().min(frames_max);
         let mut bytes = 0;
@@ -522,7 +518,7 @@ impl Outbox {
     /// (empty): all of them by swapping the two queues when they fit, so
     /// the outbox keeps the batch's emptied queue for what is pushed during
     /// the write.
-    fn take_batch(&self, batch: &mut VecDeque<Bytes>, frames_max: usize) {
+    fn take_batch(&self, batch: &mut VecDeque<Frame>, frames_max: usize) {
         debug_assert!(batch.is_empty());
         let mut queue = self.queue.borrow_mut();
         if queue.len() <= frames_max {
@@ -532,7 +528,7 @@ impl Outbox {
             self.queued_bytes.set(0);
         } else {
             batch.extend(queue.drain(..frames_max));
-            let bytes: usize = batch.iter().map(Bytes::len).sum();
+            let bytes: usize = batch.iter().map(|f| f.len()).sum();
             self.queued_bytes.set(self.queued_bytes.get() - bytes);
         }
     }
@@ -645,10 +641,10 @@ async fn flush(writer: &mut WriteHalf, outbox: &Outbox, batch: &mut FrameBatch) 
 /// were copied into.
 #[derive(Default)]
 struct FrameBatch {
-    frames: VecDeque<Bytes>,
+    frames: VecDeque<Frame>,
     iovecs: Vec<libc::iovec>,
     /// The frames' unsent bytes once [`FrameBatch::coalesce`] copied them
-    /// (the frames themselves are dropped then).
+    /// (the frames themselves are out of the batch then).
     flat: Vec<u8>,
 }
 
@@ -677,7 +673,7 @@ impl FrameBatch {
         if self.frames.len() < 2 {
             return true;
         }
-        let total: usize = self.frames.iter().map(Bytes::len).sum();
+        let total: usize = self.frames.iter().map(|f| f.len()).sum();
         if total > COALESCE_BYTES_MAX {
             return false;
         }
@@ -689,7 +685,7 @@ impl FrameBatch {
                 for frame in frames {
                     copy.extend_from_slice(frame);
                 }
-                Bytes::from(copy)
+                Frame::from(Bytes::from(copy))
             });
             let shared = shared.clone();
             Stats::bump(&stats.shared_copies);
@@ -730,7 +726,11 @@ impl FrameBatch {
                 n -= frame.len();
                 self.frames.pop_front();
             } else {
-                frame.advance(n);
+                // The frame is shared: the rest of it becomes a frame of
+                // this batch's own (rare: the socket's buffer was full).
+                if n > 0 {
+                    *frame = Frame::from(frame.bytes().slice(n..));
+                }
                 break;
             }
         }
@@ -738,8 +738,8 @@ impl FrameBatch {
 }
 
 /// A batch that [`FrameBatch::coalesce`] made one buffer (its `flat`, or
-/// else its one frame), handed to one `send` whole (so the writer's future
-/// holds one batch, whichever way it writes).
+/// else its one frame), handed to one `send` whole (so
+/// the writer's future holds one batch, whichever way it writes).
 struct Coalesced(FrameBatch);
 
 impl Coalesced {

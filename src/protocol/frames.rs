@@ -7,12 +7,15 @@
 //! written by [`socketio::encode_packet`], the one encoder of that format.
 //! Does not own: deciding what to send, or to whom.
 //!
-//! **Invariant:** a packet is serialized once; every recipient (on any shard)
-//! gets a refcounted clone of the same [`Bytes`], and a transport that is not
-//! WebSocket (long-polling) reads the Engine.IO payloads back out of the
-//! frames with [`payloads`] instead of encoding again.
+//! **Invariant:** a packet is serialized once; every shard gets a refcounted
+//! clone of the same [`Bytes`], every recipient on a shard a clone of the
+//! shard's one [`Frame`] of it, and a transport that is not WebSocket
+//! (long-polling) reads the Engine.IO payloads back out of the frames with
+//! [`payloads`] instead of encoding again.
 
 use std::cell::RefCell;
+use std::ops::Deref;
+use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 
@@ -22,6 +25,49 @@ use super::websocket::{decode_server_head, encode_frame, header_len, Opcode};
 thread_local! {
     /// Scratch space for building one packet's text before it is framed.
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One encoded packet as the recipients of one thread share it.
+///
+/// Cloning a [`Bytes`] is an atomic increment, a full memory barrier: once
+/// per recipient of a fan-out, between the queue writes of each push, it
+/// was a tenth of the CPU of a saturated 1-to-5,000 fan-out. Cloning a
+/// `Frame` is a plain increment. Frames cross threads as `Bytes` (a
+/// `Frame` is not `Send`) and become a `Frame` once per shard.
+#[derive(Clone)]
+pub struct Frame(Rc<Bytes>);
+
+impl Frame {
+    /// The frame's buffer (to hand to another thread, or to build a
+    /// long-polling response from).
+    pub fn bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    /// Whether both are clones of one frame.
+    pub fn same(&self, other: &Self) -> bool {
+        Rc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl From<Bytes> for Frame {
+    fn from(bytes: Bytes) -> Self {
+        Self(Rc::new(bytes))
+    }
+}
+
+impl Deref for Frame {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 /// Scratch capacity kept between packets, in bytes: one huge message must

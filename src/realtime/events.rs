@@ -280,7 +280,7 @@ fn rate_limited<S: Sink>(rt: &mut Realtime<S>, fx: &mut impl Effects<S>, key: Sl
             member.rate_error_until_s = window_end;
             member
                 .sink
-                .push(error_frame("rate_limit_exceeded", &limit.message, None));
+                .push(error_frame("rate_limit_exceeded", &limit.message, None).into());
         }
         return true;
     }
@@ -397,7 +397,7 @@ fn join<S: Sink>(
         let message = format!("A connection may be in at most {max} channels; leave one first");
         member
             .sink
-            .push(error_frame("channel_limit_exceeded", &message, Some(&a.channel)));
+            .push(error_frame("channel_limit_exceeded", &message, Some(&a.channel)).into());
         return Ok(());
     }
     let Some(index) = rt.env_mut(env) else {
@@ -456,7 +456,7 @@ fn leave<S: Sink>(
     if echo {
         // The leaver hears its own leave only while it is still a member,
         // and before anyone else does.
-        member.sink.push(frame.clone());
+        member.sink.push(frame.clone().into());
         fx.stats().add_deliveries(1);
     }
     let id = member.id;
@@ -495,7 +495,9 @@ fn update<S: Sink>(
     if max != 0 && bytes > max {
         Stats::bump(&fx.stats().profile_limit_refusals);
         let message = format!("The profile is {bytes} bytes; at most {max} are allowed");
-        member.sink.push(error_frame("profile_too_large", &message, None));
+        member
+            .sink
+            .push(error_frame("profile_too_large", &message, None).into());
         return Ok(());
     }
     member.profile = Profile::new(data, event.attachments);

@@ -17,13 +17,14 @@ use super::channels::{EnvIndex, Joined, Members, SlabKey};
 use super::profile::Profile;
 use super::rate_limit::RateKey;
 use super::settings::{EnvKey, Settings};
+use crate::protocol::frames::Frame;
 use ringcast_shards::conn_id::ConnIdText;
 use ringcast_shards::{ConnId, ShardId};
 
 /// Where a member's frames go.
 pub(crate) trait Sink {
     /// Queues `frame` for the member.
-    fn push(&self, frame: Bytes);
+    fn push(&self, frame: Frame);
     /// Tells the client the server disconnected it (Socket.IO `41`, so
     /// socket.io-client does not reconnect) and ends its connection.
     fn kick(&self);
@@ -241,7 +242,9 @@ impl<S: Sink> Realtime<S> {
             Target::Environment => Some(&index.members),
             Target::User(user) => index.user(user),
         };
-        members.map_or(0, |members| deliver(&self.members, members, frame, skip))
+        members.map_or(0, |members| {
+            deliver(&self.members, members, &frame.clone().into(), skip)
+        })
     }
 
     /// Queues the presence notice `frame` of presence event `seq` for this
@@ -252,6 +255,7 @@ impl<S: Sink> Realtime<S> {
         let Some(members) = self.envs.get(env as usize).and_then(|e| e.channel(channel)) else {
             return 0;
         };
+        let frame = Frame::from(frame.clone());
         let mut delivered = 0;
         for &key in members {
             let Some(member) = self.members.get(key as usize) else {
@@ -269,7 +273,7 @@ impl<S: Sink> Realtime<S> {
     pub(crate) fn deliver_to(&self, key: SlabKey, frame: Bytes) -> bool {
         match self.members.get(key as usize) {
             Some(member) => {
-                member.sink.push(frame);
+                member.sink.push(frame.into());
                 true
             }
             None => false,
@@ -330,8 +334,8 @@ impl<S: Sink> Realtime<S> {
 
 /// Queues `frame` on every member in `members` except `skip`.
 // PERF: the per-recipient loop. No JSON, no allocation, no formatting here:
-// a refcount increment and a queue push per recipient.
-fn deliver<S: Sink>(conns: &Slab<Member<S>>, members: &Members, frame: &Bytes, skip: Option<SlabKey>) -> u64 {
+// a plain (non-atomic) refcount increment and a queue push per recipient.
+fn deliver<S: Sink>(conns: &Slab<Member<S>>, members: &Members, frame: &Frame, skip: Option<SlabKey>) -> u64 {
     let mut delivered = 0;
     for &key in members {
         if Some(key) == skip {

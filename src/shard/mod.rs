@@ -468,7 +468,7 @@ async fn heartbeat(shard: Rc<Shard>) {
     let (interval, timeout) = (config.ping_interval, config.ping_timeout);
     let shortest = interval.min(timeout).min(config.connect_timeout);
     let tick = (shortest / 4).clamp(Duration::from_millis(5), Duration::from_secs(1));
-    let ping = frames::engineio("2");
+    let ping = frames::Frame::from(frames::engineio("2"));
     let mut last_sweep = std::time::Instant::now();
     loop {
         monoio::time::sleep(tick).await;

@@ -6,9 +6,9 @@
 //! (stored in Redis for member lists, and the channel topics this node must
 //! receive), holding a joiner's echo until the link confirms both.
 //!
-//! **Invariant:** a frame is encoded once by the rules; every local
-//! recipient and every other shard gets a refcounted clone of it, in the
-//! order the rules published (per sender and channel, which is what ordering
+//! **Invariant:** a frame is encoded once by the rules; every other shard
+//! gets a refcounted clone of it and every local recipient a clone of this
+//! shard's one `Frame` of it, in the order the rules published (per sender and channel, which is what ordering
 //! across shards rests on: one sender lives on one shard, and a shard's
 //! messages to another shard are delivered in the order sent).
 
@@ -20,7 +20,7 @@ use bytes::Bytes;
 use crate::cluster::{Command, Topic};
 use crate::connection::outbox::{CloseReason, Outbox};
 use crate::metrics::Stats;
-use crate::protocol::frames;
+use crate::protocol::frames::{self, Frame};
 use crate::realtime::channels::SlabKey;
 use crate::realtime::events::{Effects, Limits};
 use crate::realtime::rate_limit::{RateKey, Verdict};
@@ -33,7 +33,7 @@ use crate::shard::Shard;
 /// A member's frames go to its connection's outbox.
 impl Sink for Rc<Outbox> {
     #[inline]
-    fn push(&self, frame: Bytes) {
+    fn push(&self, frame: Frame) {
         Outbox::push(self, frame);
     }
 

@@ -232,7 +232,7 @@ async fn get(mut http: Http, request: &Request, cors: &[u8], polling: Rc<Polling
         1
     } else {
         outbox.take_polled(&mut frames, FRAMES_PER_RESPONSE_MAX);
-        let len = frames::polling_body(&frames, &mut pieces);
+        let len = frames::polling_body(frames.iter().map(frames::Frame::bytes), &mut pieces);
         if len == 0 && outbox.closing().is_some() {
             // The session is over: tell the client, as Engine.IO does. Never
             // in the same response as other packets: socket.io-client
@@ -463,6 +463,7 @@ async fn farewell_on_websocket(shard: &Shard, writer: &mut WriteHalf, polling: &
     }
     let mut frames = Vec::new();
     outbox.take_polled(&mut frames, usize::MAX);
+    let frames: Vec<Bytes> = frames.iter().map(|f| f.bytes().clone()).collect();
     let total = frames.iter().map(Bytes::len).sum::<usize>();
     if write_pieces(writer, frames, &shard.stats).await.is_ok() {
         Stats::add(&shard.stats.bytes_out, total as u64);

@@ -154,25 +154,45 @@ fn a_graceful_close_flushes_what_was_queued() {
     });
 }
 
+fn fr(bytes: &'static [u8]) -> Frame {
+    Frame::from(Bytes::from_static(bytes))
+}
+
+/// The unsent bytes of each frame of `batch`.
+fn unsent_frames(batch: &FrameBatch) -> Vec<Vec<u8>> {
+    batch.frames.iter().map(|f| f.to_vec()).collect()
+}
+
 #[test]
 fn frame_batch_advances_across_frames() {
-    let mut batch = FrameBatch {
-        frames: VecDeque::from([Bytes::from_static(b"abc"), Bytes::from_static(b"defg")]),
-        iovecs: Vec::new(),
-        flat: Vec::new(),
-    };
+    let mut batch = FrameBatch::default();
+    batch.frames.extend([fr(b"abc"), fr(b"defg")]);
     batch.advance(2);
-    assert_eq!(
-        batch.frames,
-        vec![Bytes::from_static(b"c"), Bytes::from_static(b"defg")]
-    );
+    assert_eq!(unsent_frames(&batch), [b"c".to_vec(), b"defg".to_vec()]);
     batch.advance(3);
-    assert_eq!(batch.frames, vec![Bytes::from_static(b"fg")]);
+    assert_eq!(unsent_frames(&batch), [b"fg".to_vec()]);
     batch.refresh_iovecs();
     assert_eq!(batch.iovecs.len(), 1);
     assert_eq!(batch.iovecs[0].iov_len, 2);
+    assert!(
+        batch.coalesce(&RefCell::default(), &Stats::default()),
+        "one frame left"
+    );
+    let sent = Coalesced(batch);
+    assert_eq!(sent.buffer(), b"fg", "its unsent part is sent");
+    let mut batch = sent.0;
     batch.advance(2);
     assert!(batch.frames.is_empty());
+}
+
+/// A copy after a partial write starts at the first unsent byte.
+#[test]
+fn a_copy_after_a_partial_write_starts_where_it_stopped() {
+    let mut batch = FrameBatch::default();
+    batch.frames.extend([fr(b"abc"), fr(b"defg"), fr(b"h")]);
+    batch.advance(4);
+    assert!(batch.coalesce(&RefCell::default(), &Stats::default()));
+    assert_eq!(batch.flat, b"efgh");
 }
 
 #[test]
@@ -180,15 +200,18 @@ fn small_frames_are_coalesced_into_one_buffer_and_large_batches_are_not() {
     let (last, stats) = (RefCell::default(), Stats::default());
     let unsent = |batch: &FrameBatch| batch.flat.clone();
     let mut batch = FrameBatch::default();
-    batch.frames.push_back(Bytes::from_static(b"abc"));
+    batch.frames.push_back(fr(b"abc"));
     assert!(batch.coalesce(&last, &stats), "one frame is sent");
     assert!(batch.flat.is_empty(), "from its own buffer");
     assert_eq!(Coalesced(std::mem::take(&mut batch)).buffer(), b"abc");
-    batch.frames.push_back(Bytes::from_static(b"abc"));
-    batch.frames.push_back(Bytes::from_static(b"defg"));
+    batch.frames.push_back(fr(b"abc"));
+    batch.frames.push_back(fr(b"defg"));
     assert!(batch.coalesce(&last, &stats), "two small frames");
     assert_eq!(batch.flat, b"abcdefg");
-    assert!(batch.frames.is_empty(), "the frames are out of the batch once copied");
+    assert!(
+        batch.frames.is_empty(),
+        "the frames are out of the batch once copied"
+    );
     // A partial send: the rest of the same buffer goes next.
     batch.advance(5);
     assert!(!batch.is_empty());
@@ -197,16 +220,21 @@ fn small_frames_are_coalesced_into_one_buffer_and_large_batches_are_not() {
     batch.advance(2);
     assert!(batch.is_empty());
     // The next batch reuses the buffer from its start.
-    batch.frames.push_back(Bytes::from_static(b"h"));
-    batch.frames.push_back(Bytes::from_static(b"ij"));
+    batch.frames.push_back(fr(b"h"));
+    batch.frames.push_back(fr(b"ij"));
     assert!(batch.coalesce(&last, &stats));
     assert_eq!(unsent(&batch), b"hij");
     batch.advance(3);
     assert!(batch.is_empty());
     let mut large = FrameBatch::default();
-    large.frames.push_back(Bytes::from(vec![1u8; COALESCE_BYTES_MAX]));
-    large.frames.push_back(Bytes::from_static(b"x"));
-    assert!(!large.coalesce(&last, &stats), "past the cap the frames go as iovecs");
+    large
+        .frames
+        .push_back(Frame::from(Bytes::from(vec![1u8; COALESCE_BYTES_MAX])));
+    large.frames.push_back(fr(b"x"));
+    assert!(
+        !large.coalesce(&last, &stats),
+        "past the cap the frames go as iovecs"
+    );
 }
 
 /// A fan-out's recipients all get the same frames: the first writer copies
@@ -216,8 +244,8 @@ fn small_frames_are_coalesced_into_one_buffer_and_large_batches_are_not() {
 #[test]
 fn the_same_frames_in_many_batches_are_copied_once_and_shared() {
     let (last, stats) = (RefCell::default(), Stats::default());
-    let (a, b) = (Bytes::from(b"abc".to_vec()), Bytes::from(b"de".to_vec()));
-    let batch_of = |frames: &[&Bytes]| {
+    let (a, b) = (fr(b"abc"), fr(b"de"));
+    let batch_of = |frames: &[&Frame]| {
         let mut batch = FrameBatch::default();
         batch.frames.extend(frames.iter().map(|&f| f.clone()));
         batch
@@ -238,9 +266,9 @@ fn the_same_frames_in_many_batches_are_copied_once_and_shared() {
     assert!(shared.iter().all(|&p| p == shared[0]), "one shared copy");
     assert_eq!(stats.shared_copies.get(), 3);
 
-    // Equal bytes in other buffers, or the frames in another order, are
+    // Another frame of the same bytes, or the frames in another order, are
     // other frames.
-    let a2 = Bytes::from(b"abc".to_vec());
+    let a2 = Frame::from(a.bytes().clone());
     for frames in [[&a2, &b], [&b, &a]] {
         let mut batch = batch_of(&frames);
         assert!(batch.coalesce(&last, &stats));
@@ -273,8 +301,9 @@ fn the_writer_future_stays_small() {
         let size = size_of_val(&writer);
         // 464 bytes since small frames are coalesced into one buffer (the
         // batch keeps it beside its frames and iovecs), 496 since the
-        // batch's frames are a queue swapped with the outbox's: only
-        // connections with something to write have one.
+        // batch's frames are a queue swapped with the outbox's, 504 since
+        // one frame is sent from its own buffer: only connections with
+        // something to write have one.
         assert!(size <= 512, "writer future is {size} bytes");
     });
 }

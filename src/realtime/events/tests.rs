@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::rc::Rc;
 
 use super::*;
-use crate::protocol::frames::{payloads, Payload};
+use crate::protocol::frames::{payloads, Frame, Payload};
 use crate::realtime::auth::{Credentials, SessionCheck};
 use crate::realtime::settings::{EnvSettings, RateLimit, Settings};
 use crate::realtime::state::NewMember;
@@ -25,8 +25,8 @@ struct TestSink {
 }
 
 impl Sink for TestSink {
-    fn push(&self, frame: Bytes) {
-        for payload in payloads(&frame) {
+    fn push(&self, frame: Frame) {
+        for payload in payloads(frame.bytes()) {
             if let Payload::Text(text) = payload {
                 let text = String::from_utf8(text.to_vec()).unwrap();
                 self.log.borrow_mut().push((self.name, text));
