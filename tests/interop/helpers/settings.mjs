@@ -2,6 +2,7 @@
 // app backend's HTTP API, environment changes, disconnect waits, rate-limit
 // bursts. Every wait is bounded.
 import assert from "node:assert/strict";
+import { isDeepStrictEqual } from "node:util";
 import { WAIT_MS, connect, connectError, sleep } from "./client.mjs";
 
 /** Agnost's connect_error titles by code, letter for letter. */
@@ -108,6 +109,25 @@ export async function getEnvironment(server, id) {
   const response = await api(server, "GET", `/api/environments/${encodeURIComponent(id)}`);
   assert.equal(response.status, 200, `GET ${id}: ${response.status} ${response.text}`);
   return response.json;
+}
+
+/**
+ * `GET /api/environments/{id}` until it answers `expected` (the answer of a
+ * `PUT`), and returns it; asserts the last answer equals `expected` after
+ * `timeoutMs`. In a cluster a `PUT` answers once its own node applied the
+ * change; a `GET` served by another node sees it once that node applied it
+ * from Redis's notification, a moment later (README, Cluster).
+ */
+export async function getEnvironmentEventually(server, id, expected, timeoutMs = WAIT_MS) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const got = await getEnvironment(server, id);
+    if (isDeepStrictEqual(got, expected) || Date.now() > deadline) {
+      assert.deepEqual(got, expected, `GET ${id} after its PUT`);
+      return got;
+    }
+    await sleep(20);
+  }
 }
 
 /**
