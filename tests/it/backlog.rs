@@ -7,9 +7,8 @@ use std::thread;
 use std::time::Duration;
 
 use crate::support::prom::scrape_until;
-use crate::support::sio::event;
-use crate::support::ws::OP_TEXT;
-use crate::support::{connect_on_shard, encode_frame, join_all, random_mask, ShardBarrier, TestServer};
+use crate::support::sio::{event, message_frames};
+use crate::support::{connect_on_shard, join_all, ShardBarrier, TestServer};
 
 /// A two-slot inbox and an eight-message backlog; a small queue cap and a
 /// long stall timeout, so a receiver that pauses holds shard 1's inbox
@@ -32,20 +31,7 @@ fn a_flooding_publisher_is_stopped_at_the_backlog_bound_and_nothing_is_lost() {
     join_all(&mut barrier, &mut [&mut receiver, &mut sender], "flood");
 
     let message = |i: usize| format!("{i:05}-{}", "x".repeat(MESSAGE_BYTES));
-    let mut batch = Vec::new();
-    for i in 0..MESSAGES {
-        let packet = format!(
-            r#"42["message",{{"channel":"flood","eventName":"seq","message":"{}"}}]"#,
-            message(i)
-        );
-        batch.extend(encode_frame(
-            true,
-            0,
-            OP_TEXT,
-            packet.as_bytes(),
-            Some(random_mask()),
-        ));
-    }
+    let batch = message_frames("flood", "seq", (0..MESSAGES).map(message));
     // The flood goes out from another thread: once the server stops reading
     // it, the write blocks.
     let flood = thread::spawn(move || {

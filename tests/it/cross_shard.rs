@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::support::poll::HttpConn;
 use crate::support::prom::scrape_until;
 use crate::support::server::MASTER_TOKEN;
-use crate::support::sio::event;
+use crate::support::sio::{event, message_frames};
 use crate::support::ws::{ReadError, OP_CLOSE, OP_TEXT};
 use crate::support::{
     channel_event, connect_on_shard, encode_frame, join_all, random_mask, ShardBarrier, Sio, TestServer,
@@ -381,20 +381,7 @@ gather_timeout_ms = 30000
     let mut calls = [HttpConn::on_shard(&server, 0), HttpConn::on_shard(&server, 1)];
 
     let flood_message = |i: usize| format!("{i:05}-{}", "x".repeat(1_000));
-    let mut batch = Vec::new();
-    for i in 0..FLOOD {
-        let packet = format!(
-            r#"42["message",{{"channel":"flood","eventName":"seq","message":"{}"}}]"#,
-            flood_message(i)
-        );
-        batch.extend(encode_frame(
-            true,
-            0,
-            OP_TEXT,
-            packet.as_bytes(),
-            Some(random_mask()),
-        ));
-    }
+    let batch = message_frames("flood", "seq", (0..FLOOD).map(flood_message));
     let flood = thread::spawn(move || {
         flooder.ws.send_raw(&batch);
         flooder

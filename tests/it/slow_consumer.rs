@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::support::net::{connect_with_small_buffers, send_upgrade, upgrade};
 use crate::support::prom::scrape_until;
 use crate::support::server::rss_kib_of;
-use crate::support::sio::{engine_open_over, engine_target, event, parse_connect_reply};
+use crate::support::sio::{engine_open_over, engine_target, event, message_frames, parse_connect_reply};
 use crate::support::ws::{encode_frame, random_mask, OP_TEXT};
 use crate::support::{channel_event, connect_on_shard, ShardBarrier, Sio, TestServer, WsClient};
 
@@ -101,36 +101,9 @@ fn stalled_clients_are_closed_memory_stays_bounded_and_a_reader_gets_everything_
 
     // The stalled clients: upgrade, connect and join in one write each, a
     // batch at a time with every request of a batch in flight at once.
-    let join = format!(r#"42["join",{{"channel":"{CHANNEL}"}}]"#);
-    let mut early = encode_frame(true, 0, OP_TEXT, b"40{}", Some(random_mask()));
-    early.extend(encode_frame(
-        true,
-        0,
-        OP_TEXT,
-        join.as_bytes(),
-        Some(random_mask()),
-    ));
-    let target = engine_target(&server);
-    let mut stalled: Vec<Stalled> = Vec::with_capacity(STALLED);
-    let mut stalled_ids = BTreeSet::new();
-    while stalled.len() < STALLED {
-        let pending: Vec<_> = (0..JOIN_BATCH.min(STALLED - stalled.len()))
-            .map(|_| {
-                let stream =
-                    connect_with_small_buffers(server.addr(), STALLED_RCVBUF_BYTES, STALLED_MSS_BYTES);
-                send_upgrade(stream, &target, "", &early)
-            })
-            .collect();
-        for request in pending {
-            let mut ws = request.answer().switched();
-            let open = ws.read_frame();
-            assert!(open.text().starts_with("0{"), "open packet {open:?}");
-            let id = parse_connect_reply(ws.read_frame().text());
-            stalled_ids.insert(id);
-            stalled.push(Stalled::new(ws));
-        }
-        drain_once(&mut stalled);
-    }
+    let (mut stalled, stalled_ids) = connect_joined(&server, CHANNEL, STALLED, JOIN_BATCH, || {
+        connect_with_small_buffers(server.addr(), STALLED_RCVBUF_BYTES, STALLED_MSS_BYTES)
+    });
     assert_eq!(stalled_ids.len(), STALLED, "distinct socket ids");
     barrier.sync();
     drain_until_quiet(&mut stalled);
@@ -155,20 +128,7 @@ fn stalled_clients_are_closed_memory_stays_bounded_and_a_reader_gets_everything_
 
     let reader = std::thread::spawn(move || read_flood(good));
     let flood_started = Instant::now();
-    let mut batch = Vec::with_capacity(MESSAGES * (MESSAGE_BYTES + 100));
-    for n in 0..MESSAGES {
-        let packet = format!(
-            r#"42["message",{{"channel":"{CHANNEL}","eventName":"flood","message":"{}"}}]"#,
-            flood_message(n)
-        );
-        batch.extend(encode_frame(
-            true,
-            0,
-            OP_TEXT,
-            packet.as_bytes(),
-            Some(random_mask()),
-        ));
-    }
+    let batch = message_frames(CHANNEL, "flood", (0..MESSAGES).map(flood_message));
     publisher.ws.send_raw(&batch);
     let (mut good, leavers) = reader.join().expect("the good client's reader");
     let flood_took = flood_started.elapsed();
@@ -236,20 +196,7 @@ const BURST_MESSAGES: usize = 40;
 fn a_reading_client_gets_a_burst_many_times_its_queue_cap_from_either_shard() {
     let config = format!("[server]\nsend_queue_bytes_max = {SMALL_QUEUE_CAP_BYTES}\n");
     let server = TestServer::start_with(2, &[], Some(&config));
-    let mut batch = Vec::new();
-    for n in 0..BURST_MESSAGES {
-        let packet = format!(
-            r#"42["message",{{"channel":"burst","eventName":"flood","message":"{}"}}]"#,
-            flood_message(n)
-        );
-        batch.extend(encode_frame(
-            true,
-            0,
-            OP_TEXT,
-            packet.as_bytes(),
-            Some(random_mask()),
-        ));
-    }
+    let batch = message_frames("burst", "flood", (0..BURST_MESSAGES).map(flood_message));
     for publisher_shard in [0, 1] {
         let mut reader = connect_on_shard(&server, 0, "{}");
         reader.emit(r#"["join",{"channel":"burst","echo":true}]"#);
@@ -301,64 +248,22 @@ fn a_reading_member_hears_every_leave_of_a_mass_disconnect_many_times_its_queue_
     let config = format!("[server]\nsend_queue_bytes_max = {CAP_BYTES}\nsend_stall_timeout_ms = 30000\n");
     let server = TestServer::start_with(1, &[], Some(&config));
 
-    let join = format!(r#"42["join",{{"channel":"{CROWD_CHANNEL}"}}]"#);
-    let mut early = encode_frame(true, 0, OP_TEXT, b"40{}", Some(random_mask()));
-    early.extend(encode_frame(
-        true,
-        0,
-        OP_TEXT,
-        join.as_bytes(),
-        Some(random_mask()),
-    ));
-    let target = engine_target(&server);
-    let mut crowd: Vec<Stalled> = Vec::with_capacity(CROWD);
-    let mut crowd_ids = BTreeSet::new();
-    while crowd.len() < CROWD {
-        let pending: Vec<_> = (0..CROWD_JOIN_BATCH.min(CROWD - crowd.len()))
-            .map(|_| {
-                send_upgrade(
-                    TcpStream::connect(server.addr()).expect("connect"),
-                    &target,
-                    "",
-                    &early,
-                )
-            })
-            .collect();
-        for request in pending {
-            let mut ws = request.answer().switched();
-            let open = ws.read_frame();
-            assert!(open.text().starts_with("0{"), "open packet {open:?}");
-            crowd_ids.insert(parse_connect_reply(ws.read_frame().text()));
-            crowd.push(Stalled::new(ws));
-        }
-        drain_once(&mut crowd);
-    }
+    let (mut crowd, crowd_ids) = connect_joined(&server, CROWD_CHANNEL, CROWD, CROWD_JOIN_BATCH, || {
+        TcpStream::connect(server.addr()).expect("connect")
+    });
     drain_until_quiet(&mut crowd);
 
     // The member that stays joins last (it owes nothing to the joins), and
     // a channel of its own that a publisher floods while it reads nothing.
     let stream = connect_with_small_buffers(server.addr(), STALLED_RCVBUF_BYTES, STALLED_MSS_BYTES);
-    let ws = upgrade(stream, &target, &[]).switched();
+    let ws = upgrade(stream, &engine_target(&server), &[]).switched();
     let mut member = Sio::connect_after_open(engine_open_over(ws), "{}");
     for channel in [CROWD_CHANNEL, "fill"] {
         member.emit(&format!(r#"["join",{{"channel":"{channel}","echo":true}}]"#));
         member.expect(&channel_event("join", channel, &member.id, "null"));
     }
     let mut publisher = Sio::connect_default(&server);
-    let mut fill = Vec::new();
-    for n in 0..BURST_MESSAGES * 10 {
-        let packet = format!(
-            r#"42["message",{{"channel":"fill","eventName":"flood","message":"{}"}}]"#,
-            flood_message(n)
-        );
-        fill.extend(encode_frame(
-            true,
-            0,
-            OP_TEXT,
-            packet.as_bytes(),
-            Some(random_mask()),
-        ));
-    }
+    let fill = message_frames("fill", "flood", (0..BURST_MESSAGES * 10).map(flood_message));
     publisher.ws.send_raw(&fill);
     // The publisher waits for the member: it is half its cap behind.
     let paced = scrape_until(
@@ -469,6 +374,45 @@ impl Stalled {
     fn stream(&self) -> &TcpStream {
         self.ws.stream()
     }
+}
+
+/// `count` raw clients (streams from `connect`) that upgrade, connect and
+/// join `channel` in one write each, `batch` at a time with every request
+/// of a batch in flight at once, draining what the joins send them after
+/// each batch; with their socket ids.
+fn connect_joined(
+    server: &TestServer,
+    channel: &str,
+    count: usize,
+    batch: usize,
+    connect: impl Fn() -> TcpStream,
+) -> (Vec<Stalled>, BTreeSet<String>) {
+    let join = format!(r#"42["join",{{"channel":"{channel}"}}]"#);
+    let mut early = encode_frame(true, 0, OP_TEXT, b"40{}", Some(random_mask()));
+    early.extend(encode_frame(
+        true,
+        0,
+        OP_TEXT,
+        join.as_bytes(),
+        Some(random_mask()),
+    ));
+    let target = engine_target(server);
+    let mut clients: Vec<Stalled> = Vec::with_capacity(count);
+    let mut ids = BTreeSet::new();
+    while clients.len() < count {
+        let pending: Vec<_> = (0..batch.min(count - clients.len()))
+            .map(|_| send_upgrade(connect(), &target, "", &early))
+            .collect();
+        for request in pending {
+            let mut ws = request.answer().switched();
+            let open = ws.read_frame();
+            assert!(open.text().starts_with("0{"), "open packet {open:?}");
+            ids.insert(parse_connect_reply(ws.read_frame().text()));
+            clients.push(Stalled::new(ws));
+        }
+        drain_once(&mut clients);
+    }
+    (clients, ids)
 }
 
 /// One non-blocking pass over every stalled client; the bytes read.

@@ -15,7 +15,7 @@ use sonic_rs::{JsonValueTrait, Value};
 
 use super::barrier::ShardBarrier;
 use super::server::{TestServer, MASTER_TOKEN};
-use super::ws::{Frame, WsClient, OP_BINARY, OP_TEXT};
+use super::ws::{encode_frame, random_mask, Frame, WsClient, OP_BINARY, OP_TEXT};
 
 /// Connection attempts `connect_on_shard` makes before giving up; with two
 /// shards and kernel spreading, 64 misses in a row has odds of 2^-64.
@@ -247,6 +247,30 @@ pub(crate) fn channel_event(kind: &str, channel: &str, id: &str, data: &str) -> 
 pub(crate) fn event(event_name: &str, channel: Option<&str>, message: &str) -> String {
     let channel = channel.map_or_else(|| "null".to_string(), |c| format!("\"{c}\""));
     format!(r#"42["{event_name}",{{"channel":{channel},"message":{message}}}]"#)
+}
+
+/// The masked client frames, back to back, of one `message` event per item
+/// of `messages` (each sent as a JSON string) to `channel` as `event_name`:
+/// a flood that one write sends.
+pub(crate) fn message_frames(
+    channel: &str,
+    event_name: &str,
+    messages: impl IntoIterator<Item = String>,
+) -> Vec<u8> {
+    let mut frames = Vec::new();
+    for message in messages {
+        let packet = format!(
+            r#"42["message",{{"channel":"{channel}","eventName":"{event_name}","message":"{message}"}}]"#
+        );
+        frames.extend(encode_frame(
+            true,
+            0,
+            OP_TEXT,
+            packet.as_bytes(),
+            Some(random_mask()),
+        ));
+    }
+    frames
 }
 
 /// An HS256 JWT over `claims_json`, signed with `secret`.
