@@ -163,28 +163,19 @@ pub(crate) async fn send(shard: &Rc<Shard>, body: &[u8]) -> Result<String, ApiEr
     let b: SendBody = parse(body)?;
     let env = env(shard, Some(&b.env_id))?;
     shard.with_rules(|rt, fx| events::send(rt, fx, env, &b.channel, &b.event_name, raw(&b.message), &[]))?;
-    delivered(shard).await;
-    Ok(OK.into())
-}
-
-/// Waits until what the call published is queued for every recipient on
-/// this node (every shard passed a fence behind it), so that the caller's
-/// next call, whichever shard serves it, is delivered after this one: two
-/// awaited calls reach a client in the order they were made. At the
-/// deadline (`gather_timeout_ms`, counted in `ringcast_gather_timeouts_total`)
-/// it answers all the same: the message is accepted and will be delivered,
-/// only that order is no longer promised. Other nodes are not waited for
-/// (as with socket.io's Redis adapter, calls served by different nodes are
-/// ordered per node only).
-async fn delivered(shard: &Rc<Shard>) {
+    // Queued for every recipient on this node before the answer, so the
+    // caller's next call is delivered after it (see `fence_everywhere`).
     shard.fence_everywhere().await;
+    Ok(OK.into())
 }
 
 async fn broadcast(shard: &Rc<Shard>, body: &[u8]) -> Result<String, ApiError> {
     let b: BroadcastArgs = parse(body)?;
     let env = env(shard, b.env_id.as_deref())?;
     shard.with_rules(|rt, fx| events::broadcast(rt, fx, env, &b.event_name, raw(&b.message), &[]))?;
-    delivered(shard).await;
+    // Queued for every recipient on this node before the answer, so the
+    // caller's next call is delivered after it (see `fence_everywhere`).
+    shard.fence_everywhere().await;
     Ok(OK.into())
 }
 
@@ -219,7 +210,9 @@ async fn user_event(shard: &Rc<Shard>, body: &[u8]) -> Result<String, ApiError> 
     shard.with_rules(|rt, fx| {
         events::user_event(rt, fx, env, &b.user_id, &b.event_name, session, user, &[])
     })?;
-    delivered(shard).await;
+    // Queued for every recipient on this node before the answer, so the
+    // caller's next call is delivered after it (see `fence_everywhere`).
+    shard.fence_everywhere().await;
     Ok(OK.into())
 }
 

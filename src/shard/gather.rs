@@ -163,10 +163,36 @@ pub(crate) struct Gathers {
     console: AHashMap<u64, ConsoleGather>,
 }
 
+/// What a gather of [`Confirmations`] waits for.
+#[derive(Debug, Clone, Copy)]
+enum Confirming {
+    /// Every shard applied new settings.
+    Settings,
+    /// Every other shard handled what this one sent before a fence.
+    Fence,
+}
+
+impl Confirming {
+    /// What was not confirmed in time, for the log.
+    fn late(self) -> &'static str {
+        match self {
+            Self::Settings => "settings not confirmed by every shard at the deadline",
+            Self::Fence => "an API call's message not delivered by every shard at the deadline",
+        }
+    }
+}
+
 impl Gathers {
     fn next_request(&mut self) -> u64 {
         self.next_request += 1;
         self.next_request
+    }
+
+    fn confirmations(&mut self, which: Confirming) -> &mut AHashMap<u64, Confirmations> {
+        match which {
+            Confirming::Settings => &mut self.settings,
+            Confirming::Fence => &mut self.fences,
+        }
     }
 }
 
@@ -175,8 +201,7 @@ impl Gathers {
 enum Kind {
     Members,
     Stats,
-    Settings,
-    Fence,
+    Confirmations(Confirming),
     Console,
 }
 
@@ -405,20 +430,7 @@ impl Shard {
     /// all of them applied it, or at the deadline (with the shards that did
     /// not confirm).
     pub(crate) async fn apply_everywhere(self: &Rc<Self>, settings: Arc<Settings>) -> Gathered<()> {
-        let reply = Rc::new(LocalReply::default());
-        let request = {
-            let mut gathers = self.gathers.borrow_mut();
-            let request = gathers.next_request();
-            gathers.settings.insert(
-                request,
-                Confirmations {
-                    remaining: self.shard_count(),
-                    reply: reply.clone(),
-                },
-            );
-            request
-        };
-        self.expire_later(Kind::Settings, request);
+        let (request, reply) = self.open_confirmations(Confirming::Settings, self.shard_count());
         for target in self.all_shards() {
             let message = ShardMessage::SettingsChanged {
                 settings: settings.clone(),
@@ -439,9 +451,13 @@ impl Shard {
     /// sent behind this shard's publishes passes them all), or at the
     /// deadline (with the shards that did not confirm).
     ///
-    /// What an API call awaits before it answers: its message is then
-    /// queued for every recipient on this node, so the caller's next call,
-    /// whichever shard serves it, is delivered after it.
+    /// What a publishing API call awaits before it answers: its message is
+    /// then queued for every recipient on this node, so the caller's next
+    /// call, whichever shard serves it, is delivered after it. At the
+    /// deadline it answers all the same (counted): the message is still
+    /// delivered, only that order is no longer promised. Other nodes are
+    /// not waited for (calls served by different nodes are ordered as Redis
+    /// receives them, as with socket.io's Redis adapter).
     pub(crate) async fn fence_everywhere(self: &Rc<Self>) -> Gathered<()> {
         if self.shard_count() == 1 {
             return Gathered {
@@ -449,20 +465,7 @@ impl Shard {
                 missing: 0,
             };
         }
-        let reply = Rc::new(LocalReply::default());
-        let request = {
-            let mut gathers = self.gathers.borrow_mut();
-            let request = gathers.next_request();
-            gathers.fences.insert(
-                request,
-                Confirmations {
-                    remaining: self.shard_count() - 1,
-                    reply: reply.clone(),
-                },
-            );
-            request
-        };
-        self.expire_later(Kind::Fence, request);
+        let (request, reply) = self.open_confirmations(Confirming::Fence, self.shard_count() - 1);
         for target in self.other_shards() {
             let message = ShardMessage::Fence {
                 reply_to: self.id,
@@ -476,6 +479,27 @@ impl Shard {
     /// One shard passed fence `request`.
     pub(crate) fn fence_passed(&self, request: u64) {
         confirm(&mut self.gathers.borrow_mut().fences, request);
+    }
+
+    /// Starts waiting for `remaining` confirmations of `which` (until the
+    /// deadline); the request id to send with the asks, and the reply.
+    fn open_confirmations(
+        self: &Rc<Self>,
+        which: Confirming,
+        remaining: usize,
+    ) -> (u64, Rc<LocalReply<Gathered<()>>>) {
+        let reply = Rc::new(LocalReply::default());
+        let request = {
+            let mut gathers = self.gathers.borrow_mut();
+            let request = gathers.next_request();
+            let reply = reply.clone();
+            gathers
+                .confirmations(which)
+                .insert(request, Confirmations { remaining, reply });
+            request
+        };
+        self.expire_later(Kind::Confirmations(which), request);
+        (request, reply)
     }
 
     /// Asks `targets` (this shard may be one of them) the console's
@@ -585,29 +609,12 @@ impl Shard {
                     missing: gather.remaining,
                 });
             }
-            Kind::Settings => {
-                let Some(gather) = gathers.settings.remove(&request) else {
+            Kind::Confirmations(which) => {
+                let Some(gather) = gathers.confirmations(which).remove(&request) else {
                     return;
                 };
                 Stats::bump(&self.stats.gather_timeouts);
-                tracing::warn!(
-                    missing = gather.remaining,
-                    "settings not confirmed by every shard at the deadline"
-                );
-                gather.reply.set(Gathered {
-                    value: (),
-                    missing: gather.remaining,
-                });
-            }
-            Kind::Fence => {
-                let Some(gather) = gathers.fences.remove(&request) else {
-                    return;
-                };
-                Stats::bump(&self.stats.gather_timeouts);
-                tracing::warn!(
-                    missing = gather.remaining,
-                    "an API call's message not delivered by every shard at the deadline"
-                );
+                tracing::warn!(missing = gather.remaining, "{}", which.late());
                 gather.reply.set(Gathered {
                     value: (),
                     missing: gather.remaining,

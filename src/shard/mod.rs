@@ -170,11 +170,6 @@ impl Shard {
         }
     }
 
-    /// Whether departures are still waiting for their turn.
-    pub(crate) fn departing(&self) -> bool {
-        self.departing.get()
-    }
-
     /// Member `key` is gone: out of every index, and its channels hear it
     /// left.
     fn disconnected(self: &Rc<Self>, key: SlabKey) {
@@ -453,7 +448,8 @@ async fn drain(shard: &Shard) {
         outbox.push_close(1001, "server shutting down");
         outbox.close(CloseReason::ServerShutdown);
     }
-    while (!shard.sockets.borrow().is_empty() || shard.departing()) && monoio::time::Instant::now() < deadline
+    while (!shard.sockets.borrow().is_empty() || shard.departing.get())
+        && monoio::time::Instant::now() < deadline
     {
         monoio::time::sleep(Duration::from_millis(10)).await;
     }
