@@ -169,6 +169,25 @@ impl FloorReport {
         Some(self.us_per_write_at(connections, k)? / k)
     }
 
+    /// The latency floor, in µs: the least time after which the `nth`
+    /// recipient of one message can have read it when every delivery is a
+    /// write of its own (a fixed, moderate rate), for any server on this
+    /// machine. Each of the first `nth` deliveries costs at least the
+    /// kernel's work for one frame per write, the sender's and the
+    /// receiver's CPU per frame (at the connection count nearest
+    /// `connections`), and server and generator share `cores` cores.
+    pub fn delivery_latency_floor_us(&self, connections: u64, nth: u64, cores: usize) -> Option<f64> {
+        let n = self.nearest_connections(connections)?;
+        let single = self
+            .points
+            .iter()
+            .filter(|p| p.writes > 0 && p.connections == n)
+            .min_by_key(|p| p.frames_per_write)
+            .filter(|p| p.frames_per_write == 1)?;
+        let per_delivery = single.sender_cpu_us_per_frame + single.receiver_cpu_us_per_frame;
+        Some(nth as f64 * per_delivery / cores.max(1) as f64)
+    }
+
     /// Markdown table of the points.
     pub fn markdown(&self) -> String {
         use std::fmt::Write as _;

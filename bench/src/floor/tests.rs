@@ -53,6 +53,40 @@ fn rows_are_read_against_the_nearest_connection_count() {
 }
 
 #[test]
+fn the_latency_floor_is_the_kernels_work_for_the_first_deliveries_over_the_cores() {
+    let single = |connections: u32, sender: f64, receiver: f64| FloorPoint {
+        connections,
+        sender_cpu_us_per_frame: sender,
+        receiver_cpu_us_per_frame: receiver,
+        ..point(1, sender)
+    };
+    let batched = FloorPoint {
+        sender_cpu_us_per_frame: 0.5,
+        receiver_cpu_us_per_frame: 0.4,
+        ..point(16, 8.0)
+    };
+    let report = FloorReport {
+        points: vec![single(100, 4.0, 3.0), single(1000, 10.0, 8.0), batched],
+        ..FloorReport::default()
+    };
+    // 990 one-frame deliveries of 18 µs each, on 2 cores.
+    let us = report.delivery_latency_floor_us(1000, 990, 2).expect("a point");
+    assert!((us - 8910.0).abs() < 1e-6, "{us}");
+    // Read at the nearest measured connection count.
+    let us = report.delivery_latency_floor_us(120, 99, 2).expect("a point");
+    assert!((us - 346.5).abs() < 1e-6, "{us}");
+    // Without a one-frame point there is no latency floor.
+    let only_batched = FloorReport {
+        points: vec![FloorPoint {
+            sender_cpu_us_per_frame: 0.5,
+            ..point(16, 8.0)
+        }],
+        ..FloorReport::default()
+    };
+    assert_eq!(only_batched.delivery_latency_floor_us(1000, 990, 2), None);
+}
+
+#[test]
 fn frames_are_websocket_text_frames_of_the_asked_size() {
     let small = frame(100, 3);
     assert_eq!(small.len(), 300);

@@ -30,7 +30,11 @@ pub(super) fn markdown(o: &Outcome<'_>) -> String {
         (
             Mode::FixedRate,
             "Fixed rate",
-            "A fixed send schedule: CPU per delivery and latency at that offered load.",
+            "A fixed send schedule: CPU per delivery and latency at that offered load. \
+             At a moderate rate every delivery is a write of its own, and a message reaches its recipients one write after another: \
+             `p99 floor` is the least time in which the kernel's loopback work alone lets the 99th-percentile recipient of one message read it, \
+             on any server (the physical floor's sender + receiver CPU per frame at one frame per write, at the nearest connection count, \
+             times 99% of the recipients, over the machine's cores, which server and generator share).",
         ),
         (
             Mode::Connect,
@@ -66,7 +70,7 @@ pub(super) fn markdown(o: &Outcome<'_>) -> String {
                         scenario_floor_line(&mut out, floor);
                     }
                 }
-                Mode::FixedRate => fixed_rate_table(&mut out, &rows),
+                Mode::FixedRate => fixed_rate_table(&mut out, &rows, o.floor),
                 Mode::Connect => connect_table(&mut out, &rows),
             }
         }
@@ -415,15 +419,18 @@ fn saturated_table(out: &mut String, rows: &[&RunReport], floor: Option<&FloorRe
     }
 }
 
-fn fixed_rate_table(out: &mut String, rows: &[&RunReport]) {
+fn fixed_rate_table(out: &mut String, rows: &[&RunReport], floor: Option<&FloorReport>) {
     let _ = writeln!(
         out,
-        "| server | driver | deliveries/s | server CPU µs/delivery | deliveries per CPU-s | frames/write | writes/s | server CPU cores | gen CPU cores | lost | out of order | p50 / p99 / p999 ms | RSS/conn | machine busy before |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| server | driver | deliveries/s | server CPU µs/delivery | deliveries per CPU-s | frames/write | writes/s | server CPU cores | gen CPU cores | lost | out of order | p50 / p99 / p999 ms | p99 floor ms | p99 × floor | RSS/conn | machine busy before |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for r in rows {
+        let p99_floor_ms = floor
+            .and_then(|f| f.delivery_latency_floor_us(r.connections, p99_recipient(r)?, r.machine.cores))
+            .map(|us| us / 1e3);
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.3} | {} | {} | {} | {:.2} | {:.2} | {} | {} | {:.2} / {:.2} / {:.2} | {:.0} B | {:.0}% |",
+            "| {} | {} | {} | {:.3} | {} | {} | {} | {:.2} | {:.2} | {} | {} | {:.2} / {:.2} / {:.2} | {} | {} | {:.0} B | {:.0}% |",
             label(r),
             driver_cell(r),
             short_number(r.deliveries_per_s),
@@ -438,10 +445,21 @@ fn fixed_rate_table(out: &mut String, rows: &[&RunReport]) {
             r.latency_us.p50 / 1e3,
             r.latency_us.p99 / 1e3,
             r.latency_us.p999 / 1e3,
+            p99_floor_ms.map_or_else(|| "—".to_owned(), |ms| format!("{ms:.2}")),
+            multiple(r.latency_us.p99 / 1e3, p99_floor_ms),
             r.server_rss_per_connection_bytes,
             r.machine_busy_before * 100.0
         );
     }
+}
+
+/// The rank of a message's 99th-percentile recipient (recipients per
+/// message from the run's counts).
+fn p99_recipient(r: &RunReport) -> Option<u64> {
+    (r.sent > 0 && r.expected > 0).then(|| {
+        let recipients = r.expected as f64 / r.sent as f64;
+        (0.99 * recipients).ceil().max(1.0) as u64
+    })
 }
 
 fn connect_table(out: &mut String, rows: &[&RunReport]) {

@@ -255,3 +255,42 @@ fn a_scenario_floor_replaces_the_suite_floor_in_its_table() {
         "{text}"
     );
 }
+
+/// A fixed-rate row carries its p99 beside the latency floor: the kernel's
+/// one-frame work for 99% of a message's recipients over the cores.
+#[test]
+fn fixed_rate_rows_carry_their_p99_against_the_latency_floor() {
+    let mut uring = report("fanout-s1000-r50", "ringcast-s1", "ringcast", "io_uring", 10.0);
+    uring.sent = 250;
+    uring.expected = 250_000;
+    uring.machine.cores = 2;
+    uring.latency_us.p99 = 13_365.0;
+    let results = vec![uring];
+    let floor = FloorReport {
+        points: vec![FloorPoint {
+            connections: 1000,
+            frames_per_write: 1,
+            writes: 1,
+            sender_cpu_us_per_write: 10.0,
+            sender_cpu_us_per_frame: 10.0,
+            receiver_cpu_us_per_frame: 8.0,
+            ..FloorPoint::default()
+        }],
+        ..FloorReport::default()
+    };
+    let opts = options(&[]);
+    let scenarios = scenario_runs(&opts);
+    let outcome = Outcome {
+        results: &results,
+        scenarios: &scenarios,
+        floor: Some(&floor),
+        scenario_floors: &BTreeMap::new(),
+        machine: &Machine::default(),
+        options: &opts,
+        problems: &[],
+        command: String::new(),
+    };
+    let text = summary::markdown(&outcome);
+    // 990 recipients × (10 + 8) µs over 2 cores: 8.91 ms; 13.365 ms is 1.5×.
+    assert!(text.contains("| 0.00 / 13.37 / 0.00 | 8.91 | 1.5× |"), "{text}");
+}
