@@ -5,13 +5,16 @@
 //!
 //! The cluster row's metrics (`ringcast_cluster_*`) are exported by every
 //! server, with or without `--redis` (`ringcast_cluster_up 0` alone), so
-//! they are checked like every other metric.
+//! they are checked like every other metric. The TLS row's reloads
+//! (`ringcast_tls_reloads_total{outcome}`) are exported by a TLS listener
+//! only, so the metrics are those of a plain server and a TLS one together.
 
 use std::collections::BTreeSet;
 
 use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
 
 use crate::support::http::get;
+use crate::support::tls::{TempDir, TestCert, TlsConn};
 use crate::support::{Sio, TestServer};
 
 /// Labels Prometheus attaches to every scraped series.
@@ -104,6 +107,26 @@ fn exported(text: &str) -> (BTreeSet<String>, BTreeSet<String>) {
 fn dashboard_is_well_formed() {
     let dashboard = dashboard();
     assert_eq!(dashboard["uid"].as_str(), Some("ringcast"));
+    // Top-level panels (rows included) fit the 24 columns and do not
+    // overlap; a collapsed row's nested panels are laid out when expanded.
+    let mut placed: Vec<(u64, [u64; 4])> = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels").iter() {
+        let id = panel["id"].as_u64().expect("a numeric panel id");
+        let [x, y, w, h] = ["x", "y", "w", "h"].map(|k| {
+            panel["gridPos"][k]
+                .as_u64()
+                .unwrap_or_else(|| panic!("panel {id}: gridPos.{k}"))
+        });
+        assert!(
+            w > 0 && h > 0 && x + w <= 24,
+            "panel {id}: gridPos {x},{y} {w}x{h}"
+        );
+        for (other, [ox, oy, ow, oh]) in &placed {
+            let apart = x + w <= *ox || ox + ow <= x || y + h <= *oy || oy + oh <= y;
+            assert!(apart, "panels {other} and {id} overlap");
+        }
+        placed.push((id, [x, y, w, h]));
+    }
     let mut ids = BTreeSet::new();
     for panel in panels(&dashboard) {
         let id = panel["id"].as_u64().expect("a numeric panel id");
@@ -152,6 +175,10 @@ fn every_queried_metric_is_exported() {
         queried.iter().any(|n| n.starts_with("ringcast_cluster_")),
         "the dashboard has a cluster row"
     );
+    assert!(
+        queried.contains("ringcast_tls_reloads_total"),
+        "the dashboard has a TLS row"
+    );
 
     // A server with a client in a channel, so per-environment series (and
     // their `env` label) are there too.
@@ -160,8 +187,20 @@ fn every_queried_metric_is_exported() {
     client.join("grafana");
     let response = get(server.addr(), "/metrics");
     assert_eq!(response.status, 200);
-    let (names, labels) = exported(&response.body);
+    let (mut names, mut labels) = exported(&response.body);
     assert!(names.len() >= 20, "few metrics exported: {names:?}");
+
+    // A TLS listener adds its certificate reloads, by outcome.
+    let (cert, dir) = (TestCert::new(), TempDir::new());
+    let (cert_file, key_file) = cert.write_to(&dir.0);
+    let (cert_file, key_file) = (cert_file.display().to_string(), key_file.display().to_string());
+    let tls_server = TestServer::start_with(1, &["--tls-cert", &cert_file, "--tls-key", &key_file], None);
+    let response = TlsConn::connect(tls_server.addr(), &cert.der).request("GET", "/metrics", "", b"");
+    assert_eq!(response.status, 200);
+    let (tls_names, tls_labels) = exported(&response.body);
+    assert!(tls_names.contains("ringcast_tls_reloads_total"), "{tls_names:?}");
+    names.extend(tls_names);
+    labels.extend(tls_labels);
 
     let missing: Vec<&String> = queried.iter().filter(|name| !names.contains(*name)).collect();
     assert!(
