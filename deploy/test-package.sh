@@ -5,10 +5,12 @@
 #   scripts     the maintainer scripts parse (sh -n)
 #   install     dpkg --root into a throwaway root (maintainer scripts run
 #               chrootless with DPKG_ROOT): the ringcast user, the token file,
-#               the binary runs, doctor loads the installed configuration
+#               the TLS directory, the binary runs, doctor loads the
+#               installed configuration
 #   unit        systemd-analyze verify on the installed unit prints nothing;
 #               systemd-analyze security --offline rates it (printed)
-#   upgrade     reinstalling keeps the generated token
+#   upgrade     reinstalling keeps the generated token, and the TLS
+#               directory as the admin left it
 #   remove      remove keeps the conffile, purge removes /etc/ringcast
 # Nothing touches the running system: no sysctl, no systemctl, no user added
 # to this machine. Ends with "package test: N passed, M failed"; exit status
@@ -123,6 +125,9 @@ check "the master token is 48 random hex digits" \
     grep -qE '^RINGCAST_MASTER_TOKEN=[0-9a-f]{48}$' "$token_file"
 check "the configuration is 0640 root:ringcast" \
     test "$(stat -c '%a %u %g' "$root/etc/ringcast/ringcast.toml")" = "640 0 $gid"
+tls_dir="$root/etc/ringcast/tls"
+check "postinst made /etc/ringcast/tls, a directory 0750 root:ringcast" \
+    test -d "$tls_dir" -a "$(stat -c '%a %u %g' "$tls_dir" 2>/dev/null)" = "750 0 $gid"
 check "ringcast --version is $version" \
     test "$("$root/usr/bin/ringcast" --version)" = "ringcast $version"
 # doctor loads the installed configuration (whether this host passes its
@@ -154,8 +159,14 @@ fi
 
 # --- upgrade, remove, purge ---------------------------------------------------------
 token_before="$(cat "$token_file")"
+# An admin's certificate in the TLS directory, and a mode of their own.
+printf 'a certificate\n' >"$tls_dir/fullchain.pem"
+chmod 0700 "$tls_dir"
 check "reinstalling (upgrade path) works" dpkg_root -i "$deb"
 check "reinstalling keeps the generated token" test "$(cat "$token_file")" = "$token_before"
+check "reinstalling keeps /etc/ringcast/tls, its mode and its files" \
+    test "$(stat -c '%a %u %g' "$tls_dir")" = "700 0 $gid" -a "$(cat "$tls_dir/fullchain.pem")" = "a certificate"
+rm "$tls_dir/fullchain.pem"
 check "dpkg --root -r removes it" dpkg_root -r ringcast
 check "remove takes the binary" test ! -e "$root/usr/bin/ringcast"
 check "remove keeps the conffile" test -f "$root/etc/ringcast/ringcast.toml"

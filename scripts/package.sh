@@ -10,7 +10,7 @@
 # /usr/lib/systemd/system, the kernel settings in /usr/lib/sysctl.d, the
 # configuration /etc/ringcast/ringcast.toml (a conffile), and the docs in
 # /usr/share/doc/ringcast (with the Grafana dashboard). The maintainer scripts (deploy/debian/) create
-# the `ringcast` system user and a master token; see deploy/README.md.
+# the `ringcast` system user, a master token and /etc/ringcast/tls; see deploy/README.md.
 #
 # Why dpkg-deb and not cargo-deb: dpkg-deb is part of dpkg, on every Debian
 # machine, so packaging needs no network and no extra crate build (cargo
