@@ -85,6 +85,7 @@ counters! {
     tls_handshakes => "ringcast_tls_handshakes_total", "TLS handshakes completed.";
     tls_handshake_failures => "ringcast_tls_handshake_failures_total", "TLS handshakes that failed (protocol error, peer gone, or too slow).";
     tls_plain_requests => "ringcast_tls_plain_requests_total", "Plain-HTTP requests to the TLS listener, answered 400 and closed.";
+    tls_probes => "ringcast_tls_probes_total", "Connections to the TLS listener closed (or reset) before sending a byte: TCP health checks, not failed handshakes.";
 }
 
 impl Stats {

@@ -361,9 +361,10 @@ impl Socket {
         }
     }
 
-    /// The first byte buffered, without taking it (`None` if there is
-    /// none): on a TLS listener, tells a TLS client from a plain-HTTP one.
-    pub(crate) fn first_byte(&self) -> Option<u8> {
+    /// The first byte buffered, without taking it: on a TLS listener,
+    /// tells a TLS client from a plain-HTTP one, and both from a peer that
+    /// left without sending anything (a TCP health check).
+    pub(crate) fn first_byte(&self) -> FirstByte {
         let mut byte = 0u8;
         // SAFETY: one writable byte; the descriptor is open while `self`
         // lives.
@@ -375,12 +376,29 @@ impl Socket {
                 libc::MSG_PEEK | libc::MSG_DONTWAIT,
             )
         };
-        (n == 1).then_some(byte)
+        match n {
+            1 => FirstByte::Byte(byte),
+            0 => FirstByte::Closed,
+            _ => match io::Error::last_os_error().raw_os_error() {
+                Some(libc::ECONNRESET) => FirstByte::Closed,
+                _ => FirstByte::NotYet,
+            },
+        }
     }
 
     pub(crate) fn raw_fd(&self) -> i32 {
         self.stream().as_raw_fd()
     }
+}
+
+/// What [`Socket::first_byte`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FirstByte {
+    Byte(u8),
+    /// The peer closed (or reset) the connection before sending a byte.
+    Closed,
+    /// Nothing has arrived yet (or the socket failed otherwise).
+    NotYet,
 }
 
 impl WriteHalf {

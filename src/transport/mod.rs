@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use monoio::net::TcpStream;
 
-use crate::connection::socket::{Received, Socket, WriteHalf};
+use crate::connection::socket::{FirstByte, Received, Socket, WriteHalf};
 use crate::connection::tls::{Handshake, Tls};
 use crate::http::{agnost, api, cors, route, Route, Transport};
 use crate::metrics::Stats;
@@ -503,6 +503,7 @@ impl Http {
                 Stats::bump(&stats.tls_plain_requests);
                 self.refuse_plain_http().await;
             }
+            Ok(Err(HandshakeEnd::Probe)) => Stats::bump(&stats.tls_probes),
             Ok(Err(HandshakeEnd::Failed)) | Err(_) => Stats::bump(&stats.tls_handshake_failures),
         }
         self.socket.shutdown();
@@ -512,11 +513,12 @@ impl Http {
     async fn handshake(&mut self) -> Result<(), HandshakeEnd> {
         // A client that speaks plain HTTP to this port starts with a
         // method, not a TLS handshake record (content type 22).
-        if self.socket.readable(false).await.is_err() {
-            return Err(HandshakeEnd::Failed);
-        }
-        if self.socket.first_byte().is_some_and(|b| b.is_ascii_uppercase()) {
-            return Err(HandshakeEnd::PlainHttp);
+        let ready = self.socket.readable(false).await;
+        match self.socket.first_byte() {
+            FirstByte::Closed => return Err(HandshakeEnd::Probe),
+            FirstByte::Byte(b) if b.is_ascii_uppercase() => return Err(HandshakeEnd::PlainHttp),
+            _ if ready.is_err() => return Err(HandshakeEnd::Failed),
+            FirstByte::Byte(_) | FirstByte::NotYet => {}
         }
         let fd = self.socket.raw_fd();
         loop {
@@ -605,6 +607,9 @@ impl Http {
 enum HandshakeEnd {
     /// The client spoke plain HTTP.
     PlainHttp,
+    /// The peer closed before sending a byte: a TCP health check (connect,
+    /// close), not a failed handshake.
+    Probe,
     /// A protocol error, the peer left, or the socket failed.
     Failed,
 }

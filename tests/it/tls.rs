@@ -394,6 +394,35 @@ fn a_handshake_that_never_starts_or_stalls_ends_at_the_head_timeout() {
     assert_eq!(metrics.sum("ringcast_tls_handshakes_total", &[]), 1);
 }
 
+/// A load balancer's TCP health check connects and closes (with a FIN, or
+/// with a reset) without a byte: counted as a probe, not as a failed
+/// handshake, and the server carries on.
+#[test]
+fn a_tcp_health_check_is_a_probe_not_a_failed_handshake() {
+    let (cert, dir) = (TestCert::new(), TempDir::new());
+    let server = tls_server(1, &cert, &dir);
+    let closed = TcpStream::connect(server.addr()).expect("connect");
+    drop(closed);
+    let reset = socket2::Socket::from(TcpStream::connect(server.addr()).expect("connect"));
+    reset
+        .set_linger(Some(Duration::ZERO))
+        .expect("linger 0: close sends a reset");
+    drop(reset);
+
+    let metrics = scrape_until(&server, &[&cert], "ringcast_tls_probes_total", &[], 2);
+    assert_eq!(metrics.sum("ringcast_tls_probes_total", &[]), 2);
+    assert_eq!(metrics.sum("ringcast_tls_handshake_failures_total", &[]), 0);
+    // A client that sends a byte and leaves is a failed handshake.
+    let mut partial = TcpStream::connect(server.addr()).expect("connect");
+    partial.write_all(&[0x16]).expect("send");
+    drop(partial);
+    let metrics = scrape_until(&server, &[&cert], "ringcast_tls_handshake_failures_total", &[], 1);
+    assert_eq!(metrics.sum("ringcast_tls_handshake_failures_total", &[]), 1);
+    assert_eq!(metrics.sum("ringcast_tls_probes_total", &[]), 2);
+    let (mut ws, id) = wss_client(&server, &cert);
+    join_with_echo(&mut ws, &id, "after");
+}
+
 /// A ClientHello announcing more than rustls's 64 KiB limit for a
 /// handshake message is refused as soon as its header arrives: the server
 /// buffers no more of it, answers an alert (or nothing) and closes.
