@@ -8,9 +8,11 @@
 #   bench/cluster.sh                          # 1,000 subscribers, window 16, 5 s
 #   bench/cluster.sh --tiny                   # 100 subscribers, window 4, 1 s: does it work
 #   bench/cluster.sh --peers ringcast         # ringcast only
+#   bench/cluster.sh --out /tmp/bench         # results under /tmp/bench/
 #
 # Writes bench/results/cluster-<time>/{ringcast,node}.json and results.md
-# (with --tiny, for a check that it works: bench/results/tmp/cluster-<time>/);
+# (with --out DIR: DIR/cluster-<time>/; with --tiny, for a check that it
+# works: bench/results/tmp/cluster-<time>/);
 # the servers' logs go to bench/results/tmp/cluster-logs/ (ignored by git).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +22,8 @@ window=16
 duration_s=5
 warmup_s=1
 peers="ringcast,node"
-results=bench/results
+results=""
+tiny_results=bench/results # the default folder; bench/results/tmp with --tiny
 while [ $# -gt 0 ]; do
   case "$1" in
     --subscribers) subscribers="$2"; shift 2 ;;
@@ -28,10 +31,13 @@ while [ $# -gt 0 ]; do
     --duration-s) duration_s="$2"; shift 2 ;;
     --warmup-s) warmup_s="$2"; shift 2 ;;
     --peers) peers="$2"; shift 2 ;;
-    --tiny) subscribers=100; window=4; duration_s=1; warmup_s=0.5; results=bench/results/tmp; shift ;;
+    --out) results="$2"; shift 2 ;;
+    --out=*) results="${1#--out=}"; shift ;;
+    --tiny) subscribers=100; window=4; duration_s=1; warmup_s=0.5; tiny_results=bench/results/tmp; shift ;;
     *) echo "bench/cluster.sh: unknown flag $1" >&2; exit 2 ;;
   esac
 done
+results="${results:-$tiny_results}"
 
 echo "[cluster.sh] building ringcast and the load generator (release)" >&2
 cargo build --release --quiet -p ringcast -p ringcast-bench

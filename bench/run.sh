@@ -11,18 +11,27 @@
 #   bench/run.sh --shards 1,2,4,8 --drivers epoll                     # the sweep, one driver
 #
 # Any flag is passed to `suite` (see `target/release/suite --help`). A run
-# without flags (the full suite) then runs bench/cluster.sh too: 2 nodes on
-# one Redis, ringcast against Node socket.io + @socket.io/redis-adapter.
+# of the whole suite (none of --smoke, --scenarios, --shards, --drivers,
+# --peers, --skip-floor; --out and settings such as --duration-s keep it
+# whole) then runs bench/cluster.sh too, into the same output folder: 2
+# nodes on one Redis, ringcast against Node socket.io + redis-adapter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 peers="node,socketioxide"
+out=""
+whole=1
 args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do
   case "${args[$i]}" in
     --smoke) peers="" ;;
     --peers) peers="${args[$((i + 1))]:-}" ;;
     --peers=*) peers="${args[$i]#--peers=}" ;;
+  esac
+  case "${args[$i]}" in
+    --out) out="${args[$((i + 1))]:-}" ;;
+    --out=*) out="${args[$i]#--out=}" ;;
+    --smoke | --scenarios* | --shards* | --drivers* | --peers* | --skip-floor) whole=0 ;;
   esac
 done
 
@@ -47,6 +56,8 @@ fi
 
 # With --smoke the results go to the ignored bench/results/tmp/.
 target/release/suite "$@"
-if [ "$#" -eq 0 ]; then
-  bash bench/cluster.sh
+# The whole suite (no flag narrows it; --out may move it) ends with the
+# cluster scenario, in the same output folder.
+if [ "$whole" = 1 ]; then
+  bash bench/cluster.sh ${out:+--out "$out"}
 fi
