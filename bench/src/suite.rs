@@ -101,6 +101,42 @@ pub struct SuiteOptions {
     /// Default 60 s; 0 with --smoke (CI should not wait).
     #[arg(long)]
     pub quiet_wait_s: Option<f64>,
+    /// Measure nothing: write `results.md` and the charts of an earlier
+    /// run again from its JSON (after the report gained a column, say).
+    #[arg(long, value_name = "FOLDER")]
+    pub render: Option<PathBuf>,
+}
+
+/// What a run's report needs beyond its measurements: `run.json` in its
+/// folder.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+struct RunRecord {
+    /// The command line that reproduces the run.
+    command: String,
+    /// What went wrong on the way (a server that did not start, a floor
+    /// that failed).
+    problems: Vec<String>,
+}
+
+impl RunRecord {
+    /// The record of a run from before `run.json`, read back from its
+    /// `results.md`: the `Reproduce:` line and the `## Problems` list.
+    fn from_markdown(text: &str) -> Self {
+        let command = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Reproduce: `")?.strip_suffix('`'))
+            .unwrap_or_default()
+            .to_owned();
+        let problems = text
+            .lines()
+            .skip_while(|l| *l != "## Problems")
+            .skip(1)
+            .skip_while(|l| l.is_empty())
+            .map_while(|l| l.strip_prefix("- "))
+            .map(str::to_owned)
+            .collect();
+        Self { command, problems }
+    }
 }
 
 /// A server the suite can start.
@@ -805,8 +841,13 @@ struct Outcome<'a> {
     command: String,
 }
 
-/// Runs the whole suite; returns the results folder.
+/// Runs the whole suite (or, with `--render`, only writes an earlier
+/// run's report again); returns the results folder.
 pub fn run(options: &SuiteOptions) -> anyhow::Result<PathBuf> {
+    if let Some(folder) = &options.render {
+        render(folder, options)?;
+        return Ok(folder.clone());
+    }
     let machine = Machine::detect();
     let cores = machine.cores as u32;
     let load = sibling_binary(options.load.as_ref(), "load")?;
@@ -979,6 +1020,11 @@ pub fn run(options: &SuiteOptions) -> anyhow::Result<PathBuf> {
     }
 
     std::fs::write(folder.join("results.json"), serde_json::to_vec_pretty(&results)?)?;
+    let record = RunRecord {
+        command: reproduce_command(),
+        problems: problems.clone(),
+    };
+    std::fs::write(folder.join("run.json"), serde_json::to_vec_pretty(&record)?)?;
     let outcome = Outcome {
         results: &results,
         scenarios: &scenarios,
@@ -1001,6 +1047,67 @@ pub fn run(options: &SuiteOptions) -> anyhow::Result<PathBuf> {
         smoke_verdict(&outcome)?;
     }
     Ok(folder)
+}
+
+/// Writes `results.md` and the charts of the run in `folder` again from
+/// what it stored: `results.json`, `floor.json`, the floors after each
+/// scenario (`runs/<scenario>--floor.json`) and `run.json` (or, for runs
+/// from before it, the command and problems in the old `results.md`).
+fn render(folder: &Path, options: &SuiteOptions) -> anyhow::Result<()> {
+    let read = |path: &Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    let results: Vec<RunReport> = serde_json::from_slice(&read(&folder.join("results.json"))?)
+        .with_context(|| format!("{}/results.json", folder.display()))?;
+    let floor_json = folder.join("floor.json");
+    let floor: Option<FloorReport> = if floor_json.exists() {
+        Some(serde_json::from_slice(&read(&floor_json)?).context("floor.json")?)
+    } else {
+        None
+    };
+    let mut scenario_floors = BTreeMap::new();
+    let runs = folder.join("runs");
+    if runs.is_dir() {
+        for entry in std::fs::read_dir(&runs)? {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if let Some(id) = name.strip_suffix("--floor.json") {
+                let report: FloorReport =
+                    serde_json::from_slice(&read(&path)?).with_context(|| name.to_owned())?;
+                scenario_floors.insert(id.to_owned(), report);
+            }
+        }
+    }
+    let record_json = folder.join("run.json");
+    let record: RunRecord = if record_json.exists() {
+        serde_json::from_slice(&read(&record_json)?).context("run.json")?
+    } else {
+        RunRecord::from_markdown(&String::from_utf8_lossy(&read(&folder.join("results.md"))?))
+    };
+    let machine = results.first().map(|r| r.machine.clone()).unwrap_or_default();
+    // The full suite's scenarios and the smoke run's: a report shows those
+    // of its scenarios that have results.
+    let mut scenarios = scenario_runs(options);
+    for smoke in smoke_scenario_runs() {
+        if !scenarios.iter().any(|s| s.id == smoke.id) {
+            scenarios.push(smoke);
+        }
+    }
+    let outcome = Outcome {
+        results: &results,
+        scenarios: &scenarios,
+        floor: floor.as_ref(),
+        scenario_floors: &scenario_floors,
+        machine: &machine,
+        options,
+        problems: &record.problems,
+        command: record.command.clone(),
+    };
+    std::fs::write(folder.join("results.md"), summary::markdown(&outcome))?;
+    charts::draw(folder, &outcome)?;
+    eprintln!(
+        "[suite] {} written again from its JSON",
+        folder.join("results.md").display()
+    );
+    Ok(())
 }
 
 /// `bench/run.sh` with this run's arguments (run.sh passes its own to the

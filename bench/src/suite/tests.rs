@@ -294,3 +294,80 @@ fn fixed_rate_rows_carry_their_p99_against_the_latency_floor() {
     // 990 recipients × (10 + 8) µs over 2 cores: 8.91 ms; 13.365 ms is 1.5×.
     assert!(text.contains("| 0.00 / 13.37 / 0.00 | 8.91 | 1.5× |"), "{text}");
 }
+
+#[test]
+fn a_run_from_before_run_json_keeps_its_command_and_problems() {
+    let old = "# ringcast benchmark results\n\nReproduce: `bench/run.sh --out /tmp/b`\n\n## Ratios\n\n\
+               ## Problems\n\n- socketioxide-t1 / rooms: timed out\n- floor after rooms: exited\n\n\
+               Charts: `efficiency.svg`\n";
+    let record = RunRecord::from_markdown(old);
+    assert_eq!(record.command, "bench/run.sh --out /tmp/b");
+    assert_eq!(
+        record.problems,
+        ["socketioxide-t1 / rooms: timed out", "floor after rooms: exited"]
+    );
+    assert_eq!(RunRecord::from_markdown("no such lines"), RunRecord::default());
+}
+
+/// `--render` writes an earlier run's report again from its JSON alone:
+/// a fixed-rate row gains the latency floor of the floor stored beside it,
+/// a saturated row keeps the floor measured after its scenario, and the
+/// command and problems come from the old report.
+#[test]
+fn render_writes_an_earlier_runs_report_again_from_its_json() {
+    let folder = std::env::temp_dir().join(format!("ringcast-render-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&folder);
+    std::fs::create_dir_all(folder.join("runs")).expect("folder");
+    let mut fixed = report("fanout-s1000-r50", "ringcast-s1", "ringcast", "io_uring", 10.0);
+    fixed.sent = 250;
+    fixed.expected = 250_000;
+    fixed.machine.cores = 2;
+    fixed.latency_us.p99 = 13_365.0;
+    let mut saturated = report("fanout-s1000-w16", "ringcast-s1", "ringcast", "io_uring", 1.0);
+    saturated.frames_per_write = 16.0;
+    let results = vec![saturated, fixed];
+    let point = |frames_per_write: u32, sender: f64, receiver: f64| FloorPoint {
+        connections: 1000,
+        frames_per_write,
+        writes: 1,
+        sender_cpu_us_per_write: sender * f64::from(frames_per_write),
+        sender_cpu_us_per_frame: sender,
+        receiver_cpu_us_per_frame: receiver,
+        ..FloorPoint::default()
+    };
+    let floor = FloorReport {
+        points: vec![point(1, 10.0, 8.0), point(16, 0.25, 0.2)],
+        ..FloorReport::default()
+    };
+    let after = FloorReport {
+        points: vec![point(16, 0.5, 0.4)],
+        ..FloorReport::default()
+    };
+    let write = |name: &str, bytes: Vec<u8>| std::fs::write(folder.join(name), bytes).expect("write");
+    write("results.json", serde_json::to_vec(&results).expect("json"));
+    write("floor.json", serde_json::to_vec(&floor).expect("json"));
+    write(
+        "runs/fanout-s1000-w16--floor.json",
+        serde_json::to_vec(&after).expect("json"),
+    );
+    write(
+        "results.md",
+        b"Reproduce: `bench/run.sh --out /tmp/b`\n\n## Problems\n\n- node-socket.io / rooms: timed out\n"
+            .to_vec(),
+    );
+
+    let opts = options(&["--render", folder.to_str().expect("utf-8")]);
+    assert_eq!(run(&opts).expect("rendered"), folder);
+    let text = std::fs::read_to_string(folder.join("results.md")).expect("results.md");
+    assert!(text.contains("Reproduce: `bench/run.sh --out /tmp/b`"), "{text}");
+    assert!(text.contains("- node-socket.io / rooms: timed out"), "{text}");
+    // 990 recipients × (10 + 8) µs over 2 cores: 8.91 ms; 13.365 ms is 1.5×.
+    assert!(text.contains("| 8.91 | 1.5× |"), "{text}");
+    // The saturated row divides by the floor after its scenario (0.5 µs).
+    assert!(
+        text.contains("| ringcast-s1 | io_uring | 1.0k | 1.000 | 2.0× | 2.0× | 16.00 |"),
+        "{text}"
+    );
+    assert!(folder.join("efficiency.svg").exists());
+    std::fs::remove_dir_all(&folder).expect("clean up");
+}
