@@ -836,9 +836,8 @@ struct Outcome<'a> {
     scenario_floors: &'a BTreeMap<String, FloorReport>,
     machine: &'a Machine,
     options: &'a SuiteOptions,
-    problems: &'a [String],
-    /// The command line that reproduces this run.
-    command: String,
+    /// The command line that reproduces this run, and its problems.
+    record: &'a RunRecord,
 }
 
 /// Runs the whole suite (or, with `--render`, only writes an earlier
@@ -1022,7 +1021,7 @@ pub fn run(options: &SuiteOptions) -> anyhow::Result<PathBuf> {
     std::fs::write(folder.join("results.json"), serde_json::to_vec_pretty(&results)?)?;
     let record = RunRecord {
         command: reproduce_command(),
-        problems: problems.clone(),
+        problems,
     };
     std::fs::write(folder.join("run.json"), serde_json::to_vec_pretty(&record)?)?;
     let outcome = Outcome {
@@ -1032,12 +1031,9 @@ pub fn run(options: &SuiteOptions) -> anyhow::Result<PathBuf> {
         scenario_floors: &scenario_floors,
         machine: &machine,
         options,
-        problems: &problems,
-        command: reproduce_command(),
+        record: &record,
     };
-    let markdown = summary::markdown(&outcome);
-    std::fs::write(folder.join("results.md"), &markdown)?;
-    charts::draw(&folder, &outcome)?;
+    let markdown = write_report(&folder, &outcome)?;
     println!("{markdown}");
     publish_latest(&out, &folder)?;
     if results.is_empty() {
@@ -1098,16 +1094,23 @@ fn render(folder: &Path, options: &SuiteOptions) -> anyhow::Result<()> {
         scenario_floors: &scenario_floors,
         machine: &machine,
         options,
-        problems: &record.problems,
-        command: record.command.clone(),
+        record: &record,
     };
-    std::fs::write(folder.join("results.md"), summary::markdown(&outcome))?;
-    charts::draw(folder, &outcome)?;
+    write_report(folder, &outcome)?;
     eprintln!(
         "[suite] {} written again from its JSON",
         folder.join("results.md").display()
     );
     Ok(())
+}
+
+/// Writes `results.md` and the charts of `outcome` into `folder`; returns
+/// the markdown.
+fn write_report(folder: &Path, outcome: &Outcome<'_>) -> anyhow::Result<String> {
+    let markdown = summary::markdown(outcome);
+    std::fs::write(folder.join("results.md"), &markdown)?;
+    charts::draw(folder, outcome)?;
+    Ok(markdown)
 }
 
 /// `bench/run.sh` with this run's arguments (run.sh passes its own to the
@@ -1351,7 +1354,7 @@ fn smoke_verdict(outcome: &Outcome<'_>) -> anyhow::Result<()> {
             ),
         );
     }
-    failed += outcome.problems.len();
+    failed += outcome.record.problems.len();
     println!("bench smoke: {passed} passed, {failed} failed");
     if failed > 0 {
         bail!("smoke run failed");

@@ -75,9 +75,9 @@ pub(super) fn markdown(o: &Outcome<'_>) -> String {
             }
         }
     }
-    if !o.problems.is_empty() {
+    if !o.record.problems.is_empty() {
         let _ = writeln!(out, "\n## Problems\n");
-        for problem in o.problems {
+        for problem in &o.record.problems {
             let _ = writeln!(out, "- {problem}");
         }
     }
@@ -160,7 +160,7 @@ fn header(out: &mut String, o: &Outcome<'_>) {
         "Generator: `load`, {} thread(s), same machine (it shares the cores with the server; its CPU is in every row).",
         o.options.load_threads
     );
-    let _ = writeln!(out, "Reproduce: `{}`\n", o.command);
+    let _ = writeln!(out, "Reproduce: `{}`\n", o.record.command);
     let _ = writeln!(
         out,
         "How to read: `server CPU µs/delivery` is the server's CPU (all threads, user + system) over the window ÷ deliveries; \

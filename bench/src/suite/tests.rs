@@ -150,6 +150,42 @@ fn report(scenario: &str, label: &str, kind: &str, driver: &str, us_per_delivery
     }
 }
 
+/// The report of `results` in a full suite, with `floor` as the suite's
+/// floor and `after` as the floors after each scenario.
+fn markdown(
+    results: &[RunReport],
+    floor: &FloorReport,
+    after: &BTreeMap<String, FloorReport>,
+    command: &str,
+) -> String {
+    let opts = options(&[]);
+    let scenarios = scenario_runs(&opts);
+    let record = RunRecord {
+        command: command.to_owned(),
+        problems: Vec::new(),
+    };
+    summary::markdown(&Outcome {
+        results,
+        scenarios: &scenarios,
+        floor: Some(floor),
+        scenario_floors: after,
+        machine: &Machine::default(),
+        options: &opts,
+        record: &record,
+    })
+}
+
+/// A fixed-rate fanout row to 1,000 (990 recipients at the 99th
+/// percentile) on 2 cores, at p99 13.365 ms.
+fn fixed_rate_report() -> RunReport {
+    let mut fixed = report("fanout-s1000-r50", "ringcast-s1", "ringcast", "io_uring", 10.0);
+    fixed.sent = 250;
+    fixed.expected = 250_000;
+    fixed.machine.cores = 2;
+    fixed.latency_us.p99 = 13_365.0;
+    fixed
+}
+
 #[test]
 fn saturated_rows_carry_multiples_of_the_floor_and_ratios() {
     let mut uring = report("fanout-s1000-w16", "ringcast-s1", "ringcast", "io_uring", 4.0);
@@ -179,19 +215,7 @@ fn saturated_rows_carry_multiples_of_the_floor_and_ratios() {
         ],
         ..FloorReport::default()
     };
-    let opts = options(&[]);
-    let scenarios = scenario_runs(&opts);
-    let outcome = Outcome {
-        results: &results,
-        scenarios: &scenarios,
-        floor: Some(&floor),
-        scenario_floors: &BTreeMap::new(),
-        machine: &Machine::default(),
-        options: &opts,
-        problems: &[],
-        command: "bench/run.sh --shards 1".to_owned(),
-    };
-    let text = summary::markdown(&outcome);
+    let text = markdown(&results, &floor, &BTreeMap::new(), "bench/run.sh --shards 1");
     assert!(text.contains("Reproduce: `bench/run.sh --shards 1`"), "{text}");
     // io_uring: 4 µs per delivery at 1 frame/write is 1× the floor there,
     // and 16× the floor at 16 frames/write (0.25 µs per frame).
@@ -233,19 +257,7 @@ fn a_scenario_floor_replaces_the_suite_floor_in_its_table() {
     let first = floor_at(4.0);
     let mut after = BTreeMap::new();
     after.insert("fanout-s1000-w16".to_owned(), floor_at(8.0));
-    let opts = options(&[]);
-    let scenarios = scenario_runs(&opts);
-    let outcome = Outcome {
-        results: &results,
-        scenarios: &scenarios,
-        floor: Some(&first),
-        scenario_floors: &after,
-        machine: &Machine::default(),
-        options: &opts,
-        problems: &[],
-        command: String::new(),
-    };
-    let text = summary::markdown(&outcome);
+    let text = markdown(&results, &first, &after, "");
     assert!(
         text.contains("| ringcast-s1 | io_uring | 1.0k | 1.000 | 2.0× | 2.0× | 16.00 |"),
         "{text}"
@@ -260,12 +272,7 @@ fn a_scenario_floor_replaces_the_suite_floor_in_its_table() {
 /// one-frame work for 99% of a message's recipients over the cores.
 #[test]
 fn fixed_rate_rows_carry_their_p99_against_the_latency_floor() {
-    let mut uring = report("fanout-s1000-r50", "ringcast-s1", "ringcast", "io_uring", 10.0);
-    uring.sent = 250;
-    uring.expected = 250_000;
-    uring.machine.cores = 2;
-    uring.latency_us.p99 = 13_365.0;
-    let results = vec![uring];
+    let results = vec![fixed_rate_report()];
     let floor = FloorReport {
         points: vec![FloorPoint {
             connections: 1000,
@@ -278,19 +285,7 @@ fn fixed_rate_rows_carry_their_p99_against_the_latency_floor() {
         }],
         ..FloorReport::default()
     };
-    let opts = options(&[]);
-    let scenarios = scenario_runs(&opts);
-    let outcome = Outcome {
-        results: &results,
-        scenarios: &scenarios,
-        floor: Some(&floor),
-        scenario_floors: &BTreeMap::new(),
-        machine: &Machine::default(),
-        options: &opts,
-        problems: &[],
-        command: String::new(),
-    };
-    let text = summary::markdown(&outcome);
+    let text = markdown(&results, &floor, &BTreeMap::new(), "");
     // 990 recipients × (10 + 8) µs over 2 cores: 8.91 ms; 13.365 ms is 1.5×.
     assert!(text.contains("| 0.00 / 13.37 / 0.00 | 8.91 | 1.5× |"), "{text}");
 }
@@ -318,11 +313,7 @@ fn render_writes_an_earlier_runs_report_again_from_its_json() {
     let folder = std::env::temp_dir().join(format!("ringcast-render-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&folder);
     std::fs::create_dir_all(folder.join("runs")).expect("folder");
-    let mut fixed = report("fanout-s1000-r50", "ringcast-s1", "ringcast", "io_uring", 10.0);
-    fixed.sent = 250;
-    fixed.expected = 250_000;
-    fixed.machine.cores = 2;
-    fixed.latency_us.p99 = 13_365.0;
+    let fixed = fixed_rate_report();
     let mut saturated = report("fanout-s1000-w16", "ringcast-s1", "ringcast", "io_uring", 1.0);
     saturated.frames_per_write = 16.0;
     let results = vec![saturated, fixed];
