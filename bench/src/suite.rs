@@ -101,6 +101,13 @@ pub struct SuiteOptions {
     /// Default 60 s; 0 with --smoke (CI should not wait).
     #[arg(long)]
     pub quiet_wait_s: Option<f64>,
+    /// Saturated scenarios: ringcast's runs and the floor after them are
+    /// measured this many times, alternating, and the report gives each
+    /// ringcast server's multiple of the floor as the median and range over
+    /// the rounds (one 5 s run and one floor each vary by ±20% on a shared
+    /// VM). Default 1; 2 with --smoke, so CI runs the path.
+    #[arg(long)]
+    pub rounds: Option<u32>,
     /// Measure nothing: write `results.md` and the charts of an earlier
     /// run again from its JSON (after the report gained a column, say).
     #[arg(long, value_name = "FOLDER")]
@@ -137,6 +144,19 @@ impl RunRecord {
             .collect();
         Self { command, problems }
     }
+}
+
+/// A further round of a saturated scenario (the second and later; the
+/// first is the scenario's ordinary runs and the floor after them):
+/// ringcast's servers again, then the floor again. `rounds.json` in the
+/// run's folder.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Round {
+    scenario: String,
+    /// 2, 3, …
+    round: u32,
+    reports: Vec<RunReport>,
+    floor: Option<FloorReport>,
 }
 
 /// A server the suite can start.
@@ -834,6 +854,8 @@ struct Outcome<'a> {
     /// The floor measured right after each saturated scenario's runs, at
     /// its connection count: what that scenario's multiples divide by.
     scenario_floors: &'a BTreeMap<String, FloorReport>,
+    /// Saturated scenarios' further rounds against the floor (`--rounds`).
+    rounds: &'a [Round],
     machine: &'a Machine,
     options: &'a SuiteOptions,
     /// The command line that reproduces this run, and its problems.
@@ -957,6 +979,8 @@ pub fn run(options: &SuiteOptions) -> anyhow::Result<PathBuf> {
     // half hour (its floor moves by tens of percent) does not enter them.
     let mut results: Vec<RunReport> = Vec::new();
     let mut scenario_floors: BTreeMap<String, FloorReport> = BTreeMap::new();
+    let mut rounds: Vec<Round> = Vec::new();
+    let rounds_wanted = options.rounds.unwrap_or(if options.smoke { 2 } else { 1 });
     for scenario in &scenarios {
         let mut connections = None;
         for server in measured
@@ -999,23 +1023,73 @@ pub fn run(options: &SuiteOptions) -> anyhow::Result<PathBuf> {
         // The floor again, at this scenario's connection count, right after
         // its runs: the floor moves by tens of percent over the suite, and a
         // multiple of it means something only against the same minutes.
-        if let (Mode::Saturated, Some(connections), false) = (scenario.mode, connections, options.skip_floor)
-        {
-            let json = runs_folder.join(format!("{}--floor.json", scenario.id));
-            // Past what one floor process holds (rooms' 10,000) it measures
-            // at the most it can.
-            let connections = connections.min(crate::floor::connections_max());
-            let connections = u32::try_from(connections).unwrap_or(u32::MAX);
-            match run_floor(&floor_binary, &json, &[connections], options) {
-                Ok(report) => {
-                    scenario_floors.insert(scenario.id.clone(), report);
-                }
-                Err(error) => {
-                    eprintln!("[suite] floor after {}: {error:#}", scenario.id);
-                    problems.push(format!("floor after {}: {error:#}", scenario.id));
+        let Some(connections) =
+            connections.filter(|_| scenario.mode == Mode::Saturated && !options.skip_floor)
+        else {
+            continue;
+        };
+        // Past what one floor process holds (rooms' 10,000) it measures at
+        // the most it can.
+        let connections = connections.min(crate::floor::connections_max());
+        let connections = u32::try_from(connections).unwrap_or(u32::MAX);
+        let floor_after = |name: &str, problems: &mut Vec<String>| {
+            let json = runs_folder.join(format!("{}--{name}.json", scenario.id));
+            run_floor(&floor_binary, &json, &[connections], options)
+                .inspect_err(|error| {
+                    eprintln!("[suite] {name} after {}: {error:#}", scenario.id);
+                    problems.push(format!("{name} after {}: {error:#}", scenario.id));
+                })
+                .ok()
+        };
+        if let Some(report) = floor_after("floor", &mut problems) {
+            scenario_floors.insert(scenario.id.clone(), report);
+        }
+        // Further rounds: ringcast's servers and the floor, alternating.
+        for round in 2..=rounds_wanted {
+            let mut reports = Vec::new();
+            for server in measured
+                .iter()
+                .copied()
+                .filter(|server| server.kind == "ringcast" && scenario.applies_to(server))
+            {
+                let json = runs_folder.join(format!("{}--{}--round{round}.json", scenario.id, server.label));
+                let busy = wait_for_quiet(options);
+                eprintln!(
+                    "[suite] {} / {} round {round} (machine {:.0}% busy before)",
+                    server.label,
+                    scenario.id,
+                    busy * 100.0
+                );
+                match run_one(&load, server, scenario, &json, options, tls.as_ref()) {
+                    Ok(mut report) => {
+                        report.scenario.clone_from(&scenario.id);
+                        report.machine_busy_before = busy;
+                        std::fs::write(&json, serde_json::to_vec_pretty(&report)?)?;
+                        reports.push(report);
+                    }
+                    Err(error) => {
+                        eprintln!(
+                            "[suite] {} / {} round {round}: {error:#}",
+                            server.label, scenario.id
+                        );
+                        problems.push(format!(
+                            "{} / {} round {round}: {error:#}",
+                            server.label, scenario.id
+                        ));
+                    }
                 }
             }
+            let floor = floor_after(&format!("floor--round{round}"), &mut problems);
+            rounds.push(Round {
+                scenario: scenario.id.clone(),
+                round,
+                reports,
+                floor,
+            });
         }
+    }
+    if !rounds.is_empty() {
+        std::fs::write(folder.join("rounds.json"), serde_json::to_vec_pretty(&rounds)?)?;
     }
 
     std::fs::write(folder.join("results.json"), serde_json::to_vec_pretty(&results)?)?;
@@ -1029,6 +1103,7 @@ pub fn run(options: &SuiteOptions) -> anyhow::Result<PathBuf> {
         scenarios: &scenarios,
         floor: floor.as_ref(),
         scenario_floors: &scenario_floors,
+        rounds: &rounds,
         machine: &machine,
         options,
         record: &record,
@@ -1072,6 +1147,12 @@ fn render(folder: &Path, options: &SuiteOptions) -> anyhow::Result<()> {
             }
         }
     }
+    let rounds_json = folder.join("rounds.json");
+    let rounds: Vec<Round> = if rounds_json.exists() {
+        serde_json::from_slice(&read(&rounds_json)?).context("rounds.json")?
+    } else {
+        Vec::new()
+    };
     let record_json = folder.join("run.json");
     let record: RunRecord = if record_json.exists() {
         serde_json::from_slice(&read(&record_json)?).context("run.json")?
@@ -1092,6 +1173,7 @@ fn render(folder: &Path, options: &SuiteOptions) -> anyhow::Result<()> {
         scenarios: &scenarios,
         floor: floor.as_ref(),
         scenario_floors: &scenario_floors,
+        rounds: &rounds,
         machine: &machine,
         options,
         record: &record,
@@ -1321,7 +1403,15 @@ fn smoke_verdict(outcome: &Outcome<'_>) -> anyhow::Result<()> {
             format!("{:?}", outcome.floor.map(|f| &f.points)),
         );
     }
-    for r in outcome.results {
+    for round in outcome.rounds {
+        check(
+            round.floor.is_some() || outcome.options.skip_floor,
+            &format!("{} round {} floor", round.scenario, round.round),
+            "no floor".to_owned(),
+        );
+    }
+    let round_reports = outcome.rounds.iter().flat_map(|round| &round.reports);
+    for r in outcome.results.iter().chain(round_reports) {
         let server = r.server.as_ref();
         let is_ringcast = server.is_some_and(|s| s.kind == "ringcast");
         let messages = !r.scenario.starts_with("connect");

@@ -20,6 +20,7 @@ pub(super) fn markdown(o: &Outcome<'_>) -> String {
     header(&mut out, o);
     floor_section(&mut out, o.floor);
     ratios(&mut out, o);
+    rounds_section(&mut out, o);
     tls_cost(&mut out, o);
     for (mode, title, blurb) in [
         (
@@ -86,6 +87,120 @@ pub(super) fn markdown(o: &Outcome<'_>) -> String {
         "\nCharts: `efficiency.svg`, `throughput.svg`, `latency.svg`, `memory.svg`, `shards.svg` in this folder."
     );
     out
+}
+
+/// With `--rounds`: each ringcast server's CPU per delivery against the
+/// floor measured right after it, round by round, and the median and range
+/// over the rounds (round 1 is the scenario's table).
+fn rounds_section(out: &mut String, o: &Outcome<'_>) {
+    let mut ids: Vec<&str> = o.rounds.iter().map(|r| r.scenario.as_str()).collect();
+    ids.dedup();
+    if ids.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n## Against the floor, round by round\n");
+    let _ = writeln!(
+        out,
+        "One run and one floor each vary by ±20% on a shared VM, so a multiple of the floor from one pair is not a figure to hold a server to. \
+         Here each ringcast server ran the scenario again, round after round, each round followed by the floor at the scenario's connection count \
+         (round 1 is the scenario's table below). `× floor` divides the server's CPU per delivery by the floor's sender CPU per frame \
+         at {FLOOR_REFERENCE_FRAMES:.0} frames per write, measured right after it."
+    );
+    for id in ids {
+        let _ = writeln!(
+            out,
+            "\n### {id}\n\n| server | driver | rounds | server CPU µs/delivery: median (range) | frames/write: median | floor µs/frame at {FLOOR_REFERENCE_FRAMES:.0}: median (range) | × floor: median (range) | × floor, round by round |\n|---|---|---|---|---|---|---|---|"
+        );
+        let first_floor = o.scenario_floors.get(id);
+        let mut labels: Vec<String> = o
+            .results
+            .iter()
+            .filter(|r| r.scenario == id && kind(r) == "ringcast")
+            .map(label)
+            .collect();
+        for round in o.rounds.iter().filter(|r| r.scenario == id) {
+            for r in &round.reports {
+                if !labels.contains(&label(r)) {
+                    labels.push(label(r));
+                }
+            }
+        }
+        for wanted in &labels {
+            // (server µs/delivery, frames/write, floor µs/frame) per round.
+            let mut samples: Vec<(f64, f64, Option<f64>)> = Vec::new();
+            let mut shown: Option<&RunReport> = None;
+            let first = o
+                .results
+                .iter()
+                .find(|r| r.scenario == id && label(r) == *wanted)
+                .map(|r| (r, first_floor));
+            let later = o
+                .rounds
+                .iter()
+                .filter(|round| round.scenario == id)
+                .filter_map(|round| {
+                    let r = round.reports.iter().find(|r| label(r) == *wanted)?;
+                    Some((r, round.floor.as_ref()))
+                });
+            for (r, floor) in first.into_iter().chain(later) {
+                shown = shown.or(Some(r));
+                let floor = floor.and_then(|f| f.us_per_frame_at(r.connections, FLOOR_REFERENCE_FRAMES));
+                samples.push((r.server_cpu_us_per_delivery, r.frames_per_write, floor));
+            }
+            let Some(shown) = shown else { continue };
+            let us: Vec<f64> = samples.iter().map(|s| s.0).collect();
+            let fpw: Vec<f64> = samples.iter().map(|s| s.1).collect();
+            let floors: Vec<f64> = samples.iter().filter_map(|s| s.2).collect();
+            let multiples: Vec<Option<f64>> = samples
+                .iter()
+                .map(|&(us, _, floor)| floor.filter(|f| *f > 0.0 && us > 0.0).map(|f| us / f))
+                .collect();
+            let known_multiples: Vec<f64> = multiples.iter().flatten().copied().collect();
+            let each: Vec<String> = multiples
+                .iter()
+                .map(|m| m.map_or_else(|| "—".to_owned(), |m| format!("{m:.2}")))
+                .collect();
+            let _ = writeln!(
+                out,
+                "| {wanted} | {} | {} | {} | {} | {} | {} | {} |",
+                driver_cell(shown),
+                samples.len(),
+                spread(&us, 3, ""),
+                median(&fpw).map_or_else(|| "—".to_owned(), |m| format!("{m:.1}")),
+                spread(&floors, 3, ""),
+                spread(&known_multiples, 2, "×"),
+                each.join(", ")
+            );
+        }
+    }
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+pub(super) fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if sorted.is_empty() {
+        return None;
+    }
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    Some(if sorted.len() % 2 == 0 {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    } else {
+        sorted[mid]
+    })
+}
+
+/// `median (min–max)` with `decimals` and `unit`; `—` when empty.
+fn spread(values: &[f64], decimals: usize, unit: &str) -> String {
+    let Some(mid) = median(values) else {
+        return "—".to_owned();
+    };
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if values.len() == 1 {
+        return format!("{mid:.decimals$}{unit}");
+    }
+    format!("{mid:.decimals$}{unit} ({min:.decimals$}–{max:.decimals$})")
 }
 
 /// Each TLS run beside the same scenario without TLS on the same server

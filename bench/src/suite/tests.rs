@@ -169,6 +169,7 @@ fn markdown(
         scenarios: &scenarios,
         floor: Some(floor),
         scenario_floors: after,
+        rounds: &[],
         machine: &Machine::default(),
         options: &opts,
         record: &record,
@@ -346,6 +347,23 @@ fn render_writes_an_earlier_runs_report_again_from_its_json() {
         b"Reproduce: `bench/run.sh --out /tmp/b`\n\n## Problems\n\n- node-socket.io / rooms: timed out\n"
             .to_vec(),
     );
+    // Two more rounds (`--rounds 3`): ringcast-s1 at 1.2 µs against a floor
+    // of 0.4 µs (3.0×), then at 0.9 µs against 0.6 µs (1.5×).
+    let round = |round: u32, us: f64, floor: f64| {
+        let mut r = report("fanout-s1000-w16", "ringcast-s1", "ringcast", "io_uring", us);
+        r.frames_per_write = 16.0;
+        Round {
+            scenario: "fanout-s1000-w16".to_owned(),
+            round,
+            reports: vec![r],
+            floor: Some(FloorReport {
+                points: vec![point(16, floor, 0.4)],
+                ..FloorReport::default()
+            }),
+        }
+    };
+    let rounds = vec![round(2, 1.2, 0.4), round(3, 0.9, 0.6)];
+    write("rounds.json", serde_json::to_vec(&rounds).expect("json"));
 
     let opts = options(&["--render", folder.to_str().expect("utf-8")]);
     assert_eq!(run(&opts).expect("rendered"), folder);
@@ -359,6 +377,23 @@ fn render_writes_an_earlier_runs_report_again_from_its_json() {
         text.contains("| ringcast-s1 | io_uring | 1.0k | 1.000 | 2.0× | 2.0× | 16.00 |"),
         "{text}"
     );
+    // Round by round: 2.0×, 3.0×, 1.5×; medians of each column.
+    assert!(
+        text.contains(
+            "| ringcast-s1 | io_uring | 3 | 1.000 (0.900–1.200) | 16.0 | 0.500 (0.400–0.600) | 2.00× (1.50–3.00) | 2.00, 3.00, 1.50 |"
+        ),
+        "{text}"
+    );
     assert!(folder.join("efficiency.svg").exists());
     std::fs::remove_dir_all(&folder).expect("clean up");
+}
+
+#[test]
+fn a_median_is_the_middle_value_or_the_mean_of_the_middle_two() {
+    use super::summary::median;
+    assert_eq!(median(&[]), None);
+    assert_eq!(median(&[3.0]), Some(3.0));
+    assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+    assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    assert_eq!(median(&[f64::NAN, 1.0]), Some(1.0));
 }
