@@ -178,6 +178,15 @@ impl Shared {
         }
     }
 
+    /// Messages stamped from this time on are measured. Read afresh for
+    /// every message sent and every delivery, by both sides: in a closed
+    /// loop the scenario sets it while publishers run (see
+    /// `scenario::WINDOW_STRETCH_MAX`), a little ahead of its clock, so a
+    /// stamp taken before the new value was visible is always below it.
+    pub fn measure_start(&self) -> u64 {
+        self.measure_start_ns.load(Ordering::Acquire)
+    }
+
     pub fn now_ns(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
@@ -336,7 +345,6 @@ struct Ctx<'a> {
     rng: &'a mut MaskRng,
     dirty: &'a mut Vec<usize>,
     now_ns: u64,
-    measure_start_ns: u64,
     tally: &'a mut WindowTally,
     /// This worker's number (window completions are addressed by it).
     worker: usize,
@@ -419,7 +427,6 @@ pub fn run_worker(
         }
 
         let now_ns = shared.now_ns();
-        let measure_start_ns = shared.measure_start_ns.load(Ordering::Acquire);
         if phase == PHASE_PUBLISH {
             if !timers_armed {
                 timers_armed = true;
@@ -438,7 +445,6 @@ pub fn run_worker(
                 rng: &mut rng,
                 dirty: &mut dirty,
                 now_ns,
-                measure_start_ns,
                 tally: &mut tally,
                 worker,
             };
@@ -486,7 +492,6 @@ pub fn run_worker(
                 rng: &mut rng,
                 dirty: &mut dirty,
                 now_ns,
-                measure_start_ns,
                 tally: &mut tally,
                 worker,
             };
@@ -1061,7 +1066,7 @@ fn on_data(conn: &mut Conn, body: &[u8], ctx: &mut Ctx<'_>) {
             ctx.tally.add(book, publisher, seq);
         }
     }
-    if ts >= ctx.measure_start_ns {
+    if ts >= ctx.shared.measure_start() {
         ctx.report.delivered_measured += 1;
         let latency_us = (ctx.now_ns.saturating_sub(ts) / 1_000).clamp(1, LATENCY_US_MAX);
         let _ = ctx.report.latency_us.record(latency_us);
@@ -1181,7 +1186,7 @@ fn publish_one(
         };
     });
     mark_dirty(conn, index, ctx.dirty);
-    if ts_ns >= ctx.measure_start_ns {
+    if ts_ns >= ctx.shared.measure_start() {
         ctx.report.sent_measured += 1;
         ctx.report.expected_measured += u64::from(recipients);
     }

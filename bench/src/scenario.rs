@@ -10,7 +10,10 @@
 //! Every phase has a deadline, so a run is bounded in time even when the
 //! server stalls or drops connections: setup (`setup_timeout_s`), settling of
 //! join notifications (`settle_timeout_s`), warm-up + window (`warmup_s` +
-//! `duration_s`), and drain (`drain_timeout_s`).
+//! `duration_s`; in window mode each stretched, by at most
+//! [`WINDOW_STRETCH_MAX`], until a slow server's window has come back once
+//! and one full window was sent inside the measured one), and drain
+//! (`drain_timeout_s`).
 
 use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::sync::atomic::Ordering;
@@ -443,6 +446,14 @@ fn say(common: &Common, message: &str) {
     }
 }
 
+/// Closed loop: the most the warm-up or the measured window is stretched
+/// for a server whose window of messages comes back slowly.
+const WINDOW_STRETCH_MAX: Duration = Duration::from_secs(60);
+
+/// How far ahead of the clock a closed loop's measured window is set to
+/// start once the warm-up is over.
+const MEASURE_START_LEAD_NS: u64 = 100_000_000;
+
 /// Waits until `done()` or `timeout`, polling every 10 ms.
 fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -760,18 +771,47 @@ fn coordinate(
     timing.server_after_setup = sample_server(common);
 
     let publish_start_ns = shared.now_ns() + 10_000_000;
-    let measure_start_ns = publish_start_ns + (common.warmup_s * 1e9) as u64;
-    let publish_end_ns = measure_start_ns + (common.duration_s * 1e9) as u64;
+    let mut measure_start_ns = publish_start_ns + (common.warmup_s * 1e9) as u64;
+    let mut publish_end_ns = measure_start_ns + (common.duration_s * 1e9) as u64;
     shared.publish_start_ns.store(publish_start_ns, Ordering::Release);
-    shared.measure_start_ns.store(measure_start_ns, Ordering::Release);
-    shared.publish_end_ns.store(publish_end_ns, Ordering::Release);
+    if shared.window.is_some() {
+        // Closed loop: the window's bounds are set below, once reached.
+        shared.publish_end_ns.store(u64::MAX, Ordering::Release);
+    } else {
+        shared.measure_start_ns.store(measure_start_ns, Ordering::Release);
+        shared.publish_end_ns.store(publish_end_ns, Ordering::Release);
+    }
     shared.phase.store(engine::PHASE_PUBLISH, Ordering::Release);
 
     sleep_until_ns(shared, measure_start_ns);
+    if let Some(book) = &shared.window {
+        // A steady state first: every publisher's first full window has
+        // come back (a slow server may need longer than the warm-up).
+        let turn = u64::from(book.window()) * book.publishers() as u64;
+        if !wait_until(WINDOW_STRETCH_MAX, || book.done() >= turn) {
+            say(common, "the first window never came back; measuring anyway");
+        }
+        // Ahead of the clock by more than a worker's loop turn: a message
+        // a worker stamps before it can see the new value is older.
+        measure_start_ns = shared.now_ns() + MEASURE_START_LEAD_NS;
+        shared.measure_start_ns.store(measure_start_ns, Ordering::Release);
+        sleep_until_ns(shared, measure_start_ns);
+    }
     timing.start_window(common, target);
     let window_started = Instant::now();
     say(common, "measuring");
-    sleep_until_ns(shared, publish_end_ns);
+    if let Some(book) = &shared.window {
+        // At least one full window of messages published inside the
+        // measured window, however slowly they come back.
+        let armed_at_start = book.armed();
+        let turn = u64::from(book.window()) * book.publishers() as u64;
+        sleep_until_ns(shared, measure_start_ns + (common.duration_s * 1e9) as u64);
+        wait_until(WINDOW_STRETCH_MAX, || book.armed() >= armed_at_start + turn);
+        publish_end_ns = shared.now_ns();
+        shared.publish_end_ns.store(publish_end_ns, Ordering::Release);
+    } else {
+        sleep_until_ns(shared, publish_end_ns);
+    }
 
     // Drain: until every expected delivery arrived, nothing arrived for a
     // second, or the drain bound.

@@ -48,6 +48,10 @@ pub struct WindowBook {
     /// Per worker: some bit may be set in `completed`.
     completed_any: Vec<AtomicBool>,
     wakers: Vec<OnceLock<mio::Waker>>,
+    /// Messages put in flight over the run, and those that reached every
+    /// recipient: the scenario waits on them to measure a steady state.
+    armed_total: AtomicU64,
+    done_total: AtomicU64,
 }
 
 impl WindowBook {
@@ -75,6 +79,8 @@ impl WindowBook {
                 .collect(),
             completed_any: (0..workers).map(|_| AtomicBool::new(false)).collect(),
             wakers: (0..workers).map(|_| OnceLock::new()).collect(),
+            armed_total: AtomicU64::new(0),
+            done_total: AtomicU64::new(0),
         }
     }
 
@@ -107,6 +113,21 @@ impl WindowBook {
         debug_assert_eq!(self.remaining[slot].load(Ordering::Relaxed), 0);
         self.slot_seq[slot].store(seq, Ordering::Relaxed);
         self.remaining[slot].store(recipients, Ordering::Release);
+        self.armed_total.fetch_add(1, Ordering::Relaxed);
+        if recipients == 0 {
+            // No delivery will say so.
+            self.done_total.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Messages put in flight so far.
+    pub fn armed(&self) -> u64 {
+        self.armed_total.load(Ordering::Relaxed)
+    }
+
+    /// Messages that reached every recipient so far.
+    pub fn done(&self) -> u64 {
+        self.done_total.load(Ordering::Relaxed)
     }
 
     /// Whether `seq` of `publisher` has reached every recipient.
@@ -215,6 +236,7 @@ impl WindowTally {
                 self.stray += u64::from(n - before);
             }
             if before > 0 && before <= n {
+                book.done_total.fetch_add(1, Ordering::Relaxed);
                 book.complete((slot / book.ring as usize) as u32, me);
             }
         }

@@ -34,6 +34,26 @@ fn a_message_completes_when_every_recipient_counted_it() {
     assert!(completed(&book, 0).is_empty(), "taken once");
     assert!(completed(&book, 1).is_empty(), "other worker untouched");
     assert_eq!(tally.stray, 0);
+    assert_eq!((book.armed(), book.done()), (2, 2));
+}
+
+#[test]
+fn the_book_counts_messages_put_in_flight_and_done() {
+    let book = WindowBook::new(4, &[(0, 0)], 1);
+    book.arm(0, 0, 2);
+    book.arm(0, 1, 0);
+    // A message nobody receives is done at once.
+    assert_eq!((book.armed(), book.done()), (2, 1));
+    let mut tally = WindowTally::new(Some(&book));
+    tally.add(&book, 0, 0);
+    tally.flush(&book, 0);
+    assert_eq!(book.done(), 1);
+    tally.add(&book, 0, 0);
+    // A duplicate in the same turn is stray and completes nothing twice.
+    tally.add(&book, 0, 0);
+    tally.flush(&book, 0);
+    assert_eq!((book.armed(), book.done()), (2, 2));
+    assert_eq!(tally.stray, 1);
 }
 
 #[test]
