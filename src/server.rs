@@ -6,10 +6,10 @@ use std::sync::Arc;
 use ringcast_shards::runtime::{self, Driver, Running, RuntimeConfig};
 use ringcast_shards::Mesh;
 
-use crate::cluster::{self, ShardPort};
+use crate::cluster::{self, AppliedHere, ShardPort};
 use crate::config::{reload_environments, Config};
 use crate::realtime::settings::EnvSettings;
-use crate::shard::inbox::ShardMessage;
+use crate::shard::inbox::{NodeCountdown, SettingsAck, ShardMessage};
 use crate::shard::Shared;
 
 /// The running server.
@@ -64,8 +64,8 @@ pub fn start(config: Config) -> std::io::Result<Server> {
     let shared = Arc::new(Shared::new(config, mesh, cluster, environments).with_tls(tls));
     if let Some(link) = link {
         let for_link = shared.clone();
-        link.spawn(Arc::new(move |envs: Vec<EnvSettings>| {
-            apply_cluster_settings(&for_link, envs)
+        link.spawn(Arc::new(move |envs: Vec<EnvSettings>, applied| {
+            apply_cluster_settings(&for_link, envs, applied)
         }))?;
     }
     let for_shards = shared.clone();
@@ -98,12 +98,15 @@ impl Server {
 }
 
 /// The cluster's environments changed in Redis (or the link connected):
-/// every shard gets them.
-fn apply_cluster_settings(shared: &Shared, envs: Vec<EnvSettings>) {
+/// every shard gets them. `applied`: the other node's notice that brought
+/// them, confirmed by the last shard to install them (not at all when a
+/// shard did not take them: that node's `PUT` then names this one).
+fn apply_cluster_settings(shared: &Shared, envs: Vec<EnvSettings>, applied: Option<AppliedHere>) {
     let settings = shared.change_settings(|current| current.replaced_by(envs));
+    let countdown = applied.map(|applied| NodeCountdown::new(shared.mesh.shard_count(), applied));
     let sent = shared.broadcast(|| ShardMessage::SettingsChanged {
         settings: settings.clone(),
-        ack: None,
+        ack: countdown.clone().map(SettingsAck::Node),
     });
     if let Err(e) = sent {
         tracing::error!(error = %e, "cluster settings changed, but not every shard took them");

@@ -7,7 +7,13 @@
 //!   `SSUBSCRIBE`/`SUNSUBSCRIBE` on the subscriber connection.
 //! - `cluster-sub` reads the subscriber connection: messages from other
 //!   nodes go to the interested shards' inboxes, subscription confirmations
-//!   release the holds waiting for them.
+//!   release the holds waiting for them, settings notices and the other
+//!   nodes' confirmations of this node's notices go to `cluster-link`.
+//!
+//! A settings `PUT` on this node waits for the other live nodes (asked at
+//! the `PUT`: node set, heartbeat, subscribed) to confirm they applied it,
+//! at most [`SETTINGS_CONFIRM_TIMEOUT`]; a node confirms a numbered notice
+//! once all its shards installed what it loaded because of it.
 //!
 //! While Redis is out of reach, local members are served as usual:
 //! messages for other nodes are dropped and counted, holds are released at
@@ -18,14 +24,17 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use redis_protocol::resp2::types::BytesFrame;
 
 use super::presence::{self, Mirror};
 use super::resp::{self, Conn, Writer};
 use super::subs::{Subs, Wire};
-use super::{ChannelPage, ClusterConfig, ClusterEvent, Command, Reply, SettingsSink, ShardPort, Topic};
+use super::{
+    AppliedHere, ChannelPage, ClusterConfig, ClusterEvent, Command, NodeName, Reply, SettingsSink, ShardPort,
+    Topic,
+};
 use crate::cluster::Cluster;
 use crate::realtime::events::presence_frame;
 use crate::realtime::settings::EnvSettings;
@@ -42,6 +51,17 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Version byte of a message on a topic.
 const WIRE_VERSION: u8 = 1;
+/// Kind byte of a settings notice that asks to be confirmed (followed by
+/// the notice's number, u64 LE). A notice of the header alone asks for
+/// nothing (`SIGHUP`, and nodes of earlier versions, which also ignore
+/// what follows the header).
+const SETTINGS_NOTICE: u8 = b'n';
+/// Kind byte of a confirmation on a node's `…:s:applied:<instance>` topic
+/// (followed by the number of the notice it confirms, u64 LE).
+const SETTINGS_APPLIED: u8 = b'a';
+/// Longest a settings `PUT` waits for the other live nodes to confirm
+/// that they applied it; those that did not are named in its answer.
+pub(crate) const SETTINGS_CONFIRM_TIMEOUT: Duration = Duration::from_millis(2_500);
 /// Longest a link thread retries a full shard inbox before dropping.
 const DELIVER_PATIENCE: Duration = Duration::from_secs(5);
 /// A node's console traffic record lives this long in Redis unless
@@ -97,6 +117,22 @@ pub(crate) struct Link {
     loaded: Option<Vec<EnvSettings>>,
     /// The other live nodes at the last heartbeat.
     other_nodes: Vec<u64>,
+    /// Number of this node's last settings notice.
+    last_notice: u64,
+    /// This node's settings changes waiting for the other nodes to confirm.
+    settings_waits: Vec<SettingsWait>,
+}
+
+/// A settings change of this node waiting for the other live nodes to
+/// confirm they applied it.
+struct SettingsWait {
+    notice: u64,
+    shard: ShardId,
+    /// The request the answer goes to.
+    request: u64,
+    /// The nodes that have not confirmed yet.
+    waiting: Vec<NodeName>,
+    deadline: Instant,
 }
 
 /// What to do with the reply to one pipelined command.
@@ -112,9 +148,12 @@ enum Pending {
         shard: ShardId,
         request: u64,
     },
+    /// `HSET` of a settings change; once stored, `wait` waits for the
+    /// other nodes' confirmations.
     Stored {
         shard: ShardId,
         request: u64,
+        wait: SettingsWait,
     },
     /// `SADD nodes` of the heartbeat: 1 means a survivor had removed this
     /// node (declared dead): store the presence again.
@@ -162,6 +201,8 @@ impl Link {
             first_heartbeat: true,
             loaded: None,
             other_nodes: Vec::new(),
+            last_notice: 0,
+            settings_waits: Vec::new(),
         };
         link.try_connect();
         link
@@ -222,10 +263,11 @@ impl Link {
     }
 
     fn next_deadline(&self) -> Instant {
+        let waits = self.settings_waits.iter().map(|w| w.deadline);
         if self.conn.is_none() {
-            return self.next_attempt;
+            return waits.fold(self.next_attempt, Instant::min);
         }
-        self.next_heartbeat.min(self.next_rate_sync)
+        waits.fold(self.next_heartbeat.min(self.next_rate_sync), Instant::min)
     }
 
     // ---------------------------------------------------------------
@@ -318,28 +360,12 @@ impl Link {
                     }
                     None => self.reply(shard, request, Reply::Members(None)),
                 },
-                Command::PutSettings { shard, request, env } => match self.conn.as_mut() {
-                    Some(conn) => match sonic_rs::to_string(&*env) {
-                        Ok(json) => {
-                            match self.seed.iter_mut().find(|e| e.id == env.id) {
-                                Some(known) => known.clone_from(&env),
-                                None => self.seed.push((*env).clone()),
-                            }
-                            let key = settings_key(&self.prefix);
-                            conn.push(&[b"HSET", &key, env.id.as_bytes(), json.as_bytes()]);
-                            pending.push(Pending::Stored { shard, request });
-                            let mut notice = vec![WIRE_VERSION];
-                            notice.extend_from_slice(&self.instance.to_le_bytes());
-                            conn.push(&[b"SPUBLISH", &settings_topic(&self.prefix), &notice]);
-                            pending.push(Pending::Ignore);
-                        }
-                        Err(e) => self.reply(shard, request, Reply::Stored(Err(e.to_string()))),
-                    },
-                    None => {
-                        let why = "Redis is out of reach; the change was not made".to_owned();
-                        self.reply(shard, request, Reply::Stored(Err(why)));
-                    }
-                },
+                Command::PutSettings {
+                    shard,
+                    request,
+                    confirmed,
+                    env,
+                } => self.put_settings(&mut pending, shard, (request, confirmed), &env),
                 Command::PutNodeStats { json } => {
                     if let Some(conn) = self.conn.as_mut() {
                         let key = stats_key(&self.prefix, self.instance);
@@ -424,15 +450,33 @@ impl Link {
                     }
                     let _ = reply.send(result);
                 }
-                Command::SettingsChanged => {
+                Command::SettingsChanged { notice } => {
                     self.complete(&mut pending);
                     if let Some(conn) = self.conn.as_mut() {
                         match load_settings(conn, &self.prefix) {
-                            Ok(envs) => self.hand_on(envs),
+                            Ok(envs) => {
+                                let applied = notice.map(|(origin, notice)| AppliedHere {
+                                    commands: self.commands.clone(),
+                                    stats: self.cluster.stats.clone(),
+                                    origin,
+                                    notice,
+                                });
+                                self.hand_on(envs, applied);
+                            }
                             Err(e) => self.lost(&e.to_string()),
                         }
                     }
                 }
+                Command::ConfirmSettings { origin, notice } => {
+                    let mut payload = self.instance_header();
+                    payload.push(SETTINGS_APPLIED);
+                    payload.extend_from_slice(&notice.to_le_bytes());
+                    if let Some(conn) = self.conn.as_mut() {
+                        conn.push(&[b"SPUBLISH", &applied_topic(&self.prefix, origin), &payload]);
+                        pending.push(Pending::Ignore);
+                    }
+                }
+                Command::SettingsConfirmed { node, notice } => self.settings_confirmed(node, notice),
                 Command::SubscriberLost { generation } => {
                     if generation == self.sub_generation && self.conn.is_some() {
                         self.complete(&mut pending);
@@ -443,6 +487,162 @@ impl Link {
             }
         }
         self.complete(&mut pending);
+    }
+
+    /// Stores one environment's settings in Redis and notifies every node
+    /// (answering `requests.0` once stored), then waits for the other live
+    /// nodes to confirm they applied it (answering `requests.1` once all
+    /// did, or at [`SETTINGS_CONFIRM_TIMEOUT`] with those that did not).
+    fn put_settings(
+        &mut self,
+        pending: &mut Vec<Pending>,
+        shard: ShardId,
+        (request, confirmed): (u64, u64),
+        env: &EnvSettings,
+    ) {
+        let json = match sonic_rs::to_string(env) {
+            Ok(json) => json,
+            Err(e) => return self.reply(shard, request, Reply::Stored(Err(e.to_string()))),
+        };
+        // Who must confirm: the nodes alive now, asked before the notice
+        // goes out (a node that joins later loads the settings itself).
+        self.complete(pending);
+        let live = match self.live_nodes() {
+            Ok(live) => live,
+            Err(e) => {
+                self.lost(&e.to_string());
+                Vec::new()
+            }
+        };
+        let Some(conn) = self.conn.as_mut() else {
+            let why = "Redis is out of reach; the change was not made".to_owned();
+            return self.reply(shard, request, Reply::Stored(Err(why)));
+        };
+        match self.seed.iter_mut().find(|e| e.id == env.id) {
+            Some(known) => known.clone_from(env),
+            None => self.seed.push(env.clone()),
+        }
+        self.last_notice += 1;
+        let key = settings_key(&self.prefix);
+        conn.push(&[b"HSET", &key, env.id.as_bytes(), json.as_bytes()]);
+        pending.push(Pending::Stored {
+            shard,
+            request,
+            wait: SettingsWait {
+                notice: self.last_notice,
+                shard,
+                request: confirmed,
+                waiting: live,
+                deadline: Instant::now() + SETTINGS_CONFIRM_TIMEOUT,
+            },
+        });
+        let notice = settings_notice(self.instance, Some(self.last_notice));
+        conn.push(&[b"SPUBLISH", &settings_topic(&self.prefix), &notice]);
+        pending.push(Pending::Ignore);
+    }
+
+    /// The other nodes that can confirm a settings change now: in the node
+    /// set, with a heartbeat key (whose value is the node's id), and
+    /// subscribed to their confirmation topic (so connected to Redis). A
+    /// node that is not (it crashed within its heartbeat's TTL, or lost
+    /// Redis: it loads the settings when its link connects again, or it
+    /// runs a version that does not confirm) is not waited for.
+    fn live_nodes(&mut self) -> Result<Vec<NodeName>, resp::Error> {
+        let nodes = presence::nodes_key(&self.prefix);
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let others = other_instances(&resp::array(conn.call(&[b"SMEMBERS", &nodes])?), self.instance);
+        if others.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<Vec<u8>> = others
+            .iter()
+            .map(|&other| presence::alive_key(&self.prefix, other))
+            .collect();
+        let topics: Vec<Vec<u8>> = others
+            .iter()
+            .map(|&other| applied_topic(&self.prefix, other))
+            .collect();
+        let mut mget: Vec<&[u8]> = vec![b"MGET"];
+        mget.extend(keys.iter().map(Vec::as_slice));
+        conn.push(&mget);
+        let mut numsub: Vec<&[u8]> = vec![b"PUBSUB", b"SHARDNUMSUB"];
+        numsub.extend(topics.iter().map(Vec::as_slice));
+        conn.push(&numsub);
+        let mut replies = conn.replies(2)?.into_iter();
+        let (Some(ids), Some(subscribed)) = (replies.next(), replies.next()) else {
+            return Err(resp::Error::Protocol("MGET or PUBSUB answered nothing".into()));
+        };
+        let ids = resp::array(ids);
+        // `[topic, count, topic, count, ...]`, in the order asked.
+        let subscribed = resp::array(subscribed);
+        let mut live = Vec::with_capacity(others.len());
+        for (i, &instance) in others.iter().enumerate() {
+            let Some(id) = ids.get(i).and_then(resp::bytes) else {
+                continue;
+            };
+            let node_id = String::from_utf8_lossy(id).into_owned();
+            if subscribed.get(2 * i + 1).and_then(resp::integer).unwrap_or(0) == 0 {
+                tracing::info!(
+                    node = %node_id,
+                    instance = format_args!("{instance:016x}"),
+                    "a node not connected to Redis does not confirm settings changes; not waiting for it"
+                );
+                continue;
+            }
+            live.push(NodeName { node_id, instance });
+        }
+        Ok(live)
+    }
+
+    /// Node `node` applied this node's notice `notice`; the change's
+    /// answer goes out once the last node confirmed.
+    fn settings_confirmed(&mut self, node: u64, notice: u64) {
+        let Some(at) = self.settings_waits.iter().position(|w| w.notice == notice) else {
+            return;
+        };
+        let wait = &mut self.settings_waits[at];
+        wait.waiting.retain(|n| n.instance != node);
+        if wait.waiting.is_empty() {
+            let wait = self.settings_waits.swap_remove(at);
+            self.reply(wait.shard, wait.request, Reply::SettingsConfirmed(Vec::new()));
+        }
+    }
+
+    /// Answers the settings changes whose deadline passed (every one when
+    /// `all`: no confirmation can come in any more), naming the nodes that
+    /// did not confirm.
+    fn settings_overdue(&mut self, all: bool) {
+        let now = Instant::now();
+        let (overdue, waiting) = std::mem::take(&mut self.settings_waits)
+            .into_iter()
+            .partition(|w| all || w.deadline <= now);
+        self.settings_waits = waiting;
+        for wait in overdue {
+            let SettingsWait {
+                notice,
+                shard,
+                request,
+                waiting,
+                ..
+            } = wait;
+            tracing::warn!(
+                notice,
+                nodes = ?waiting.iter().map(|n| &n.node_id).collect::<Vec<_>>(),
+                "settings change not confirmed by every node in time"
+            );
+            self.reply(shard, request, Reply::SettingsConfirmed(waiting));
+        }
+    }
+
+    /// `[version][instance nonce]`: the header of every message this node
+    /// publishes.
+    fn instance_header(&self) -> Vec<u8> {
+        let mut header = Vec::with_capacity(32);
+        header.push(WIRE_VERSION);
+        header.extend_from_slice(&self.instance.to_le_bytes());
+        header
     }
 
     fn wire_payload(&self, frame: &[u8]) -> Vec<u8> {
@@ -563,12 +763,20 @@ impl Link {
                     .collect();
                 self.reply(shard, request, Reply::Members(Some(presence::member_list(pairs))));
             }
-            Pending::Stored { shard, request } => {
+            Pending::Stored { shard, request, wait } => {
                 let result = match &reply {
                     BytesFrame::Error(e) => Err(e.to_string()),
                     _ => Ok(()),
                 };
+                let stored = result.is_ok();
                 self.reply(shard, request, Reply::Stored(result));
+                if stored {
+                    if wait.waiting.is_empty() {
+                        self.reply(wait.shard, wait.request, Reply::SettingsConfirmed(Vec::new()));
+                    } else {
+                        self.settings_waits.push(wait);
+                    }
+                }
             }
             Pending::Heartbeat => {
                 let first = std::mem::replace(&mut self.first_heartbeat, false);
@@ -606,7 +814,7 @@ impl Link {
         match what {
             Pending::JoinStored { shard, request, .. } => self.confirm(shard, request),
             Pending::Members { shard, request } => self.reply(shard, request, Reply::Members(None)),
-            Pending::Stored { shard, request } => {
+            Pending::Stored { shard, request, .. } => {
                 let why = "Redis did not answer; the change may not be stored".to_owned();
                 self.reply(shard, request, Reply::Stored(Err(why)));
             }
@@ -618,10 +826,12 @@ impl Link {
     /// Applies the cluster's environments on this node; they are also what
     /// this node seeds an empty Redis with (one restarted without
     /// persistence), so a restart of Redis does not undo changes.
-    fn hand_on(&mut self, envs: Vec<EnvSettings>) {
+    /// `applied`: the notice that made this node load them, confirmed
+    /// once its shards installed them.
+    fn hand_on(&mut self, envs: Vec<EnvSettings>, applied: Option<AppliedHere>) {
         self.seed.clone_from(&envs);
         if let Some(sink) = &self.settings {
-            sink(envs);
+            sink(envs, applied);
         }
     }
 
@@ -647,6 +857,8 @@ impl Link {
         for (shard, request) in waiters {
             self.confirm(shard, request);
         }
+        // Confirmations come in on the subscriber connection, which is gone.
+        self.settings_overdue(true);
         self.backoff = BACKOFF_MIN;
         self.next_attempt = Instant::now() + self.backoff;
     }
@@ -716,6 +928,7 @@ impl Link {
         let (topics, waiters) = self.subs().reset();
         writer.send(&[b"SSUBSCRIBE", &settings_topic(&self.prefix)])?;
         writer.send(&[b"SSUBSCRIBE", &admin_topic(&self.prefix)])?;
+        writer.send(&[b"SSUBSCRIBE", &applied_topic(&self.prefix, self.instance)])?;
         for topic in &topics {
             self.subs().written(topic);
             writer.send(&[b"SSUBSCRIBE", topic.as_bytes()])?;
@@ -727,6 +940,7 @@ impl Link {
             instance: self.instance,
             settings_topic: Bytes::from(settings_topic(&self.prefix)),
             admin_topic: Bytes::from(admin_topic(&self.prefix)),
+            applied_topic: Bytes::from(applied_topic(&self.prefix, self.instance)),
             commands: self.commands.clone(),
             cluster: self.cluster.clone(),
             generation: self.sub_generation,
@@ -746,7 +960,7 @@ impl Link {
         self.heartbeat()?;
         if self.ever_connected {
             // Settings may have changed while this node was away.
-            self.hand_on(envs);
+            self.hand_on(envs, None);
         } else {
             self.loaded = Some(envs);
         }
@@ -793,6 +1007,7 @@ impl Link {
     // Periodic work
 
     fn periodic(&mut self) {
+        self.settings_overdue(false);
         let now = Instant::now();
         if self.conn.is_none() {
             if now >= self.next_attempt {
@@ -861,18 +1076,10 @@ impl Link {
     /// channel and tells the channels they left.
     fn reap_dead_nodes(&mut self) -> Result<(), resp::Error> {
         let nodes = presence::nodes_key(&self.prefix);
-        let own = format!("{:016x}", self.instance);
         let Some(conn) = self.conn.as_mut() else {
             return Ok(());
         };
-        let members = resp::array(conn.call(&[b"SMEMBERS", &nodes])?);
-        let others: Vec<u64> = members
-            .iter()
-            .filter_map(resp::bytes)
-            .filter_map(|b| std::str::from_utf8(b).ok())
-            .filter(|s| *s != own)
-            .filter_map(|s| u64::from_str_radix(s, 16).ok())
-            .collect();
+        let others = other_instances(&resp::array(conn.call(&[b"SMEMBERS", &nodes])?), self.instance);
         for &other in &others {
             conn.push(&[b"EXISTS", &presence::alive_key(&self.prefix, other)]);
         }
@@ -1004,6 +1211,8 @@ struct Reader {
     instance: u64,
     settings_topic: Bytes,
     admin_topic: Bytes,
+    /// Where the other nodes confirm this node's settings notices.
+    applied_topic: Bytes,
     commands: Sender<Command>,
     cluster: Arc<Cluster>,
     generation: u64,
@@ -1069,9 +1278,17 @@ impl Reader {
             return;
         }
         if *topic == self.settings_topic {
+            let notice = numbered(&payload[9..], SETTINGS_NOTICE).map(|notice| (sender, notice));
             let _ = self
                 .commands
-                .send_timeout(Command::SettingsChanged, Duration::from_secs(1));
+                .send_timeout(Command::SettingsChanged { notice }, Duration::from_secs(1));
+            return;
+        }
+        if *topic == self.applied_topic {
+            if let Some(notice) = numbered(&payload[9..], SETTINGS_APPLIED) {
+                let confirmed = Command::SettingsConfirmed { node: sender, notice };
+                let _ = self.commands.send_timeout(confirmed, Duration::from_secs(1));
+            }
             return;
         }
         if *topic == self.admin_topic {
@@ -1229,6 +1446,45 @@ fn settings_topic(prefix: &str) -> Vec<u8> {
     format!("{prefix}s:settings").into_bytes()
 }
 
+/// Topic on which the other nodes confirm node `instance`'s settings
+/// notices (only that node subscribes to it).
+fn applied_topic(prefix: &str, instance: u64) -> Vec<u8> {
+    format!("{prefix}s:applied:{instance:016x}").into_bytes()
+}
+
+/// A settings notice of node `instance`; with `number`, the nodes that
+/// apply it confirm it.
+fn settings_notice(instance: u64, number: Option<u64>) -> Vec<u8> {
+    let mut notice = Vec::with_capacity(18);
+    notice.push(WIRE_VERSION);
+    notice.extend_from_slice(&instance.to_le_bytes());
+    if let Some(number) = number {
+        notice.push(SETTINGS_NOTICE);
+        notice.extend_from_slice(&number.to_le_bytes());
+    }
+    notice
+}
+
+/// The number after kind byte `kind` in what follows a message's header
+/// (`None`: another kind, or none).
+fn numbered(body: &[u8], kind: u8) -> Option<u64> {
+    match body {
+        [k, number @ ..] if *k == kind => Some(u64::from_le_bytes(number.get(..8)?.try_into().ok()?)),
+        _ => None,
+    }
+}
+
+/// The instance nonces of node-set `members` (hex), `own` left out.
+fn other_instances(members: &[BytesFrame], own: u64) -> Vec<u64> {
+    members
+        .iter()
+        .filter_map(resp::bytes)
+        .filter_map(|b| std::str::from_utf8(b).ok())
+        .filter_map(|s| u64::from_str_radix(s, 16).ok())
+        .filter(|&instance| instance != own)
+        .collect()
+}
+
 /// Every environment stored in Redis (entries that do not parse or
 /// validate are logged and skipped).
 fn load_settings(conn: &mut Conn, prefix: &str) -> Result<Vec<EnvSettings>, resp::Error> {
@@ -1273,9 +1529,7 @@ fn replace_settings(
         conn.push(&[b"HSET", &key, env.id.as_bytes(), json.as_bytes()]);
         count += 1;
     }
-    let mut notice = BytesMut::with_capacity(9);
-    notice.put_u8(WIRE_VERSION);
-    notice.put_slice(&instance.to_le_bytes());
+    let notice = settings_notice(instance, None);
     conn.push(&[b"SPUBLISH", &settings_topic(prefix), &notice]);
     count += 1;
     for reply in conn.replies(count)? {
@@ -1284,4 +1538,35 @@ fn replace_settings(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_notices_carry_their_number_and_stay_readable_by_earlier_nodes() {
+        let numbered_notice = settings_notice(7, Some(42));
+        // The header earlier nodes read: version, then the sender's nonce.
+        assert_eq!(numbered_notice[0], WIRE_VERSION);
+        assert_eq!(numbered_notice[1..9], 7u64.to_le_bytes());
+        assert_eq!(numbered(&numbered_notice[9..], SETTINGS_NOTICE), Some(42));
+        assert_eq!(numbered(&numbered_notice[9..], SETTINGS_APPLIED), None);
+        // SIGHUP's notice (and an earlier node's) asks for no confirmation.
+        let bare = settings_notice(7, None);
+        assert_eq!(bare.len(), 9);
+        assert_eq!(numbered(&bare[9..], SETTINGS_NOTICE), None);
+        // A truncated number is no number.
+        assert_eq!(numbered(&numbered_notice[9..13], SETTINGS_NOTICE), None);
+    }
+
+    #[test]
+    fn other_instances_leave_this_node_and_junk_out() {
+        let members = [
+            BytesFrame::BulkString(Bytes::from_static(b"000000000000000a")),
+            BytesFrame::BulkString(Bytes::from_static(b"000000000000000b")),
+            BytesFrame::BulkString(Bytes::from_static(b"not hex")),
+        ];
+        assert_eq!(other_instances(&members, 0xa), [0xb]);
+    }
 }

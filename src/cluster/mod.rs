@@ -21,6 +21,12 @@
 //! **Invariant:** per-sender order: a sender lives on one shard, its
 //! commands enter the one queue in order, go out on one Redis connection in
 //! order, and come in on each node's one subscriber connection in order.
+//!
+//! A settings change made on this node is answered once every other node
+//! connected to Redis confirmed it applied it on all its shards (each
+//! publishes an [`AppliedHere`] confirmation on this node's own topic), or
+//! at `link::SETTINGS_CONFIRM_TIMEOUT` with the nodes that did not
+//! ([`Reply::SettingsConfirmed`]).
 
 pub(crate) mod link;
 pub(crate) mod presence;
@@ -71,12 +77,24 @@ pub(crate) enum Reply {
     Members(Option<Vec<MemberEntry>>),
     /// A settings change stored in Redis (or why not).
     Stored(Result<(), String>),
+    /// The other live nodes confirmed a settings change (every one of
+    /// them applied it on all its shards), or the deadline came: the ones
+    /// that did not confirm (empty: all did).
+    SettingsConfirmed(Vec<NodeName>),
     /// The traffic records (JSON) the other nodes stored; `None` when Redis
     /// is out of reach.
     NodeStats(Option<Vec<Bytes>>),
     /// A page of an environment's channels across the cluster; `None` when
     /// Redis is out of reach.
     Channels(Option<ChannelPage>),
+}
+
+/// A node of the cluster as its heartbeat names it: its `--node-id` and its
+/// process's instance nonce (node ids need not be unique).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NodeName {
+    pub(crate) node_id: String,
+    pub(crate) instance: u64,
 }
 
 /// Channels found by one bounded walk over the member hashes in Redis.
@@ -93,8 +111,35 @@ pub(crate) struct ChannelPage {
 pub(crate) type ShardPort = Arc<dyn Fn(ShardId, ClusterEvent) -> Result<(), ClusterEvent> + Send + Sync>;
 
 /// Called with the cluster's environments whenever they change in Redis
-/// (and when the link connects).
-pub(crate) type SettingsSink = Arc<dyn Fn(Vec<EnvSettings>) + Send + Sync>;
+/// (and when the link connects). When another node's notice made the link
+/// load them, the [`AppliedHere`] is to be confirmed once every shard of
+/// this node installed them (and dropped otherwise).
+pub(crate) type SettingsSink = Arc<dyn Fn(Vec<EnvSettings>, Option<AppliedHere>) + Send + Sync>;
+
+/// Tells the node whose `PUT` sent notice `notice` that this node applied
+/// the settings it loaded because of it. Confirmed by whoever sees the
+/// last shard install them; dropping it unconfirmed leaves that node to
+/// its deadline, which then names this one.
+pub(crate) struct AppliedHere {
+    commands: Sender<Command>,
+    stats: Arc<ClusterStats>,
+    origin: u64,
+    notice: u64,
+}
+
+impl AppliedHere {
+    /// Queues the confirmation without blocking (it may be called on a
+    /// shard's thread); a full queue loses it, counted.
+    pub(crate) fn confirm(self) {
+        let command = Command::ConfirmSettings {
+            origin: self.origin,
+            notice: self.notice,
+        };
+        if self.commands.try_send(command).is_err() {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
 
 /// A topic this node may subscribe to, with what its messages are for here.
 #[derive(Debug, Clone)]
@@ -148,10 +193,13 @@ pub(crate) enum Command {
         env_id: Arc<str>,
         channel: Arc<str>,
     },
-    /// Store one environment's settings and tell every node.
+    /// Store one environment's settings and tell every node; answer
+    /// `request` once Redis stored them, then `confirmed` once every other
+    /// live node applied them (or at the deadline).
     PutSettings {
         shard: ShardId,
         request: u64,
+        confirmed: u64,
         env: Box<EnvSettings>,
     },
     /// Store this node's traffic record (the console's, JSON) for the
@@ -178,8 +226,14 @@ pub(crate) enum Command {
         envs: Vec<EnvSettings>,
         reply: Sender<Result<(), String>>,
     },
-    /// The cluster's settings changed (a notice came in).
-    SettingsChanged,
+    /// The cluster's settings changed (a notice came in); `notice` names
+    /// the node that sent it and its number, when it asks to be confirmed.
+    SettingsChanged { notice: Option<(u64, u64)> },
+    /// This node applied the settings of notice `notice` of node `origin`:
+    /// tell that node.
+    ConfirmSettings { origin: u64, notice: u64 },
+    /// Node `node` confirmed this node's notice `notice`.
+    SettingsConfirmed { node: u64, notice: u64 },
     /// Subscriber connection `generation` failed.
     SubscriberLost { generation: u64 },
     /// Leave the cluster: remove this node's presence, stop.

@@ -4,7 +4,9 @@
 //! `{"error": <message>, "code": <code>}` body with a 4xx status: 401 for a
 //! wrong or missing token, 400 for bad JSON or a missing field, 404 for an
 //! unknown environment or route, 405 for a wrong method, 413 for a body over
-//! the payload limit. The same operations are available to the master
+//! the payload limit; 503 when a cluster could not do all that was asked
+//! (Redis out of reach, or a settings change some shard or node did not
+//! confirm in time, named in the body). The same operations are available to the master
 //! Socket.IO connection (`send_message`, `broadcast_message`, `user_event`,
 //! `get_members`).
 //!
@@ -18,6 +20,8 @@ use std::net::IpAddr;
 use serde::Deserialize;
 use sonic_rs::LazyValue;
 
+use crate::cluster::link::SETTINGS_CONFIRM_TIMEOUT;
+use crate::cluster::NodeName;
 use crate::http::admin;
 use crate::protocol::http::{json_error_with, json_response, Response};
 use crate::protocol::socketio::validate_json;
@@ -228,6 +232,35 @@ fn get_environment(shard: &Shard, id: &str) -> Result<String, ApiError> {
     sonic_rs::to_string(env.as_ref()).map_err(|e| ApiError::new(500, "internal", e.to_string()))
 }
 
+/// The answer to a settings change some nodes did not confirm in time:
+/// `503 settings_unconfirmed` with `"nodes":[{"node":id,"instance":hex}]`.
+/// The change is stored (repeating the `PUT` is harmless) and those nodes
+/// apply it when Redis's notice reaches them or when they reconnect.
+fn nodes_unconfirmed(unconfirmed: &[NodeName]) -> ApiError {
+    let mut nodes = Vec::from(&b"["[..]);
+    for (i, node) in unconfirmed.iter().enumerate() {
+        if i > 0 {
+            nodes.push(b',');
+        }
+        nodes.extend_from_slice(b"{\"node\":");
+        crate::protocol::socketio::write_json_str(&mut nodes, &node.node_id);
+        nodes.extend_from_slice(format!(",\"instance\":\"{:016x}\"}}", node.instance).as_bytes());
+    }
+    nodes.push(b']');
+    let ids: Vec<&str> = unconfirmed.iter().map(|n| n.node_id.as_str()).collect();
+    ApiError::new(
+        503,
+        "settings_unconfirmed",
+        format!(
+            "the change is stored and applied on this node, but {} other node(s) did not confirm it within {} ms: {}; they apply it once Redis's notice reaches them",
+            unconfirmed.len(),
+            SETTINGS_CONFIRM_TIMEOUT.as_millis(),
+            ids.join(", ")
+        ),
+    )
+    .with_field("nodes", String::from_utf8_lossy(&nodes).into_owned())
+}
+
 /// Replaces (or creates) one environment's settings, live: every shard gets
 /// the new settings as a message and disconnects the clients they no longer
 /// allow.
@@ -288,13 +321,16 @@ pub(crate) async fn apply_environment(
     // In a cluster the change is stored in Redis first (every node applies
     // it from there); refused when Redis is out of reach, so no node runs
     // settings the others do not have.
-    if let Err(why) = shard.store_settings(env.clone()).await {
-        return Err(ApiError::new(
-            503,
-            "cluster_unavailable",
-            format!("the change was not made: {why}"),
-        ));
-    }
+    let confirming = match shard.store_settings(env.clone()).await {
+        Ok(confirming) => confirming,
+        Err(why) => {
+            return Err(ApiError::new(
+                503,
+                "cluster_unavailable",
+                format!("the change was not made: {why}"),
+            ))
+        }
+    };
     let stored = shard.shared.change_settings(|current| current.with(env));
     // Answer only once every shard applies the change, so the caller's
     // next connect or event is judged by the new settings.
@@ -308,6 +344,22 @@ pub(crate) async fn apply_environment(
                 applied.missing
             ),
         ));
+    }
+    // In a cluster, also once every other live node applies it (they were
+    // confirming while this node applied it), so the caller's next connect
+    // or call is judged by the new settings on whichever node serves it.
+    if let Some(confirming) = confirming {
+        match shard.settings_confirmed(confirming).await {
+            Some(unconfirmed) if unconfirmed.is_empty() => {}
+            Some(unconfirmed) => return Err(nodes_unconfirmed(&unconfirmed)),
+            None => {
+                return Err(ApiError::new(
+                    503,
+                    "settings_unconfirmed",
+                    "the change is stored and applied on this node, but the cluster link did not say which other nodes applied it",
+                ))
+            }
+        }
     }
     tracing::info!(
         env = id,

@@ -8,6 +8,10 @@
 //! member saw the frame can miss it. Holds are released at the latest at
 //! `gather_timeout_ms` (the link also releases them at once whenever Redis
 //! is out of reach).
+//!
+//! A settings change made through this node is stored in Redis first; the
+//! link then waits for every other live node to confirm it applied it (at
+//! most `cluster::link::SETTINGS_CONFIRM_TIMEOUT`), and says which did not.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -15,7 +19,8 @@ use std::sync::Arc;
 use ahash::AHashMap;
 use bytes::Bytes;
 
-use crate::cluster::{Command, Reply, Topic};
+use crate::cluster::link::SETTINGS_CONFIRM_TIMEOUT;
+use crate::cluster::{Command, NodeName, Reply, Topic};
 use crate::connection::outbox::Outbox;
 use crate::protocol::frames;
 use crate::realtime::channels::SlabKey;
@@ -41,8 +46,16 @@ pub(crate) struct LinkRequests {
     next: u64,
     holds: AHashMap<u64, Hold>,
     stores: AHashMap<u64, Rc<LocalReply<Result<(), String>>>>,
-    /// The web console's questions to the link.
+    /// The web console's questions to the link, and the other nodes'
+    /// confirmations of settings changes.
     asks: AHashMap<u64, Rc<LocalReply<Reply>>>,
+}
+
+/// A settings change stored in Redis whose confirmations from the other
+/// nodes are on their way (see [`Shard::settings_confirmed`]).
+pub(crate) struct Confirming {
+    request: u64,
+    slot: Rc<LocalReply<Reply>>,
 }
 
 impl LinkRequests {
@@ -191,7 +204,7 @@ impl Shard {
                     slot.set(result);
                 }
             }
-            reply @ (Reply::NodeStats(_) | Reply::Channels(_)) => {
+            reply @ (Reply::NodeStats(_) | Reply::Channels(_) | Reply::SettingsConfirmed(_)) => {
                 if let Some(slot) = self.link_requests.borrow_mut().asks.remove(&request) {
                     slot.set(reply);
                 }
@@ -224,33 +237,67 @@ impl Shard {
         }
     }
 
-    /// Stores one environment's settings in the cluster (a no-op alone);
-    /// resolves once Redis has it, or with why not.
-    pub(crate) async fn store_settings(&self, env: EnvSettings) -> Result<(), String> {
+    /// Stores one environment's settings in the cluster (a no-op alone:
+    /// `None`); resolves once Redis has it, or with why not. The other
+    /// nodes' confirmations are then awaited with
+    /// [`Self::settings_confirmed`].
+    pub(crate) async fn store_settings(&self, env: EnvSettings) -> Result<Option<Confirming>, String> {
         let Some(cluster) = &self.shared.cluster else {
-            return Ok(());
+            return Ok(None);
         };
         let slot = Rc::new(LocalReply::default());
-        let request = {
+        let confirmed_slot = Rc::new(LocalReply::default());
+        let (request, confirmed) = {
             let mut requests = self.link_requests.borrow_mut();
             let request = requests.next();
             requests.stores.insert(request, slot.clone());
-            request
+            let confirmed = requests.next();
+            requests.asks.insert(confirmed, confirmed_slot.clone());
+            (request, confirmed)
         };
         let command = Command::PutSettings {
             shard: self.id,
             request,
+            confirmed,
             env: Box::new(env),
         };
+        let forget = |requests: &mut LinkRequests| {
+            requests.stores.remove(&request);
+            requests.asks.remove(&confirmed);
+        };
         if !cluster.send_request(command) {
-            self.link_requests.borrow_mut().stores.remove(&request);
+            forget(&mut self.link_requests.borrow_mut());
             return Err("the cluster link is saturated".into());
         }
         match monoio::time::timeout(self.shared.config.gather_timeout, slot.take()).await {
-            Ok(result) => result,
+            Ok(Ok(())) => Ok(Some(Confirming {
+                request: confirmed,
+                slot: confirmed_slot,
+            })),
+            Ok(Err(why)) => {
+                forget(&mut self.link_requests.borrow_mut());
+                Err(why)
+            }
             Err(_) => {
-                self.link_requests.borrow_mut().stores.remove(&request);
+                forget(&mut self.link_requests.borrow_mut());
                 Err("Redis did not answer in time".into())
+            }
+        }
+    }
+
+    /// Resolves once every other node alive when the change was made
+    /// confirmed that all its shards applied it, or at the link's deadline:
+    /// the nodes that did not confirm (empty: every one did); `None` when
+    /// the link did not answer at all (which nodes applied it is unknown).
+    pub(crate) async fn settings_confirmed(&self, confirming: Confirming) -> Option<Vec<NodeName>> {
+        // The link answers at its deadline; this one only guards against a
+        // link that stopped answering.
+        let patience = SETTINGS_CONFIRM_TIMEOUT + self.shared.config.gather_timeout;
+        match monoio::time::timeout(patience, confirming.slot.take()).await {
+            Ok(Reply::SettingsConfirmed(unconfirmed)) => Some(unconfirmed),
+            Ok(_) | Err(_) => {
+                self.link_requests.borrow_mut().asks.remove(&confirming.request);
+                None
             }
         }
     }

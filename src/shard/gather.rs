@@ -26,7 +26,7 @@ use crate::realtime::channels::SlabKey;
 use crate::realtime::profile::{write_buffers_inline, write_renumbered};
 use crate::realtime::settings::{EnvKey, Settings};
 use crate::realtime::state::{MemberEntry, Realtime};
-use crate::shard::inbox::ShardMessage;
+use crate::shard::inbox::{SettingsAck, ShardMessage};
 use crate::shard::Shard;
 use ringcast_shards::ShardId;
 
@@ -434,7 +434,7 @@ impl Shard {
         for target in self.all_shards() {
             let message = ShardMessage::SettingsChanged {
                 settings: settings.clone(),
-                ack: Some((self.id, request)),
+                ack: Some(SettingsAck::Shard(self.id, request)),
             };
             self.send_to(target, message);
         }

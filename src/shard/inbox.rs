@@ -3,17 +3,19 @@
 //! the task that drains a shard's inbox.
 //!
 //! Only owned, `Send` data crosses threads: refcounted frames ([`Bytes`]),
-//! `Arc<str>` names, and plain ids. A message never carries a reference into
-//! another shard's memory.
+//! `Arc<str>` names, plain ids, and the atomic countdown by which a node's
+//! shards confirm settings another node changed. A message never carries a
+//! reference into another shard's memory.
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use crate::cluster::ClusterEvent;
+use crate::cluster::{AppliedHere, ClusterEvent};
 use crate::metrics::{Snapshot, Stats};
 use crate::realtime::settings::{EnvKey, Settings};
 use crate::realtime::state::{MemberEntry, Target};
@@ -59,11 +61,11 @@ pub(crate) enum ShardMessage {
         request: u64,
         members: Vec<MemberEntry>,
     },
-    /// New settings (SIGHUP or the admin API); when `ack` is set, the shard
-    /// confirms to `ack.0` with request id `ack.1` once applied.
+    /// New settings (SIGHUP, the admin API, or the cluster); when `ack` is
+    /// set, the shard confirms once applied.
     SettingsChanged {
         settings: Arc<Settings>,
-        ack: Option<(ShardId, u64)>,
+        ack: Option<SettingsAck>,
     },
     /// A shard applied the settings of request `request`.
     SettingsApplied {
@@ -113,6 +115,41 @@ impl ShardMessage {
             | Self::Fence { .. }
             | Self::Cluster(ClusterEvent::Publish { .. }) => Lane::Data,
             _ => Lane::Control,
+        }
+    }
+}
+
+/// Who hears that a shard applied new settings.
+pub(crate) enum SettingsAck {
+    /// Shard `.0`, as request `.1` (a change made through this node's API).
+    Shard(ShardId, u64),
+    /// The cluster link, once every shard of the node applied them (a
+    /// change another node made, whose `PUT` waits for this node).
+    Node(Arc<NodeCountdown>),
+}
+
+/// The node's shards that have yet to apply settings another node's notice
+/// brought; the last one confirms to the link.
+pub(crate) struct NodeCountdown {
+    remaining: AtomicUsize,
+    applied: Mutex<Option<AppliedHere>>,
+}
+
+impl NodeCountdown {
+    pub(crate) fn new(shards: usize, applied: AppliedHere) -> Arc<Self> {
+        Arc::new(Self {
+            remaining: AtomicUsize::new(shards),
+            applied: Mutex::new(Some(applied)),
+        })
+    }
+
+    /// One shard applied them.
+    fn applied_one(&self) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let applied = self.applied.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(applied) = applied {
+                applied.confirm();
+            }
         }
     }
 }
@@ -167,8 +204,12 @@ fn handle(shard: &Rc<Shard>, message: ShardMessage) {
         }
         ShardMessage::SettingsChanged { settings, ack } => {
             shard.apply_settings(settings);
-            if let Some((reply_to, request)) = ack {
-                shard.send_to(reply_to, ShardMessage::SettingsApplied { request });
+            match ack {
+                Some(SettingsAck::Shard(reply_to, request)) => {
+                    shard.send_to(reply_to, ShardMessage::SettingsApplied { request });
+                }
+                Some(SettingsAck::Node(countdown)) => countdown.applied_one(),
+                None => {}
             }
         }
         ShardMessage::SettingsApplied { request } => shard.settings_applied(request),
