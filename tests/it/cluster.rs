@@ -379,6 +379,110 @@ fn a_settings_change_on_one_node_applies_on_every_node_and_survives_restarts() {
     connect_until(&a, |reply| reply.starts_with(r#"40{"sid":""#));
 }
 
+/// The reply to one Socket.IO connect on `server` with `auth` (no retry).
+fn connect_reply(server: &TestServer, auth: &str) -> String {
+    let mut open = engine_open(server);
+    open.ws.send_text(&format!("40{auth}"));
+    open.ws.read_frame().text().to_owned()
+}
+
+fn connected(reply: &str) -> bool {
+    reply.starts_with(r#"40{"sid":""#)
+}
+
+/// Environments besides `default` in the test below.
+const TENANTS: usize = 2_000;
+
+#[test]
+fn a_settings_put_answers_once_every_node_applies_it() {
+    let redis = RedisServer::start();
+    let mut toml = String::from(
+        "[[environments]]\nid = \"default\"\napi_key_required = true\napi_keys = [{ key = \"k0\" }]\n",
+    );
+    // A cluster of many tenants: a node takes a few milliseconds to load
+    // and apply the settings, far longer than a connect on loopback, so a
+    // PUT that answered before the other nodes applied it is caught.
+    for tenant in 0..TENANTS {
+        let keys: Vec<String> = (0..4)
+            .map(|k| format!(r#"{{ key = "t{tenant}-{k}" }}"#))
+            .collect();
+        toml.push_str(&format!(
+            "[[environments]]\nid = \"t{tenant}\"\napi_keys = [{}]\n",
+            keys.join(", ")
+        ));
+    }
+    let toml = Some(toml.as_str());
+    let nodes = [
+        node(&redis, "a", toml),
+        node(&redis, "b", toml),
+        node(&redis, "c", toml),
+    ];
+    wait_nodes(&[&nodes[0], &nodes[1], &nodes[2]]);
+    let mut old = Sio::connect(&nodes[1], r#"{"apiKey":"k0"}"#);
+    for round in 1..=6 {
+        // A new key on one node, the old one removed: the moment the PUT
+        // answers, every other node admits the new key and refuses the old.
+        let (via, others) = (round % 3, [(round + 1) % 3, (round + 2) % 3]);
+        let body = format!(r#"{{"api_key_required":true,"api_keys":[{{"key":"k{round}"}}]}}"#);
+        let response = put_environment(&nodes[via], "default", &body);
+        assert_eq!(response.status, 200, "round {round}: {response:?}");
+        for other in others {
+            let reply = connect_reply(&nodes[other], &format!(r#"{{"apiKey":"k{round}"}}"#));
+            assert!(
+                connected(&reply),
+                "round {round}: node {other} refused the key node {via} just stored: {reply}"
+            );
+            let reply = connect_reply(&nodes[other], &format!(r#"{{"apiKey":"k{}"}}"#, round - 1));
+            assert!(
+                reply.starts_with("44{"),
+                "round {round}: node {other} still admits the removed key: {reply}"
+            );
+        }
+        if round == 1 {
+            // Node b's client of the removed key was already told.
+            old.expect("41");
+        }
+    }
+}
+
+#[test]
+fn a_settings_put_names_the_nodes_that_did_not_confirm_it_in_time() {
+    let redis = RedisServer::start();
+    let (a, b, c) = (
+        node(&redis, "a", None),
+        node(&redis, "b", None),
+        node(&redis, "c", None),
+    );
+    wait_nodes(&[&a, &b, &c]);
+    // Node c is frozen: alive by its heartbeat (its key outlives the
+    // wait), but it cannot apply anything.
+    c.signal(libc::SIGSTOP);
+    let response = put_environment(&a, "default", r#"{"enabled":false}"#);
+    c.signal(libc::SIGCONT);
+    response.assert_json_error(503);
+    let json = response.json();
+    assert_eq!(
+        json.get("code").and_then(|v| v.as_str()),
+        Some("settings_unconfirmed"),
+        "{response:?}"
+    );
+    let unconfirmed: Vec<&str> = json
+        .get("nodes")
+        .and_then(|v| v.as_array())
+        .expect("the nodes that did not confirm")
+        .iter()
+        .map(|n| n.get("node").and_then(|v| v.as_str()).expect("a node id"))
+        .collect();
+    assert_eq!(unconfirmed, ["c"], "{response:?}");
+    // The change is stored and was confirmed by node b: it applies it.
+    let disabled =
+        |reply: &str| reply.starts_with("44{") && reply.contains(r#""code":"realtime_not_allowed""#);
+    let reply = connect_reply(&b, "{}");
+    assert!(disabled(&reply), "{reply}");
+    // Thawed, node c reads the notice it missed and applies the change.
+    connect_until(&c, disabled);
+}
+
 #[test]
 fn rate_limits_count_across_nodes_within_the_documented_bound() {
     let redis = RedisServer::start();
