@@ -335,6 +335,11 @@ async function saveEnv(event) {
       await loadEnvironments(id);
       status.textContent = `Saved at ${at}: applied live on every shard${state.session.cluster ? " and node" : ""}.`;
       status.className = "status ok";
+    } else if (answer.body?.code === "settings_unconfirmed") {
+      // Stored, and applied where confirmed; some shard or node was late.
+      await loadEnvironments(id);
+      status.textContent = `Saved, but not confirmed everywhere in time: ${answer.body.error}`;
+      status.className = "status bad";
     } else {
       const input = answer.body?.field ? inputFor($("#env-form"), answer.body.field) : null;
       if (input) {
