@@ -1256,6 +1256,13 @@ impl Reader {
                 self.message(topic, payload);
             }
             b"ssubscribe" | b"subscribe" => {
+                if *topic == self.settings_topic {
+                    // The link loaded the settings before this subscription
+                    // took effect: a change stored in between would go
+                    // unnoticed until the next one, so load them again.
+                    let reload = Command::SettingsChanged { notice: None };
+                    let _ = self.commands.send_timeout(reload, Duration::from_secs(1));
+                }
                 let released = self.subs().answered(topic, true);
                 for (shard, request) in released {
                     deliver(&self.port, shard, ClusterEvent::Confirmed { request });
