@@ -125,6 +125,8 @@ fn rounds_section(out: &mut String, o: &Outcome<'_>) {
                 }
             }
         }
+        // (shards, driver, median µs per delivery) of each server.
+        let mut medians: Vec<(u32, String, f64)> = Vec::new();
         for wanted in &labels {
             // (server µs/delivery, frames/write, floor µs/frame) per round.
             let mut samples: Vec<(f64, f64, Option<f64>)> = Vec::new();
@@ -156,6 +158,9 @@ fn rounds_section(out: &mut String, o: &Outcome<'_>) {
                 .map(|&(us, _, floor)| floor.filter(|f| *f > 0.0 && us > 0.0).map(|f| us / f))
                 .collect();
             let known_multiples: Vec<f64> = multiples.iter().flatten().copied().collect();
+            if let Some(mid) = median(&us) {
+                medians.push((shards(shown), driver(shown).to_owned(), mid));
+            }
             let each: Vec<String> = multiples
                 .iter()
                 .map(|m| m.map_or_else(|| "—".to_owned(), |m| format!("{m:.2}")))
@@ -170,6 +175,27 @@ fn rounds_section(out: &mut String, o: &Outcome<'_>) {
                 spread(&floors, 3, ""),
                 spread(&known_multiples, 2, "×"),
                 each.join(", ")
+            );
+        }
+        let pairs: Vec<String> = medians
+            .iter()
+            .filter(|(_, driver, _)| driver == "io_uring")
+            .filter_map(|(n, _, uring)| {
+                let (_, _, epoll) = medians.iter().find(|(m, d, _)| m == n && d == "epoll")?;
+                (*epoll > 0.0).then(|| {
+                    format!(
+                        "{:.2} at {n} shard{}",
+                        uring / epoll,
+                        if *n == 1 { "" } else { "s" }
+                    )
+                })
+            })
+            .collect();
+        if !pairs.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nio_uring ÷ epoll, median CPU per delivery over the rounds: {}.",
+                pairs.join(", ")
             );
         }
     }

@@ -317,7 +317,8 @@ fn render_writes_an_earlier_runs_report_again_from_its_json() {
     let fixed = fixed_rate_report();
     let mut saturated = report("fanout-s1000-w16", "ringcast-s1", "ringcast", "io_uring", 1.0);
     saturated.frames_per_write = 16.0;
-    let results = vec![saturated, fixed];
+    let epoll = report("fanout-s1000-w16", "ringcast-s1-epoll", "ringcast", "epoll", 2.0);
+    let results = vec![saturated, epoll, fixed];
     let point = |frames_per_write: u32, sender: f64, receiver: f64| FloorPoint {
         connections: 1000,
         frames_per_write,
@@ -349,13 +350,16 @@ fn render_writes_an_earlier_runs_report_again_from_its_json() {
     );
     // Two more rounds (`--rounds 3`): ringcast-s1 at 1.2 µs against a floor
     // of 0.4 µs (3.0×), then at 0.9 µs against 0.6 µs (1.5×).
+    // The epoll server beside it at 2.5 µs in rounds 2 and 3 (and 2.0 in
+    // round 1, of the results above): a median of 2.5.
     let round = |round: u32, us: f64, floor: f64| {
         let mut r = report("fanout-s1000-w16", "ringcast-s1", "ringcast", "io_uring", us);
         r.frames_per_write = 16.0;
+        let epoll = report("fanout-s1000-w16", "ringcast-s1-epoll", "ringcast", "epoll", 2.5);
         Round {
             scenario: "fanout-s1000-w16".to_owned(),
             round,
-            reports: vec![r],
+            reports: vec![r, epoll],
             floor: Some(FloorReport {
                 points: vec![point(16, floor, 0.4)],
                 ..FloorReport::default()
@@ -382,6 +386,11 @@ fn render_writes_an_earlier_runs_report_again_from_its_json() {
         text.contains(
             "| ringcast-s1 | io_uring | 3 | 1.000 (0.900–1.200) | 16.0 | 0.500 (0.400–0.600) | 2.00× (1.50–3.00) | 2.00, 3.00, 1.50 |"
         ),
+        "{text}"
+    );
+    // 1.0 µs against epoll's 2.5 (medians).
+    assert!(
+        text.contains("io_uring ÷ epoll, median CPU per delivery over the rounds: 0.40 at 1 shard."),
         "{text}"
     );
     assert!(folder.join("efficiency.svg").exists());
