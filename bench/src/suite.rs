@@ -981,6 +981,41 @@ pub fn run(options: &SuiteOptions) -> anyhow::Result<PathBuf> {
     let mut scenario_floors: BTreeMap<String, FloorReport> = BTreeMap::new();
     let mut rounds: Vec<Round> = Vec::new();
     let rounds_wanted = options.rounds.unwrap_or(if options.smoke { 2 } else { 1 });
+    // One measured run of `server` in `scenario` (`round` 2, 3, … for the
+    // further rounds): `runs/<scenario>--<server>[--round<k>].json`, or a
+    // problem.
+    let measure = |server: &ServerSpec,
+                   scenario: &ScenarioRun,
+                   round: Option<u32>,
+                   problems: &mut Vec<String>|
+     -> anyhow::Result<Option<RunReport>> {
+        let (file, said) = round.map_or_else(Default::default, |r| {
+            (format!("--round{r}"), format!(" round {r}"))
+        });
+        let json = runs_folder.join(format!("{}--{}{file}.json", scenario.id, server.label));
+        let busy = wait_for_quiet(options);
+        eprintln!(
+            "[suite] {} / {}{said} (machine {:.0}% busy before)",
+            server.label,
+            scenario.id,
+            busy * 100.0
+        );
+        match run_one(&load, server, scenario, &json, options, tls.as_ref()) {
+            Ok(mut report) => {
+                // The suite's scenario id (fanout-s1000-w16) is more precise
+                // than the load scenario name (fanout).
+                report.scenario.clone_from(&scenario.id);
+                report.machine_busy_before = busy;
+                std::fs::write(&json, serde_json::to_vec_pretty(&report)?)?;
+                Ok(Some(report))
+            }
+            Err(error) => {
+                eprintln!("[suite] {} / {}{said}: {error:#}", server.label, scenario.id);
+                problems.push(format!("{} / {}{said}: {error:#}", server.label, scenario.id));
+                Ok(None)
+            }
+        }
+    };
     for scenario in &scenarios {
         let mut connections = None;
         for server in measured
@@ -988,37 +1023,19 @@ pub fn run(options: &SuiteOptions) -> anyhow::Result<PathBuf> {
             .copied()
             .filter(|server| scenario.applies_to(server))
         {
-            let json = runs_folder.join(format!("{}--{}.json", scenario.id, server.label));
-            let busy = wait_for_quiet(options);
-            eprintln!(
-                "[suite] {} / {} (machine {:.0}% busy before)",
-                server.label,
-                scenario.id,
-                busy * 100.0
-            );
-            match run_one(&load, server, scenario, &json, options, tls.as_ref()) {
-                Ok(mut report) => {
-                    // The suite's scenario id (fanout-s1000-w16) is more
-                    // precise than the load scenario name (fanout).
-                    report.scenario.clone_from(&scenario.id);
-                    report.machine_busy_before = busy;
-                    connections = connections.or(Some(report.connections));
-                    std::fs::write(&json, serde_json::to_vec_pretty(&report)?)?;
-                    if let Some(problem) = driver_mismatch(&report) {
-                        eprintln!("[suite] {problem}");
-                        // The smoke verdict judges this itself: CI machines
-                        // without io_uring should not fail the smoke run.
-                        if !options.smoke {
-                            problems.push(problem);
-                        }
-                    }
-                    results.push(report);
-                }
-                Err(error) => {
-                    eprintln!("[suite] {} / {}: {error:#}", server.label, scenario.id);
-                    problems.push(format!("{} / {}: {error:#}", server.label, scenario.id));
+            let Some(report) = measure(server, scenario, None, &mut problems)? else {
+                continue;
+            };
+            connections = connections.or(Some(report.connections));
+            if let Some(problem) = driver_mismatch(&report) {
+                eprintln!("[suite] {problem}");
+                // The smoke verdict judges this itself: CI machines without
+                // io_uring should not fail the smoke run.
+                if !options.smoke {
+                    problems.push(problem);
                 }
             }
+            results.push(report);
         }
         // The floor again, at this scenario's connection count, right after
         // its runs: the floor moves by tens of percent over the suite, and a
@@ -1052,32 +1069,7 @@ pub fn run(options: &SuiteOptions) -> anyhow::Result<PathBuf> {
                 .copied()
                 .filter(|server| server.kind == "ringcast" && scenario.applies_to(server))
             {
-                let json = runs_folder.join(format!("{}--{}--round{round}.json", scenario.id, server.label));
-                let busy = wait_for_quiet(options);
-                eprintln!(
-                    "[suite] {} / {} round {round} (machine {:.0}% busy before)",
-                    server.label,
-                    scenario.id,
-                    busy * 100.0
-                );
-                match run_one(&load, server, scenario, &json, options, tls.as_ref()) {
-                    Ok(mut report) => {
-                        report.scenario.clone_from(&scenario.id);
-                        report.machine_busy_before = busy;
-                        std::fs::write(&json, serde_json::to_vec_pretty(&report)?)?;
-                        reports.push(report);
-                    }
-                    Err(error) => {
-                        eprintln!(
-                            "[suite] {} / {} round {round}: {error:#}",
-                            server.label, scenario.id
-                        );
-                        problems.push(format!(
-                            "{} / {} round {round}: {error:#}",
-                            server.label, scenario.id
-                        ));
-                    }
-                }
+                reports.extend(measure(server, scenario, Some(round), &mut problems)?);
             }
             let floor = floor_after(&format!("floor--round{round}"), &mut problems);
             rounds.push(Round {
