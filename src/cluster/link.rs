@@ -427,8 +427,7 @@ impl Link {
                 }
                 Command::Kick { id } => {
                     if let Some(conn) = self.conn.as_mut() {
-                        let mut notice = vec![WIRE_VERSION];
-                        notice.extend_from_slice(&self.instance.to_le_bytes());
+                        let mut notice = header(self.instance, 1 + id.len());
                         notice.push(ADMIN_KICK);
                         notice.extend_from_slice(id.as_bytes());
                         conn.push(&[b"SPUBLISH", &admin_topic(&self.prefix), &notice]);
@@ -468,7 +467,7 @@ impl Link {
                     }
                 }
                 Command::ConfirmSettings { origin, notice } => {
-                    let mut payload = self.instance_header();
+                    let mut payload = header(self.instance, 9);
                     payload.push(SETTINGS_APPLIED);
                     payload.extend_from_slice(&notice.to_le_bytes());
                     if let Some(conn) = self.conn.as_mut() {
@@ -636,19 +635,8 @@ impl Link {
         }
     }
 
-    /// `[version][instance nonce]`: the header of every message this node
-    /// publishes.
-    fn instance_header(&self) -> Vec<u8> {
-        let mut header = Vec::with_capacity(32);
-        header.push(WIRE_VERSION);
-        header.extend_from_slice(&self.instance.to_le_bytes());
-        header
-    }
-
     fn wire_payload(&self, frame: &[u8]) -> Vec<u8> {
-        let mut payload = Vec::with_capacity(9 + frame.len());
-        payload.push(WIRE_VERSION);
-        payload.extend_from_slice(&self.instance.to_le_bytes());
+        let mut payload = header(self.instance, frame.len());
         payload.extend_from_slice(frame);
         payload
     }
@@ -1453,6 +1441,15 @@ fn settings_topic(prefix: &str) -> Vec<u8> {
     format!("{prefix}s:settings").into_bytes()
 }
 
+/// `[version][instance nonce]`, the header of every message node
+/// `instance` publishes, with room for `body` more bytes.
+fn header(instance: u64, body: usize) -> Vec<u8> {
+    let mut header = Vec::with_capacity(9 + body);
+    header.push(WIRE_VERSION);
+    header.extend_from_slice(&instance.to_le_bytes());
+    header
+}
+
 /// Topic on which the other nodes confirm node `instance`'s settings
 /// notices (only that node subscribes to it).
 fn applied_topic(prefix: &str, instance: u64) -> Vec<u8> {
@@ -1462,9 +1459,7 @@ fn applied_topic(prefix: &str, instance: u64) -> Vec<u8> {
 /// A settings notice of node `instance`; with `number`, the nodes that
 /// apply it confirm it.
 fn settings_notice(instance: u64, number: Option<u64>) -> Vec<u8> {
-    let mut notice = Vec::with_capacity(18);
-    notice.push(WIRE_VERSION);
-    notice.extend_from_slice(&instance.to_le_bytes());
+    let mut notice = header(instance, 9);
     if let Some(number) = number {
         notice.push(SETTINGS_NOTICE);
         notice.extend_from_slice(&number.to_le_bytes());
