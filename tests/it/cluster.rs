@@ -45,6 +45,17 @@ fn wait_metrics(addr: SocketAddr, what: &str, done: impl Fn(&Metrics) -> bool) -
     }
 }
 
+/// Nodes `a`, `b` and `c` of one cluster, each seeing the other two.
+fn three_nodes(redis: &RedisServer, toml: Option<&str>) -> [TestServer; 3] {
+    let nodes = [
+        node(redis, "a", toml),
+        node(redis, "b", toml),
+        node(redis, "c", toml),
+    ];
+    wait_nodes(&[&nodes[0], &nodes[1], &nodes[2]]);
+    nodes
+}
+
 fn wait_nodes(nodes: &[&TestServer]) {
     for n in nodes {
         let want = nodes.len() as u64;
@@ -103,12 +114,7 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 fn channels_broadcasts_user_events_and_member_lists_work_across_nodes() {
     let redis = RedisServer::start();
     let toml = "[[environments]]\nid = \"default\"\nsession_secret = \"s3cret\"\n";
-    let (a, b, c) = (
-        node(&redis, "a", Some(toml)),
-        node(&redis, "b", Some(toml)),
-        node(&redis, "c", Some(toml)),
-    );
-    wait_nodes(&[&a, &b, &c]);
+    let [a, b, c] = three_nodes(&redis, Some(toml));
     let session = hs256_jwt("s3cret", r#"{"sub":"u1"}"#);
     let mut x = Sio::connect(&a, &format!(r#"{{"session":"{session}"}}"#));
     let mut y = Sio::connect_default(&b);
@@ -182,12 +188,7 @@ fn join_echo_with(client: &mut Sio, channel: &str, data: &str) {
 #[test]
 fn a_node_without_members_of_a_channel_receives_none_of_its_traffic() {
     let redis = RedisServer::start();
-    let (a, b, c) = (
-        node(&redis, "a", None),
-        node(&redis, "b", None),
-        node(&redis, "c", None),
-    );
-    wait_nodes(&[&a, &b, &c]);
+    let [a, b, c] = three_nodes(&redis, None);
     let mut x = Sio::connect_default(&a);
     let mut y = Sio::connect_default(&b);
     // Node c has a client of the environment, in no channel.
@@ -412,12 +413,7 @@ fn a_settings_put_answers_once_every_node_applies_it() {
         ));
     }
     let toml = Some(toml.as_str());
-    let nodes = [
-        node(&redis, "a", toml),
-        node(&redis, "b", toml),
-        node(&redis, "c", toml),
-    ];
-    wait_nodes(&[&nodes[0], &nodes[1], &nodes[2]]);
+    let nodes = three_nodes(&redis, toml);
     let mut old = Sio::connect(&nodes[1], r#"{"apiKey":"k0"}"#);
     for round in 1..=6 {
         // A new key on one node, the old one removed: the moment the PUT
@@ -448,12 +444,7 @@ fn a_settings_put_answers_once_every_node_applies_it() {
 #[test]
 fn a_settings_put_names_the_nodes_that_did_not_confirm_it_in_time() {
     let redis = RedisServer::start();
-    let (a, b, c) = (
-        node(&redis, "a", None),
-        node(&redis, "b", None),
-        node(&redis, "c", None),
-    );
-    wait_nodes(&[&a, &b, &c]);
+    let [a, b, c] = three_nodes(&redis, None);
     // Node c is frozen: alive by its heartbeat (its key outlives the
     // wait), but it cannot apply anything.
     c.signal(libc::SIGSTOP);
