@@ -150,6 +150,24 @@ fn report(scenario: &str, label: &str, kind: &str, driver: &str, us_per_delivery
     }
 }
 
+/// A floor measured at 1,000 connections: `points` as (frames per write,
+/// sender µs per frame, receiver µs per frame).
+fn floor_of(points: &[(u32, f64, f64)]) -> FloorReport {
+    let point = |&(frames_per_write, sender, receiver): &(u32, f64, f64)| FloorPoint {
+        connections: 1000,
+        frames_per_write,
+        writes: 1,
+        sender_cpu_us_per_write: sender * f64::from(frames_per_write),
+        sender_cpu_us_per_frame: sender,
+        receiver_cpu_us_per_frame: receiver,
+        ..FloorPoint::default()
+    };
+    FloorReport {
+        points: points.iter().map(point).collect(),
+        ..FloorReport::default()
+    }
+}
+
 /// The report of `results` in a full suite, with `floor` as the suite's
 /// floor and `after` as the floors after each scenario.
 fn markdown(
@@ -197,25 +215,8 @@ fn saturated_rows_carry_multiples_of_the_floor_and_ratios() {
     epoll.frames_per_write = 16.0;
     let node = report("fanout-s1000-w16", "node-socket.io", "node-socket.io", "", 10.0);
     let results = vec![uring, epoll, node];
-    let floor = FloorReport {
-        points: vec![
-            FloorPoint {
-                connections: 1000,
-                frames_per_write: 1,
-                writes: 1,
-                sender_cpu_us_per_write: 4.0,
-                ..FloorPoint::default()
-            },
-            FloorPoint {
-                connections: 1000,
-                frames_per_write: 16,
-                writes: 1,
-                sender_cpu_us_per_write: 4.0,
-                ..FloorPoint::default()
-            },
-        ],
-        ..FloorReport::default()
-    };
+    // 4 µs per write at 1 and at 16 frames per write.
+    let floor = floor_of(&[(1, 4.0, 0.0), (16, 0.25, 0.0)]);
     let text = markdown(&results, &floor, &BTreeMap::new(), "bench/run.sh --shards 1");
     assert!(text.contains("Reproduce: `bench/run.sh --shards 1`"), "{text}");
     // io_uring: 4 µs per delivery at 1 frame/write is 1× the floor there,
@@ -242,17 +243,7 @@ fn a_scenario_floor_replaces_the_suite_floor_in_its_table() {
     let mut uring = report("fanout-s1000-w16", "ringcast-s1", "ringcast", "io_uring", 1.0);
     uring.frames_per_write = 16.0;
     let results = vec![uring];
-    let floor_at = |us_per_write: f64| FloorReport {
-        points: vec![FloorPoint {
-            connections: 1000,
-            frames_per_write: 16,
-            writes: 1,
-            sender_cpu_us_per_write: us_per_write,
-            sender_cpu_us_per_frame: us_per_write / 16.0,
-            ..FloorPoint::default()
-        }],
-        ..FloorReport::default()
-    };
+    let floor_at = |us_per_write: f64| floor_of(&[(16, us_per_write / 16.0, 0.0)]);
     // The suite's first floor: 0.25 µs per frame at 16 frames per write;
     // the one after the scenario: 0.5.
     let first = floor_at(4.0);
@@ -274,18 +265,7 @@ fn a_scenario_floor_replaces_the_suite_floor_in_its_table() {
 #[test]
 fn fixed_rate_rows_carry_their_p99_against_the_latency_floor() {
     let results = vec![fixed_rate_report()];
-    let floor = FloorReport {
-        points: vec![FloorPoint {
-            connections: 1000,
-            frames_per_write: 1,
-            writes: 1,
-            sender_cpu_us_per_write: 10.0,
-            sender_cpu_us_per_frame: 10.0,
-            receiver_cpu_us_per_frame: 8.0,
-            ..FloorPoint::default()
-        }],
-        ..FloorReport::default()
-    };
+    let floor = floor_of(&[(1, 10.0, 8.0)]);
     let text = markdown(&results, &floor, &BTreeMap::new(), "");
     // 990 recipients × (10 + 8) µs over 2 cores: 8.91 ms; 13.365 ms is 1.5×.
     assert!(text.contains("| 0.00 / 13.37 / 0.00 | 8.91 | 1.5× |"), "{text}");
@@ -319,23 +299,8 @@ fn render_writes_an_earlier_runs_report_again_from_its_json() {
     saturated.frames_per_write = 16.0;
     let epoll = report("fanout-s1000-w16", "ringcast-s1-epoll", "ringcast", "epoll", 2.0);
     let results = vec![saturated, epoll, fixed];
-    let point = |frames_per_write: u32, sender: f64, receiver: f64| FloorPoint {
-        connections: 1000,
-        frames_per_write,
-        writes: 1,
-        sender_cpu_us_per_write: sender * f64::from(frames_per_write),
-        sender_cpu_us_per_frame: sender,
-        receiver_cpu_us_per_frame: receiver,
-        ..FloorPoint::default()
-    };
-    let floor = FloorReport {
-        points: vec![point(1, 10.0, 8.0), point(16, 0.25, 0.2)],
-        ..FloorReport::default()
-    };
-    let after = FloorReport {
-        points: vec![point(16, 0.5, 0.4)],
-        ..FloorReport::default()
-    };
+    let floor = floor_of(&[(1, 10.0, 8.0), (16, 0.25, 0.2)]);
+    let after = floor_of(&[(16, 0.5, 0.4)]);
     let write = |name: &str, bytes: Vec<u8>| std::fs::write(folder.join(name), bytes).expect("write");
     write("results.json", serde_json::to_vec(&results).expect("json"));
     write("floor.json", serde_json::to_vec(&floor).expect("json"));
@@ -360,10 +325,7 @@ fn render_writes_an_earlier_runs_report_again_from_its_json() {
             scenario: "fanout-s1000-w16".to_owned(),
             round,
             reports: vec![r, epoll],
-            floor: Some(FloorReport {
-                points: vec![point(16, floor, 0.4)],
-                ..FloorReport::default()
-            }),
+            floor: Some(floor_of(&[(16, floor, 0.4)])),
         }
     };
     let rounds = vec![round(2, 1.2, 0.4), round(3, 0.9, 0.6)];
