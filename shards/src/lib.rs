@@ -6,7 +6,8 @@
 //! bounded lock-free queues through which shards hand each other work
 //! ([`mesh`]), connection ids that name their owning shard ([`conn_id`]),
 //! draining a listener's backlog in one go ([`accept`]), read readiness of a
-//! shard's sockets under io_uring ([`readiness`]), shard-local wait
+//! shard's sockets under io_uring ([`readiness`]), a shard's own ring for
+//! its sends under io_uring ([`sendring`]), shard-local wait
 //! lists ([`wait`]) and a yield that lets the rest of a shard run
 //! ([`yielder`]).
 //!
@@ -21,6 +22,7 @@ pub mod conn_id;
 pub mod mesh;
 pub mod readiness;
 pub mod runtime;
+pub mod sendring;
 pub mod topology;
 pub mod wait;
 pub mod yielder;

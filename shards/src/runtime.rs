@@ -138,6 +138,13 @@ where
                                 "no readiness set; each read waits through its own POLL_ADD"
                             ),
                         }
+                        if let Err(e) = crate::sendring::install(ring_entries) {
+                            tracing::warn!(
+                                shard,
+                                error = %e,
+                                "no send ring; each write goes through a task and operation of its own"
+                            );
+                        }
                     }
                     let _ = ready_tx.send(Ok(()));
                     drop(ready_tx);

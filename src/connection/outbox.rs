@@ -16,10 +16,14 @@
 //! reading is closed with [`CloseReason::SlowConsumer`] at the cap, and after
 //! the stall timeout no one waits for it.
 //!
-//! The writer task exists only while there is something to write. The first
-//! frame queued on an idle connection spawns it; it gathers everything
-//! queued into one write, repeats while more arrived during the write, and
-//! ends (handing the socket's write half back) once the queue is empty.
+//! What writes exists only while there is something to write. The first
+//! frame queued on an idle connection hands the socket's write half to it:
+//! under io_uring, for a plain-TCP connection, the shard's send ring
+//! ([`ring`]: one pass per turn submits a send for every connection with
+//! something queued, with no task per write); otherwise (TLS, the epoll
+//! driver, a connection that is closing) a writer task. Either gathers
+//! everything queued into one write, writes again while more arrived during
+//! the write, and hands the write half back once the queue is empty.
 //! Frames queued during one scheduling turn therefore leave in one write at
 //! the end of that turn, and an idle connection keeps no task, no batch and
 //! no queue memory: the emptied queue and send buffer go to the shard's
@@ -83,6 +87,9 @@ pub(crate) struct Egress {
     stall_timeout: Duration,
     spares: RefCell<Spares>,
     last_copied: RefCell<LastCopied>,
+    /// The shard's send ring, under io_uring: plain connections write
+    /// through it instead of a writer task each.
+    ring: Option<ring::RingEgress>,
 }
 
 /// The recipients a producer waits for before its next message (one word:
@@ -142,6 +149,7 @@ impl Egress {
             stall_timeout,
             spares: RefCell::default(),
             last_copied: RefCell::default(),
+            ring: ring::RingEgress::for_this_thread(),
         }
     }
 
@@ -350,9 +358,20 @@ impl Outbox {
     #[inline]
     fn start_writer(self: &Rc<Self>) {
         if let Some(half) = self.idle_writer.take() {
-            monoio::spawn(write_loop(self.clone(), half));
+            self.run_writer(half);
         } else if self.polling.get() {
             self.wake_pollers();
+        }
+    }
+
+    /// Hands the write half to what writes: the shard's send ring, or a
+    /// writer task (TLS, or no ring).
+    fn run_writer(self: &Rc<Self>, half: WriteHalf) {
+        match &self.egress.ring {
+            Some(ring) if !half.is_tls() => ring.schedule(self.clone(), half),
+            _ => {
+                monoio::spawn(write_loop(self.clone(), half));
+            }
         }
     }
 
@@ -424,7 +443,7 @@ impl Outbox {
         self.writing_since.set(None);
         self.wake_pollers();
         if self.closing.get().is_some() || !self.is_empty() {
-            monoio::spawn(write_loop(self.clone(), writer));
+            self.run_writer(writer);
         } else {
             self.idle_writer.set(Some(writer));
         }
@@ -705,6 +724,17 @@ impl FrameBatch {
         true
     }
 
+    /// The bytes of a batch that [`FrameBatch::coalesce`] made one buffer:
+    /// its `flat`, or else its one frame.
+    fn contiguous(&self) -> &[u8] {
+        if self.flat.is_empty() {
+            debug_assert_eq!(self.frames.len(), 1);
+            self.frames.front().map_or(&[], |frame| &frame[..])
+        } else {
+            &self.flat
+        }
+    }
+
     fn refresh_iovecs(&mut self) {
         self.iovecs.clear();
         self.iovecs.extend(self.frames.iter().map(|f| libc::iovec {
@@ -744,13 +774,7 @@ struct Coalesced(FrameBatch);
 
 impl Coalesced {
     fn buffer(&self) -> &[u8] {
-        let batch = &self.0;
-        if batch.flat.is_empty() {
-            debug_assert_eq!(batch.frames.len(), 1);
-            batch.frames.front().map_or(&[], |frame| &frame[..])
-        } else {
-            &batch.flat
-        }
+        self.0.contiguous()
     }
 }
 
@@ -782,5 +806,6 @@ unsafe impl IoVecBuf for FrameBatch {
     }
 }
 
+mod ring;
 #[cfg(test)]
 mod tests;

@@ -477,6 +477,12 @@ impl WriteHalf {
         self.stream.is_tls()
     }
 
+    /// The socket's descriptor, open for as long as this half lives.
+    pub(crate) fn raw_fd(&self) -> i32 {
+        // SAFETY: see `Socket::stream`.
+        unsafe { &*self.stream.cell().get() }.as_raw_fd()
+    }
+
     /// [`WriteHalf::writev`] on a plain connection (the writer task calls
     /// the two kinds itself, at two await points whose futures share their
     /// room in its state).

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use crate::connection::socket::{Socket, WriteHalf};
 
 /// Runs `test` on a monoio runtime with the epoll driver, then (where the
-/// kernel allows it) with the io_uring driver.
+/// kernel allows it) with the io_uring driver, first with writes through
+/// monoio's operations and then through a send ring, as a shard has.
 pub(crate) fn on_each_driver<F, Fut>(test: F)
 where
     F: Fn() -> Fut,
@@ -19,11 +20,19 @@ where
         .expect("epoll runtime")
         .block_on(test());
     if monoio::utils::detect_uring() {
-        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .enable_timer()
-            .build()
-            .expect("io_uring runtime")
-            .block_on(test());
+        for send_ring in [false, true] {
+            monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                .enable_timer()
+                .build()
+                .expect("io_uring runtime")
+                .block_on(async {
+                    if send_ring {
+                        ringcast_shards::sendring::install(128).expect("send ring");
+                    }
+                    test().await;
+                    ringcast_shards::sendring::uninstall();
+                });
+        }
     }
 }
 

@@ -154,6 +154,37 @@ fn a_graceful_close_flushes_what_was_queued() {
     });
 }
 
+/// A write that fails takes its unsent frames with it: the memory of its
+/// queue goes back to the shard for the next writer, its frames must not
+/// (they would leave on another connection, ahead of that one's own).
+#[test]
+fn a_failed_write_leaves_nothing_for_the_next_connection() {
+    on_each_driver(|| async {
+        let (lost_server, lost_writer, lost_client) = socket_pair().await;
+        let (server, writer, mut client) = socket_pair().await;
+        let stats = Rc::new(Stats::default());
+        let egress = Rc::new(Egress::new(stats.clone(), Duration::from_millis(100)));
+        let lost = Rc::new(Outbox::new(1 << 20, lost_server, lost_writer, egress.clone()));
+        let outbox = Rc::new(Outbox::new(1 << 20, server, writer, egress.clone()));
+        // The client resets its connection: the server's next send fails.
+        socket2::SockRef::from(&lost_client)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(lost_client);
+        lost.push(frame("for the client that left"));
+        yield_until(|| lost.closing() == Some(CloseReason::Io)).await;
+        outbox.push(frame("mine"));
+        let expected = frame("mine");
+        let mut got = vec![0; expected.len()];
+        let reader = std::thread::spawn(move || {
+            client.read_exact(&mut got).unwrap();
+            got
+        });
+        yield_until(|| reader.is_finished()).await;
+        assert_eq!(reader.join().unwrap(), expected);
+    });
+}
+
 fn fr(bytes: &'static [u8]) -> Frame {
     Frame::from(Bytes::from_static(bytes))
 }
