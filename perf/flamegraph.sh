@@ -128,7 +128,7 @@ perf report -i "$data" --no-children --sort symbol --stdio -g none --percent-lim
 # inlines a lot, so stages are named by the frames that survive inlining.
 awk '
   BEGIN {
-    n = split("ingress: socket read (kernel)=tcp_recvmsg|ingress: Session::on_event=Session::on_event|ingress: socketio decode/validate=protocol::socketio|ingress: realtime::events=realtime::events|ingress: JSON (sonic_rs)=sonic_rs|egress: Shard::publish=Shard::publish|egress: Outbox::push=Outbox::push|egress: driver::flush=driver::flush|egress: TCP send (kernel, incl. loopback receive)=tcp_sendmsg|runtime: io_uring_enter=io_uring_enter|runtime: monoio task poll=monoio::task|alloc: mimalloc=_mi_|http upgrade=driver::upgrade|cross-shard: inbox=inbox::|cross-shard: mesh=mesh::", stage, "|")
+    n = split("ingress: socket read (kernel)=tcp_recvmsg|ingress: Session::on_event=Session::on_event|ingress: socketio decode/validate=protocol::socketio|ingress: realtime::events=realtime::events|ingress: JSON (sonic_rs)=sonic_rs|egress: Shard::publish=Shard::publish|egress: Outbox::push=Outbox::push|egress: send ring pass (io_uring)=RingEgress::pass|egress: send ring completions=RingEgress::reap|egress: writer task (TLS, epoll)=outbox::flush|egress: TCP send (kernel, incl. loopback receive)=tcp_sendmsg|runtime: io_uring_enter=io_uring_enter|runtime: monoio task poll=monoio::task|alloc: mimalloc=_mi_|http upgrade=driver::upgrade|cross-shard: inbox=inbox::|cross-shard: mesh=mesh::", stage, "|")
   }
   { count = $NF; total += count; for (i = 1; i <= n; i++) { split(stage[i], kv, "="); if (index($0, kv[2]) > 0) hits[i] += count } }
   END { for (i = 1; i <= n; i++) { split(stage[i], kv, "="); printf "%6.1f%%  %s\n", 100 * hits[i] / total, kv[1] } }
