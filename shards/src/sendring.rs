@@ -57,12 +57,19 @@ pub struct Ring {
 /// for monoio's ring). Only for an io_uring runtime, from inside it; `Err`
 /// leaves the thread without one (its connections then send through monoio).
 pub fn install(entries: u32) -> io::Result<()> {
-    let ring = IoUring::builder()
+    // Only this thread submits, so the kernel may skip the locking that
+    // guards a ring shared by several (Linux 6.0 on; older kernels refuse
+    // the flag, and get the ring without it).
+    let ring = match IoUring::builder()
         .setup_cqsize(COMPLETION_ENTRIES)
-        // Only this thread submits, so the kernel may skip the locking that
-        // guards a ring shared by several.
         .setup_single_issuer()
-        .build(entries)?;
+        .build(entries)
+    {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => IoUring::builder()
+            .setup_cqsize(COMPLETION_ENTRIES)
+            .build(entries)?,
+        ring => ring?,
+    };
     // SAFETY: `dup` of a descriptor the ring keeps open; the copy is owned
     // below.
     let copy = unsafe { libc::fcntl(ring.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };

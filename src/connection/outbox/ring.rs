@@ -87,6 +87,11 @@ impl RingEgress {
             monoio::spawn(flusher(egress.clone()));
             monoio::spawn(pump(egress));
         }
+        self.make_ready(outbox, writer);
+    }
+
+    /// Puts a connection on the ready list and wakes the flusher.
+    fn make_ready(&self, outbox: Rc<Outbox>, writer: WriteHalf) {
         self.ready.borrow_mut().push((outbox, writer));
         if let Some(waker) = self.flusher.take() {
             waker.wake();
@@ -189,7 +194,7 @@ impl RingEgress {
             let write = self.in_flight.borrow_mut().remove(token as usize);
             write.outbox.writing_since.set(None);
             write.outbox.close(crate::close::CloseReason::Io);
-            self.ready.borrow_mut().push((write.outbox, write.writer));
+            self.make_ready(write.outbox, write.writer);
         }
     }
 
@@ -231,10 +236,7 @@ impl RingEgress {
         egress.recycle_queue(batch.frames);
         egress.recycle_flat(batch.flat);
         if outbox.closing().is_some() || !outbox.is_empty() {
-            self.ready.borrow_mut().push((outbox, writer));
-            if let Some(waker) = self.flusher.take() {
-                waker.wake();
-            }
+            self.make_ready(outbox, writer);
         } else {
             outbox.release_queue();
             outbox.idle_writer.set(Some(writer));

@@ -185,6 +185,41 @@ fn a_failed_write_leaves_nothing_for_the_next_connection() {
     });
 }
 
+/// Frames far larger than the socket's buffer leave in several partial
+/// writes, each continuing where the last stopped: the client reads every
+/// byte, in order.
+#[test]
+fn a_batch_larger_than_the_socket_buffer_leaves_whole_in_partial_writes() {
+    on_each_driver(|| async {
+        let (server, writer, client) = small_socket_pair(8 << 10, 8 << 10).await;
+        let stats = Rc::new(Stats::default());
+        let egress = Rc::new(Egress::new(stats.clone(), Duration::from_secs(10)));
+        let outbox = Rc::new(Outbox::new(4 << 20, server, writer, egress.clone()));
+        let frames: Vec<Bytes> = (0..64u8)
+            .map(|i| frame(&String::from(char::from(b'a' + i % 26)).repeat(8 << 10)))
+            .collect();
+        let expected: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
+        let reader = read_all_in_thread(client, expected.len());
+        for f in frames {
+            outbox.push(f);
+        }
+        yield_until(|| reader.is_finished()).await;
+        assert_eq!(reader.join().unwrap(), expected);
+        assert!(stats.writes.get() > 1, "{} writes", stats.writes.get());
+        assert_eq!(stats.bytes_out.get(), expected.len() as u64);
+    });
+}
+
+/// Reads exactly `total` bytes from `client` on a thread of its own and
+/// returns them.
+fn read_all_in_thread(mut client: std::net::TcpStream, total: usize) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut all = vec![0; total];
+        client.read_exact(&mut all).unwrap();
+        all
+    })
+}
+
 fn fr(bytes: &'static [u8]) -> Frame {
     Frame::from(Bytes::from_static(bytes))
 }
