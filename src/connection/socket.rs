@@ -32,6 +32,7 @@ use monoio::BufResult;
 
 use ringcast_shards::readiness;
 
+pub(crate) use crate::connection::tls::Received;
 use crate::connection::tls::Tls;
 
 /// A shared handle to one accepted TCP stream (and its TLS state, on a TLS
@@ -182,17 +183,6 @@ impl Drop for Handle {
             }
         }
     }
-}
-
-/// What one non-blocking receive found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Received {
-    /// This many bytes (at least one).
-    Bytes(usize),
-    /// Nothing buffered right now.
-    WouldBlock,
-    /// The peer closed its side, or the socket failed.
-    Closed,
 }
 
 impl Socket {

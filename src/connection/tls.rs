@@ -47,7 +47,17 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ServerConfig, ServerConnection};
 
 use crate::config::TlsFiles;
-use crate::connection::socket::Received;
+
+/// What one non-blocking receive found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Received {
+    /// This many bytes (at least one).
+    Bytes(usize),
+    /// Nothing buffered right now.
+    WouldBlock,
+    /// The peer closed its side, or the socket failed.
+    Closed,
+}
 
 /// The ALPN protocol ringcast speaks: clients offering HTTP/2 and
 /// HTTP/1.1 (browsers) are told HTTP/1.1; clients offering none get none.
