@@ -564,6 +564,41 @@ impl Outbox {
     pub(crate) fn is_empty(&self) -> bool {
         self.queue.borrow().is_empty()
     }
+
+    /// Fills the writer's empty `batch` with what is queued for one write
+    /// (up to [`WRITEV_FRAMES_MAX`] frames), with a spare send buffer when
+    /// there are several frames to copy into it.
+    fn fill_batch(&self, batch: &mut FrameBatch) {
+        let egress = &self.egress;
+        self.take_batch(&mut batch.frames, WRITEV_FRAMES_MAX);
+        Stats::add(&egress.stats.frames_written, batch.frames.len() as u64);
+        if batch.flat.capacity() == 0 && batch.frames.len() > 1 {
+            batch.flat = egress.spare_flat();
+        }
+    }
+
+    /// A write completed, `written` bytes of it (0 if it failed): the stall
+    /// clock stops, producers pacing to this client look again, and the
+    /// counters move.
+    fn write_completed(&self, written: usize) {
+        let egress = &self.egress;
+        self.writing_since.set(None);
+        if !egress.write_done.is_empty() {
+            egress.write_done.wake_all();
+        }
+        Stats::bump(&egress.stats.writes);
+        Stats::add(&egress.stats.bytes_out, written as u64);
+    }
+
+    /// Nothing is left to write: the emptied queue and the writer's batch
+    /// go back to the shard's spares (an idle connection holds none), the
+    /// write half back to the outbox for the next push.
+    fn park_writer(&self, writer: WriteHalf, batch: FrameBatch) {
+        self.release_queue();
+        self.egress.recycle_queue(batch.frames);
+        self.egress.recycle_flat(batch.flat);
+        self.idle_writer.set(Some(writer));
+    }
 }
 
 /// The writer task: writes until the queue is empty, then hands the write
@@ -580,11 +615,7 @@ async fn write_loop(outbox: Rc<Outbox>, mut writer: WriteHalf) {
             return;
         }
         if outbox.is_empty() {
-            outbox.release_queue();
-            let egress = &outbox.egress;
-            egress.recycle_queue(std::mem::take(&mut batch.frames));
-            egress.recycle_flat(std::mem::take(&mut batch.flat));
-            outbox.idle_writer.set(Some(writer));
+            outbox.park_writer(writer, std::mem::take(&mut batch));
             return;
         }
         if flush(&mut writer, &outbox, &mut batch).await.is_err() {
@@ -612,12 +643,7 @@ async fn flush_last(writer: &mut WriteHalf, outbox: &Outbox, batch: &mut FrameBa
 /// with as few writes as the kernel allows.
 async fn flush(writer: &mut WriteHalf, outbox: &Outbox, batch: &mut FrameBatch) -> std::io::Result<()> {
     let egress = &outbox.egress;
-    let stats = &egress.stats;
-    outbox.take_batch(&mut batch.frames, WRITEV_FRAMES_MAX);
-    Stats::add(&stats.frames_written, batch.frames.len() as u64);
-    if batch.flat.capacity() == 0 && batch.frames.len() > 1 {
-        batch.flat = egress.spare_flat();
-    }
+    outbox.fill_batch(batch);
     let mut owned = std::mem::take(batch);
     while !owned.is_empty() {
         outbox.writing_since.set(Some(Instant::now()));
@@ -628,25 +654,18 @@ async fn flush(writer: &mut WriteHalf, outbox: &Outbox, batch: &mut FrameBatch) 
         let (result, back) = if writer.is_tls() {
             owned.refresh_iovecs();
             Box::pin(writer.writev_tls(owned)).await
-        } else if owned.coalesce(&egress.last_copied, stats) {
+        } else if owned.coalesce(&egress.last_copied, &egress.stats) {
             let (result, Coalesced(back)) = writer.send_plain(Coalesced(owned)).await;
             (result, back)
         } else {
             owned.refresh_iovecs();
             writer.writev_plain(owned).await
         };
-        outbox.writing_since.set(None);
-        if !outbox.egress.write_done.is_empty() {
-            outbox.egress.write_done.wake_all();
-        }
         owned = back;
-        Stats::bump(&stats.writes);
+        outbox.write_completed(result.as_ref().map_or(0, |&n| n));
         match result {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                Stats::add(&stats.bytes_out, n as u64);
-                owned.advance(n);
-            }
+            Ok(n) => owned.advance(n),
             Err(e) => return Err(e),
         }
     }

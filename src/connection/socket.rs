@@ -575,8 +575,7 @@ impl<A: Future<Output = io::Result<()>>> Future for Wait<A> {
 
 impl Drop for WriteHalf {
     fn drop(&mut self) {
-        // SAFETY: see `Socket::stream`.
-        let fd = unsafe { &*self.stream.cell().get() }.as_raw_fd();
+        let fd = self.raw_fd();
         // SAFETY: shutdown(2) on a descriptor this handle keeps open, as
         // monoio's write half does on drop.
         unsafe {

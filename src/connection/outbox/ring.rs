@@ -35,9 +35,8 @@ use slab::Slab;
 
 use ringcast_shards::sendring;
 
-use super::{write_loop, Egress, FrameBatch, Outbox, WRITEV_FRAMES_MAX};
+use super::{write_loop, Egress, FrameBatch, Outbox};
 use crate::connection::socket::WriteHalf;
-use crate::metrics::Stats;
 
 /// The ring side of a shard's [`Egress`].
 pub(super) struct RingEgress {
@@ -47,7 +46,11 @@ pub(super) struct RingEgress {
     ready: RefCell<Vec<(Rc<Outbox>, WriteHalf)>>,
     /// The ready list's other vector, swapped in while a pass walks one.
     walking: RefCell<Vec<(Rc<Outbox>, WriteHalf)>>,
-    /// Every write handed to the ring and not completed, by token.
+    /// Every write handed to the ring and not completed, by token. An
+    /// entry holds its outbox, which holds the shard's `Egress` and so this:
+    /// while writes are in flight this is never dropped, and a shard that
+    /// ends with some leaks their buffers rather than free them under the
+    /// kernel (`sendring`'s invariant).
     in_flight: RefCell<Slab<InFlight>>,
     /// Completions reaped and not handled yet.
     completions: RefCell<Vec<(u64, i32)>>,
@@ -142,16 +145,11 @@ impl RingEgress {
             return;
         }
         if outbox.is_empty() {
-            outbox.release_queue();
-            outbox.idle_writer.set(Some(writer));
+            outbox.park_writer(writer, FrameBatch::default());
             return;
         }
         let mut batch = FrameBatch::default();
-        outbox.take_batch(&mut batch.frames, WRITEV_FRAMES_MAX);
-        Stats::add(&egress.stats.frames_written, batch.frames.len() as u64);
-        if batch.frames.len() > 1 {
-            batch.flat = egress.spare_flat();
-        }
+        outbox.fill_batch(&mut batch);
         self.send(
             egress,
             InFlight {
@@ -177,7 +175,7 @@ impl RingEgress {
         // SAFETY: the bytes (a frame's, or `flat`'s) and the iovecs live in
         // heap buffers the batch owns, which stays in the slab, untouched,
         // until this token's completion is handled; the write half in the
-        // same entry keeps `fd` open as long. See `Drop`.
+        // same entry keeps `fd` open as long (see `in_flight`).
         let queued = unsafe {
             if contiguous {
                 let buffer = batch.contiguous();
@@ -206,14 +204,9 @@ impl RingEgress {
             return;
         };
         let outbox = &write.outbox;
-        outbox.writing_since.set(None);
-        if !egress.write_done.is_empty() {
-            egress.write_done.wake_all();
-        }
-        Stats::bump(&egress.stats.writes);
+        outbox.write_completed(usize::try_from(result).unwrap_or(0));
         match result {
             n if n > 0 => {
-                Stats::add(&egress.stats.bytes_out, n as u64);
                 write.batch.advance(n as usize);
                 if !write.batch.is_empty() {
                     self.send(egress, write);
@@ -233,25 +226,12 @@ impl RingEgress {
             writer,
             batch,
         } = write;
-        egress.recycle_queue(batch.frames);
-        egress.recycle_flat(batch.flat);
         if outbox.closing().is_some() || !outbox.is_empty() {
+            egress.recycle_queue(batch.frames);
+            egress.recycle_flat(batch.flat);
             self.make_ready(outbox, writer);
         } else {
-            outbox.release_queue();
-            outbox.idle_writer.set(Some(writer));
-        }
-    }
-}
-
-impl Drop for RingEgress {
-    fn drop(&mut self) {
-        // The kernel may still read the buffers of writes in flight until
-        // the ring is gone: leak them rather than free them under it (the
-        // shard is ending).
-        let in_flight = std::mem::take(self.in_flight.get_mut());
-        if !in_flight.is_empty() {
-            std::mem::forget(in_flight);
+            outbox.park_writer(writer, batch);
         }
     }
 }
