@@ -25,7 +25,7 @@
 //! [`Ring::reap`]; a caller that goes away with sends in flight leaks their
 //! buffers rather than free them under the kernel.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
@@ -44,8 +44,6 @@ thread_local! {
 /// A shard's send ring.
 pub struct Ring {
     ring: RefCell<IoUring<squeue::Entry>>,
-    /// Entries pushed and not submitted yet.
-    unsubmitted: Cell<u32>,
     /// The ring's descriptor as monoio sees it, for [`Ring::completed`].
     watched: monoio::net::UnixStream,
 }
@@ -86,7 +84,6 @@ pub fn install(entries: u32) -> io::Result<()> {
     )?;
     let ring = Rc::new(Ring {
         ring: RefCell::new(ring),
-        unsubmitted: Cell::new(0),
         watched,
     });
     RING.with(|r| *r.borrow_mut() = Some(ring));
@@ -150,34 +147,31 @@ impl Ring {
         loop {
             // SAFETY: the caller keeps what the entry points to valid.
             if unsafe { ring.submission().push(entry) }.is_ok() {
-                self.unsubmitted.set(self.unsubmitted.get() + 1);
                 return Ok(());
             }
             // Full: hand the queued entries to the kernel and make room.
-            Self::submit_locked(&ring, &self.unsubmitted)?;
+            Self::submit_queued(&ring)?;
         }
     }
 
-    /// Whether entries wait for [`Ring::submit`].
+    /// Whether entries wait for [`Ring::submit`] (the submission queue
+    /// holds what the kernel has not taken).
     pub fn has_unsubmitted(&self) -> bool {
-        self.unsubmitted.get() > 0
+        !self.ring.borrow_mut().submission().is_empty()
     }
 
     /// Hands every queued send to the kernel, in one system call.
     pub fn submit(&self) -> io::Result<()> {
-        if self.unsubmitted.get() == 0 {
+        if !self.has_unsubmitted() {
             return Ok(());
         }
-        Self::submit_locked(&self.ring.borrow(), &self.unsubmitted)
+        Self::submit_queued(&self.ring.borrow())
     }
 
-    fn submit_locked(ring: &IoUring<squeue::Entry>, unsubmitted: &Cell<u32>) -> io::Result<()> {
+    fn submit_queued(ring: &IoUring<squeue::Entry>) -> io::Result<()> {
         loop {
             match ring.submit() {
-                Ok(_) => {
-                    unsubmitted.set(0);
-                    return Ok(());
-                }
+                Ok(_) => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
